@@ -1,0 +1,158 @@
+"""``tim``: one subcommand per stage, each a thin shell over one library function.
+
+Settings come from the stage's defaults, then ``--config FILE.yaml``, then command-line options;
+unknown keys and out-of-range values are errors. Exit codes: 0 success, 1 some videos failed
+(see ``errors.csv``), 2 bad usage or configuration.
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import sys
+from pathlib import Path
+from typing import Any, Callable, Sequence
+
+from .config import ConfigError, Settings, load_yaml
+
+log = logging.getLogger("truthinmotion")
+
+
+def _settings(cls: type[Settings], args: argparse.Namespace, keys: Sequence[str]) -> Any:
+    """Defaults < YAML (``--config``) < the command-line options named in ``keys``."""
+    cfg = cls()
+    if getattr(args, "config", None):
+        cfg = cfg.updated(load_yaml(args.config))
+    return cfg.updated({k: getattr(args, k) for k in keys})
+
+
+def _common(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--config", help="YAML file of settings (overridden by command-line options)")
+    p.add_argument("-q", "--quiet", action="store_true", help="no progress bars, warnings only")
+
+
+def _ratios(text: str) -> tuple[float, ...]:
+    try:
+        return tuple(float(x) for x in text.split(","))
+    except ValueError as err:
+        raise argparse.ArgumentTypeError(f"expected three numbers like 0.7,0.2,0.1, got {text!r}") from err
+
+
+# ---------------------------------------------------------------- index
+
+
+def _add_index(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser("index", help="index a dataset into WORKDIR/manifest.csv")
+    p.add_argument("root", help="dataset root (a CSV file for --format csv)")
+    p.add_argument("-o", "--out", required=True, help="work directory")
+    p.add_argument("--format", choices=["ffpp", "dfdc", "celebdf", "folder", "csv"])
+    p.add_argument("--compression", help="FF++ compression: raw, c23 (default), c40")
+    p.add_argument("--methods", type=lambda s: tuple(s.split(",")), help="FF++ methods, comma-separated")
+    p.add_argument("--splits", dest="splits_dir", help="FF++: directory of official train/val/test.json")
+    p.add_argument("--ratios", type=_ratios, help="train,val,test ratios where no official split (0.7,0.2,0.1)")
+    p.add_argument("--seed", type=int)
+    _common(p)
+    p.set_defaults(func=_cmd_index)
+
+
+def _cmd_index(args: argparse.Namespace) -> int:
+    from .index import IndexConfig, index_dataset
+
+    cfg = _settings(IndexConfig, args, ["format", "compression", "methods", "splits_dir", "ratios", "seed"])
+    result = index_dataset(args.root, args.out, cfg)
+    print(result.summary())
+    return 0
+
+
+# ---------------------------------------------------------------- faces
+
+
+def _add_faces(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser("faces", help="detect, track and crop faces: WORKDIR/faces/<id>.npz")
+    p.add_argument("workdir")
+    p.add_argument("--points", dest="num_points", type=int, help="time points per video (32)")
+    p.add_argument("--size", type=int, help="crop side in pixels (224)")
+    p.add_argument("--box-scale", type=float, help="crop side / face box side (1.3)")
+    p.add_argument("--detect-side", type=int, help="short side of detection frames (300)")
+    p.add_argument("--detect-every", type=int, help="first-pass detection stride over time points (4)")
+    _stage_options(p)
+    p.set_defaults(func=_cmd_faces)
+
+
+def _stage_options(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--workers", type=int, default=1, help="parallel processes (1)")
+    p.add_argument("--device", default="cpu", help="cpu or cuda (cpu)")
+    p.add_argument("--limit", type=int, help="process only the first N videos of the manifest")
+    p.add_argument("--only", type=lambda s: s.split(","), help="comma-separated video ids")
+    _common(p)
+
+
+def _finish(report: Any, workdir: str) -> int:
+    print(report.summary())
+    if report.failed:
+        print(f"failures are listed in {Path(workdir) / 'errors.csv'}")
+    return 0 if report.ok else 1
+
+
+def _cmd_faces(args: argparse.Namespace) -> int:
+    from .faces import FacesConfig, run_faces
+
+    cfg = _settings(FacesConfig, args, ["num_points", "size", "box_scale", "detect_side", "detect_every"])
+    report = run_faces(
+        args.workdir, cfg, workers=args.workers, device=args.device, limit=args.limit,
+        only=args.only, progress=not args.quiet,
+    )
+    return _finish(report, args.workdir)
+
+
+# ---------------------------------------------------------------- demo
+
+
+def _add_demo(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser("demo", help="the pipeline on a generated data set, offline")
+    p.add_argument("-o", "--out", default="demo-out", help="output directory (demo-out)")
+    p.add_argument("--clips", type=int, default=12, help="clips per class (12)")
+    p.add_argument("-q", "--quiet", action="store_true", help="no progress bars")
+    p.set_defaults(func=_cmd_demo)
+
+
+def _cmd_demo(args: argparse.Namespace) -> int:
+    from .demo import run_demo
+
+    print(run_demo(args.out, clips=args.clips, progress=not args.quiet).summary())
+    return 0
+
+
+# ---------------------------------------------------------------- main
+
+COMMANDS: list[Callable[[argparse._SubParsersAction], None]] = [_add_index, _add_faces, _add_demo]
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="tim", description="truthinmotion: deepfake video detection from facial motion and depth"
+    )
+    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+    for add in COMMANDS:
+        add(sub)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    logging.basicConfig(
+        level=logging.WARNING if getattr(args, "quiet", False) else logging.INFO,
+        format="%(levelname)s %(name)s: %(message)s",
+    )
+    try:
+        return args.func(args)
+    except ConfigError as err:
+        print(f"tim {args.command}: error: {err}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print(f"tim {args.command}: interrupted; finished work is kept, re-run to resume", file=sys.stderr)
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,103 @@
+"""Settings: one dataclass per stage, defaults < YAML < command line, unknown keys are errors.
+
+Every stage's settings derive from :class:`Settings`. ``cfg.updated(mapping)`` returns a new
+instance with the mapping applied; keys that are not fields, values of the wrong type and values
+out of range raise :class:`ConfigError` with a message naming what is allowed. ``None`` values are
+dropped so that command-line options the user did not give never override YAML or defaults.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import typing
+from pathlib import Path
+from typing import Any, Mapping, TypeVar
+
+import yaml
+
+__all__ = ["ConfigError", "Settings", "load_yaml", "save_yaml"]
+
+S = TypeVar("S", bound="Settings")
+
+
+class ConfigError(ValueError):
+    """A configuration key or value that the program cannot accept."""
+
+
+def _allowed_types(tp: Any) -> tuple[type, ...]:
+    origin = typing.get_origin(tp)
+    if origin is typing.Union or str(origin) == "types.UnionType":
+        out: tuple[type, ...] = ()
+        for arg in typing.get_args(tp):
+            out += _allowed_types(arg)
+        return out
+    if origin is not None:
+        return (origin,)
+    if tp is float:
+        return (float, int)
+    if tp is type(None):
+        return (type(None),)
+    return (tp,)
+
+
+@dataclasses.dataclass(frozen=True)
+class Settings:
+    """Base of every stage's settings; subclasses add fields and may override ``check``."""
+
+    def updated(self: S, overrides: Mapping[str, Any] | None) -> S:
+        """Return a copy with ``overrides`` applied (``None`` values skipped) and validated."""
+        overrides = {k: v for k, v in (overrides or {}).items() if v is not None}
+        names = {f.name for f in dataclasses.fields(self)}
+        unknown = sorted(set(overrides) - names)
+        if unknown:
+            raise ConfigError(
+                f"unknown key(s) {', '.join(unknown)} for {type(self).__name__}; "
+                f"allowed: {', '.join(sorted(names))}"
+            )
+        hints = typing.get_type_hints(type(self))
+        for key, value in overrides.items():
+            allowed = _allowed_types(hints[key])
+            if isinstance(value, bool) and bool not in allowed:
+                allowed = ()
+            if allowed and not isinstance(value, allowed):
+                names_ = "/".join(t.__name__ for t in allowed)
+                raise ConfigError(f"{key}: expected {names_}, got {value!r}")
+            if isinstance(value, list) and isinstance(getattr(self, key), tuple):
+                overrides[key] = tuple(value)
+        new = dataclasses.replace(self, **overrides)
+        new.check()
+        return new
+
+    def check(self) -> None:
+        """Raise :class:`ConfigError` for out-of-range values (subclasses extend)."""
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            k: (list(v) if isinstance(v, tuple) else v) for k, v in dataclasses.asdict(self).items()
+        }
+
+    @classmethod
+    def from_dict(cls: type[S], data: Mapping[str, Any] | None) -> S:
+        return cls().updated(data)
+
+
+def require(condition: bool, message: str) -> None:
+    if not condition:
+        raise ConfigError(message)
+
+
+def load_yaml(path: str | Path) -> dict[str, Any]:
+    """Read a YAML mapping; an empty file is an empty mapping, anything else is an error."""
+    path = Path(path)
+    if not path.is_file():
+        raise ConfigError(f"configuration file not found: {path}")
+    data = yaml.safe_load(path.read_text()) or {}
+    if not isinstance(data, dict):
+        raise ConfigError(f"{path}: expected a mapping of settings, got {type(data).__name__}")
+    return data
+
+
+def save_yaml(data: Mapping[str, Any], path: str | Path) -> None:
+    from .io import atomic_write_text
+
+    atomic_write_text(Path(path), yaml.safe_dump(dict(data), sort_keys=False))

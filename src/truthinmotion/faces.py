@@ -1,0 +1,353 @@
+"""Faces stage: sampled frame pairs, the main face tracked through them, square crops.
+
+For K evenly spaced time points t the frames t and t+1 are decoded as a stream. Faces are found
+with MTCNN (Zhang et al., "Joint Face Detection and Alignment using Multi-task Cascaded
+Convolutional Networks", 2016; the facenet-pytorch weights, as in the original study) on frames
+downscaled so their short side is ``detect_side``, first on every ``detect_every``-th point, then
+on the points around any gap where the face moved or was missed (coarse to fine). Detections are
+linked into tracks by overlap, the main track (largest and most confident over time) is kept,
+its boxes are interpolated where it was not detected and lightly smoothed. Both frames of a pair
+are cropped with the same square box, ``box_scale`` times the face box, resized to ``size``.
+"""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Sequence
+
+import cv2
+import numpy as np
+
+from .config import ConfigError, Settings, require
+from .io import StageError, WorkDir, load_npz, save_npz
+from .video import probe, read_frames, sample_points
+
+__all__ = [
+    "FaceDetector",
+    "Faces",
+    "FacesConfig",
+    "box_iou",
+    "crop_square",
+    "extract_faces",
+    "run_faces",
+]
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class FacesConfig(Settings):
+    num_points: int = 32  # K time points per video, evenly spaced; each gives the pair (t, t+1)
+    size: int = 224  # S: side of the square crops, in pixels
+    box_scale: float = 1.3  # crop side = box_scale x the longer side of the face box (study: 1.3)
+    detect_side: int = 300  # frames are downscaled to this short side for detection
+    min_face: int = 24  # smallest face MTCNN looks for, in pixels of the detection frame
+    min_score: float = 0.9  # detections less confident than this are ignored (MTCNN's O-net)
+    thresholds: tuple[float, float] = (0.7, 0.8)  # MTCNN P-net and R-net candidate thresholds
+    detect_every: int = 4  # first pass: every n-th time point (plus the last); 1 = all points
+    refine_iou: float = 0.85  # detect between two detections whose boxes overlap less than this
+    smooth: bool = False  # 1-2-1 smoothing over neighbouring points (a pair shares its box anyway)
+    batch_size: int = 16  # frames per MTCNN call
+    max_frame_side: int = 1920  # kept frames are downscaled to this long side (bounds memory)
+    compress: bool = True  # zlib-compress the artifact (about half the size, a little slower)
+
+    def check(self) -> None:
+        require(self.num_points >= 1, "num_points: at least 1")
+        require(16 <= self.size <= 1024, "size: 16 to 1024 pixels")
+        require(1.0 <= self.box_scale <= 3.0, "box_scale: 1.0 to 3.0")
+        require(self.detect_side >= 64, "detect_side: at least 64 pixels")
+        require(self.min_face >= 12, "min_face: at least 12 pixels (MTCNN's smallest window)")
+        require(0.0 < self.min_score < 1.0, "min_score: between 0 and 1")
+        require(
+            len(self.thresholds) == 2 and all(0.0 < t < 1.0 for t in self.thresholds),
+            "thresholds: two numbers between 0 and 1 (P-net, R-net)",
+        )
+        require(self.detect_every >= 1, "detect_every: at least 1")
+        require(0.0 <= self.refine_iou <= 1.0, "refine_iou: between 0 and 1")
+        require(self.batch_size >= 1, "batch_size: at least 1")
+        require(self.max_frame_side >= self.size, "max_frame_side: at least size")
+
+
+# ---------------------------------------------------------------- geometry
+
+
+def box_iou(a: np.ndarray, b: np.ndarray) -> np.ndarray:
+    """Intersection over union of boxes ``[..., 4]`` (x1, y1, x2, y2), broadcast; NaN-safe (0)."""
+    x1 = np.maximum(a[..., 0], b[..., 0])
+    y1 = np.maximum(a[..., 1], b[..., 1])
+    x2 = np.minimum(a[..., 2], b[..., 2])
+    y2 = np.minimum(a[..., 3], b[..., 3])
+    inter = np.clip(x2 - x1, 0, None) * np.clip(y2 - y1, 0, None)
+    area = lambda z: (z[..., 2] - z[..., 0]) * (z[..., 3] - z[..., 1])  # noqa: E731
+    with np.errstate(invalid="ignore", divide="ignore"):
+        iou = inter / (area(a) + area(b) - inter)
+    return np.nan_to_num(iou, nan=0.0)
+
+
+def square_box(box: np.ndarray, scale: float) -> np.ndarray:
+    """The square of side ``scale`` x the longer side of ``box``, centred on it: ``[4]``."""
+    cx, cy = (box[0] + box[2]) / 2, (box[1] + box[3]) / 2
+    half = scale * max(box[2] - box[0], box[3] - box[1]) / 2
+    return np.array([cx - half, cy - half, cx + half, cy + half])
+
+
+def crop_square(frame: np.ndarray, box: np.ndarray, scale: float, size: int) -> np.ndarray:
+    """Crop ``frame [H, W, 3]`` to the scaled square around ``box``, zero-padded, ``[size, size, 3]``."""
+    x1, y1, x2, y2 = np.round(square_box(box, scale)).astype(int)
+    side = max(x2 - x1, 1)
+    h, w = frame.shape[:2]
+    out = np.zeros((side, side, 3), dtype=frame.dtype)
+    sx1, sy1, sx2, sy2 = max(x1, 0), max(y1, 0), min(x1 + side, w), min(y1 + side, h)
+    if sx2 > sx1 and sy2 > sy1:
+        out[sy1 - y1 : sy2 - y1, sx1 - x1 : sx2 - x1] = frame[sy1:sy2, sx1:sx2]
+    interp = cv2.INTER_AREA if side > size else cv2.INTER_LINEAR
+    return cv2.resize(out, (size, size), interpolation=interp)
+
+
+# ---------------------------------------------------------------- detection
+
+
+class FaceDetector:
+    """MTCNN (facenet-pytorch, shipped weights) on batches of equally sized RGB frames."""
+
+    def __init__(
+        self,
+        min_face: int = 20,
+        min_score: float = 0.9,
+        thresholds: Sequence[float] = (0.6, 0.7),
+        device: str = "cpu",
+    ):
+        from facenet_pytorch import MTCNN
+
+        self.mtcnn = MTCNN(
+            keep_all=True, min_face_size=min_face, thresholds=[*thresholds, min_score],
+            device=device, post_process=False,
+        )
+        self.min_score = min_score
+
+    @classmethod
+    def from_config(cls, cfg: "FacesConfig", device: str = "cpu") -> "FaceDetector":
+        return cls(cfg.min_face, cfg.min_score, cfg.thresholds, device)
+
+    def __call__(self, frames: Sequence[np.ndarray], batch_size: int = 16) -> list[np.ndarray]:
+        """Detect in ``frames`` (RGB uint8, same size): per frame ``[n, 5]`` (x1, y1, x2, y2, p)."""
+        out: list[np.ndarray] = []
+        for i in range(0, len(frames), batch_size):
+            batch = np.stack(frames[i : i + batch_size])
+            boxes, probs = self.mtcnn.detect(batch)
+            for b, p in zip(boxes, probs):
+                if b is None:
+                    out.append(np.zeros((0, 5), np.float32))
+                    continue
+                det = np.concatenate([np.asarray(b, np.float32), np.asarray(p, np.float32)[:, None]], 1)
+                out.append(det[det[:, 4] >= self.min_score])
+        return out
+
+
+# ---------------------------------------------------------------- tracking
+
+
+def _link(dets: dict[int, np.ndarray], min_iou: float = 0.3) -> list[dict[int, np.ndarray]]:
+    """Greedy linking of per-point detections into tracks: each a {point: [5]} mapping."""
+    tracks: list[dict[int, np.ndarray]] = []
+    for k in sorted(dets):
+        free = list(range(len(tracks)))
+        for det in sorted(dets[k], key=lambda d: -d[4]):
+            if not free:
+                tracks.append({k: det})
+                continue
+            last = np.stack([tracks[t][max(tracks[t])][:4] for t in free])
+            ious = box_iou(last, det[None, :4])
+            # A face seen again after a miss may have moved further: fall back to centre distance.
+            j = int(np.argmax(ious))
+            if ious[j] < min_iou:
+                size = max(det[2] - det[0], det[3] - det[1])
+                centre = (det[:2] + det[2:4]) / 2
+                dist = np.linalg.norm((last[:, :2] + last[:, 2:4]) / 2 - centre, axis=1)
+                j = int(np.argmin(dist))
+                if dist[j] > 0.5 * size:
+                    tracks.append({k: det})
+                    continue
+            tracks[free.pop(j)][k] = det
+    return tracks
+
+
+def _track_weight(track: dict[int, np.ndarray]) -> float:
+    """Largest and most confident over time: sum of probability x sqrt(area) of its detections."""
+    return float(sum(d[4] * np.sqrt(max((d[2] - d[0]) * (d[3] - d[1]), 0.0)) for d in track.values()))
+
+
+def _fill(track: dict[int, np.ndarray], k: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Boxes ``[k, 4]`` and scores ``[k]`` over all points: detected, interpolated inside the span, NaN outside."""
+    boxes = np.full((k, 4), np.nan)
+    scores = np.zeros(k)
+    detected = np.zeros(k, bool)
+    pts = np.array(sorted(track))
+    vals = np.stack([track[p] for p in pts])
+    inside = np.arange(pts[0], pts[-1] + 1)
+    for c in range(4):
+        boxes[inside, c] = np.interp(inside, pts, vals[:, c])
+    scores[inside] = np.interp(inside, pts, vals[:, 4])
+    detected[pts] = True
+    return boxes, scores, detected
+
+
+def _smooth(boxes: np.ndarray) -> np.ndarray:
+    """Weights 1-2-1 over neighbouring points, on valid boxes only (NaN stays NaN)."""
+    valid = ~np.isnan(boxes[:, 0])
+    out = boxes.copy()
+    for i in np.flatnonzero(valid):
+        idx = [j for j in (i - 1, i, i + 1) if 0 <= j < len(boxes) and valid[j]]
+        w = np.array([2.0 if j == i else 1.0 for j in idx])
+        out[i] = (boxes[idx] * w[:, None]).sum(0) / w.sum()
+    return out
+
+
+# ---------------------------------------------------------------- extraction
+
+
+@dataclass
+class Faces:
+    """Face crops of one video. Shapes use K time points and crop side S."""
+
+    frame_index: np.ndarray  # [K] int64: t of each pair (t, t+1)
+    boxes: np.ndarray  # [K, 4] float32: face box x1, y1, x2, y2 in original pixels, NaN: no face
+    scores: np.ndarray  # [K] float32: MTCNN probability (interpolated where not detected)
+    detected: np.ndarray  # [K] bool: the box came from a detection at this point
+    crops: np.ndarray  # [K, 2, S, S, 3] uint8 RGB: frames t and t+1, same square box
+    meta: dict[str, Any] = field(default_factory=dict)
+
+    @property
+    def valid(self) -> np.ndarray:
+        """``[K]`` bool: time points with a face."""
+        return ~np.isnan(self.boxes[:, 0])
+
+    def save(self, path: Path, compress: bool = True) -> None:
+        save_npz(
+            path, self.meta, compress=compress, frame_index=self.frame_index, boxes=self.boxes,
+            scores=self.scores, detected=self.detected, crops=self.crops,
+        )
+
+    @classmethod
+    def load(cls, path: Path) -> "Faces":
+        a, meta = load_npz(path)
+        return cls(a["frame_index"], a["boxes"], a["scores"], a["detected"], a["crops"], meta)
+
+
+def extract_faces(path: str | Path, cfg: FacesConfig, detector: FaceDetector) -> Faces:
+    """Decode, detect, track and crop the main face of one video (see the module docstring)."""
+    info = probe(path)
+    points = sample_points(info.frames, cfg.num_points)
+    k = len(points)
+    wanted = np.unique(np.concatenate([points, points + 1]))
+    frames = dict(read_frames(path, wanted, max_side=cfg.max_frame_side, rgb=False))  # BGR
+    full_h, full_w = info.height, info.width
+    keep_scale = frames[int(points[0])].shape[1] / full_w  # kept frames vs original pixels
+
+    det_scale = min(1.0, cfg.detect_side / min(full_w, full_h))
+    det_size = (max(1, round(full_w * det_scale)), max(1, round(full_h * det_scale)))
+    small: dict[int, np.ndarray] = {}
+
+    def detect(which: Sequence[int]) -> dict[int, np.ndarray]:
+        todo = [i for i in which if i not in small]
+        for i in todo:
+            resized = cv2.resize(frames[int(points[i])], det_size, interpolation=cv2.INTER_AREA)
+            small[i] = cv2.cvtColor(resized, cv2.COLOR_BGR2RGB)
+        found = detector([small[i] for i in todo], cfg.batch_size) if todo else []
+        return {i: d for i, d in zip(todo, found)}
+
+    first = sorted(set(range(0, k, cfg.detect_every)) | {k - 1})
+    dets = detect(first)
+    while True:  # coarse to fine: detect inside gaps where the main face moved or was missed
+        tracks = _link(dets)
+        main = max(tracks, key=_track_weight) if tracks else {}
+        seen = sorted(dets)
+        todo: set[int] = set()
+        for a, b in zip(seen, seen[1:]):
+            if b - a <= 1:
+                continue
+            if a not in main or b not in main or box_iou(main[a][:4], main[b][:4]) < cfg.refine_iou:
+                todo.update(range(a + 1, b))
+        if not todo:
+            break
+        dets.update(detect(sorted(todo)))
+
+    if not main:
+        raise StageError("no_face", f"no face with probability >= {cfg.min_score} at {len(dets)} time points")
+    boxes, scores, detected = _fill(main, k)
+    if cfg.smooth:
+        boxes = _smooth(boxes)
+    boxes /= det_scale  # to original pixels
+
+    crops = np.zeros((k, 2, cfg.size, cfg.size, 3), np.uint8)
+    for i, t in enumerate(points):
+        if np.isnan(boxes[i, 0]):
+            continue
+        for j in (0, 1):
+            crop = crop_square(frames[int(t) + j], boxes[i] * keep_scale, cfg.box_scale, cfg.size)
+            crops[i, j] = cv2.cvtColor(crop, cv2.COLOR_BGR2RGB)
+    meta = {
+        "stage": "faces",
+        "video": str(path),
+        "frames": info.frames,
+        "fps": info.fps,
+        "width": full_w,
+        "height": full_h,
+        "detections": len(dets),
+        "tracks": len(tracks),
+        "max_faces_per_frame": int(max((len(d) for d in dets.values()), default=0)),
+        "coverage": float(np.mean(~np.isnan(boxes[:, 0]))),
+        "config": cfg.to_dict(),
+    }
+    return Faces(points, boxes.astype(np.float32), scores.astype(np.float32), detected, crops, meta)
+
+
+# ---------------------------------------------------------------- stage
+
+
+def _init(cfg: FacesConfig, device: str) -> tuple[FacesConfig, FaceDetector]:
+    return cfg, FaceDetector.from_config(cfg, device)
+
+
+def _one(state: tuple[FacesConfig, FaceDetector], job: tuple[str, str, str]) -> dict:
+    cfg, detector = state
+    video_id, path, out = job
+    faces = extract_faces(path, cfg, detector)
+    faces.save(Path(out), compress=cfg.compress)
+    return {"coverage": faces.meta["coverage"], "tracks": faces.meta["tracks"]}
+
+
+def run_faces(
+    workdir: str | Path,
+    cfg: FacesConfig = FacesConfig(),
+    *,
+    workers: int = 1,
+    device: str = "cpu",
+    limit: int | None = None,
+    only: Sequence[str] | None = None,
+    progress: bool = True,
+):
+    """Crop faces for every video of ``WORKDIR/manifest.csv`` not already done."""
+    from .index import read_manifest
+    from .stage import run_stage
+
+    work = WorkDir(Path(workdir))
+    rows = _select(read_manifest(workdir), only, limit)
+    jobs = [(r["video_id"], r["path"], str(work.faces(r["video_id"]))) for r in rows]
+    todo = [j for j in jobs if not Path(j[2]).exists()]
+    return run_stage(
+        "faces", todo, _one, init=_init, init_args=(cfg, device), workers=workers,
+        errors=work.errors, skipped=len(jobs) - len(todo), progress=progress,
+    )
+
+
+def _select(rows: list[dict], only: Sequence[str] | None, limit: int | None) -> list[dict]:
+    if only:
+        wanted = set(only)
+        unknown = wanted - {r["video_id"] for r in rows}
+        if unknown:
+            raise ConfigError(f"--only names videos not in the manifest: {sorted(unknown)[:5]}")
+        rows = [r for r in rows if r["video_id"] in wanted]
+    return rows[:limit] if limit is not None else rows

@@ -1,0 +1,133 @@
+"""Artifacts on disk: atomic writes, ``.npz`` with metadata, the error log, the work directory.
+
+Every artifact is written to a temporary name in the same directory and renamed into place, so
+an interrupted run never leaves a half-written file and a re-run can trust what exists.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import csv
+import json
+import os
+import tempfile
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Iterator
+
+import numpy as np
+
+__all__ = [
+    "ErrorLog",
+    "StageError",
+    "WorkDir",
+    "atomic_path",
+    "atomic_write_text",
+    "load_npz",
+    "save_npz",
+]
+
+
+class StageError(RuntimeError):
+    """A video that a stage cannot process; ``status`` is a short machine-readable code."""
+
+    def __init__(self, status: str, reason: str):
+        super().__init__(f"{status}: {reason}")
+        self.status = status
+        self.reason = reason
+
+
+@contextlib.contextmanager
+def atomic_path(path: Path, suffix: str = "") -> Iterator[Path]:
+    """Yield a temporary path beside ``path``; rename it onto ``path`` only if the block succeeds."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp" + suffix, dir=path.parent)
+    os.close(fd)
+    tmp_path = Path(tmp)
+    try:
+        yield tmp_path
+        os.replace(tmp_path, path)
+    finally:
+        if tmp_path.exists():
+            tmp_path.unlink()
+
+
+def atomic_write_text(path: Path, text: str) -> None:
+    with atomic_path(path) as tmp:
+        tmp.write_text(text)
+
+
+def save_npz(path: Path, meta: dict[str, Any], compress: bool = True, **arrays: np.ndarray) -> None:
+    """Write arrays plus a JSON ``meta`` record atomically (``.npz`` suffix required)."""
+    saver = np.savez_compressed if compress else np.savez
+    with atomic_path(path, suffix=".npz") as tmp:
+        with open(tmp, "wb") as f:
+            saver(f, meta=np.array(json.dumps(meta, sort_keys=True)), **arrays)
+
+
+def load_npz(path: Path) -> tuple[dict[str, np.ndarray], dict[str, Any]]:
+    """Read an artifact written by :func:`save_npz`: (arrays, meta)."""
+    with np.load(path, allow_pickle=False) as data:
+        arrays = {k: data[k] for k in data.files if k != "meta"}
+        meta = json.loads(str(data["meta"])) if "meta" in data.files else {}
+    return arrays, meta
+
+
+class ErrorLog:
+    """``WORKDIR/errors.csv``: one row per (video, stage) that failed, replaced on each attempt."""
+
+    FIELDS = ("video_id", "stage", "status", "reason", "time")
+
+    def __init__(self, path: Path):
+        self.path = Path(path)
+
+    def rows(self) -> list[dict[str, str]]:
+        if not self.path.exists():
+            return []
+        with open(self.path, newline="") as f:
+            return list(csv.DictReader(f))
+
+    def update(self, stage: str, attempted: set[str], failures: dict[str, StageError]) -> None:
+        """Drop this stage's rows for ``attempted`` videos, then add ``failures``; atomic."""
+        keep = [r for r in self.rows() if not (r["stage"] == stage and r["video_id"] in attempted)]
+        now = time.strftime("%Y-%m-%dT%H:%M:%S")
+        for vid, err in sorted(failures.items()):
+            keep.append(
+                {"video_id": vid, "stage": stage, "status": err.status, "reason": err.reason, "time": now}
+            )
+        if not keep and not self.path.exists():
+            return
+        with atomic_path(self.path) as tmp:
+            with open(tmp, "w", newline="") as f:
+                writer = csv.DictWriter(f, fieldnames=self.FIELDS)
+                writer.writeheader()
+                writer.writerows(keep)
+
+
+@dataclass(frozen=True)
+class WorkDir:
+    """The layout of a work directory (see DESIGN.md)."""
+
+    root: Path
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "root", Path(self.root))
+
+    @property
+    def manifest(self) -> Path:
+        return self.root / "manifest.csv"
+
+    @property
+    def errors(self) -> ErrorLog:
+        return ErrorLog(self.root / "errors.csv")
+
+    def faces(self, video_id: str) -> Path:
+        return self.root / "faces" / f"{video_id}.npz"
+
+    def flow(self, method: str, video_id: str) -> Path:
+        return self.root / "flow" / method / f"{video_id}.npz"
+
+    def depth(self, model: str, video_id: str) -> Path:
+        return self.root / "depth" / model / f"{video_id}.npz"

@@ -1,0 +1,134 @@
+"""Run one per-video stage over many videos: resumable, parallel, with progress and an error log.
+
+A stage is a function ``fn(job) -> dict`` that writes its own artifact atomically and raises
+:class:`~truthinmotion.io.StageError` for a video it cannot process. Workers are separate
+processes (``spawn``, so no forked OpenMP state) that build their models once in ``init``.
+Failures become rows of ``errors.csv``; every other video is still processed, and an interrupted
+run keeps what finished.
+"""
+
+from __future__ import annotations
+
+import logging
+import multiprocessing as mp
+import os
+import time
+import traceback
+from concurrent.futures import FIRST_COMPLETED, ProcessPoolExecutor, wait
+from dataclasses import dataclass, field
+from typing import Any, Callable, Sequence
+
+from tqdm.auto import tqdm
+
+from .io import ErrorLog, StageError
+
+__all__ = ["StageReport", "run_stage"]
+
+log = logging.getLogger(__name__)
+
+_STATE: dict[str, Any] = {}
+
+
+@dataclass
+class StageReport:
+    """What one run of a stage did."""
+
+    stage: str
+    total: int  # videos selected for this stage
+    skipped: int  # already done before this run
+    processed: int  # finished now
+    failed: dict[str, str] = field(default_factory=dict)  # video_id -> "status: reason"
+    seconds: float = 0.0
+    stats: dict[str, dict[str, Any]] = field(default_factory=dict)  # video_id -> worker stats
+
+    @property
+    def ok(self) -> bool:
+        return not self.failed
+
+    def summary(self) -> str:
+        text = (
+            f"{self.stage}: {self.processed} processed, {self.skipped} already done, "
+            f"{len(self.failed)} failed of {self.total} in {self.seconds:.1f}s"
+        )
+        for vid, reason in sorted(self.failed.items()):
+            text += f"\n  {vid}: {reason}"
+        return text
+
+
+def _init_worker(init: Callable[..., Any], args: tuple, threads: int) -> None:
+    import torch
+
+    torch.set_num_threads(threads)
+    _STATE["state"] = init(*args)
+
+
+def _call(fn: Callable[..., dict], job: Any) -> tuple[str, dict | None, str | None, str | None]:
+    video_id = job[0]
+    try:
+        return video_id, fn(_STATE["state"], job), None, None
+    except StageError as err:
+        return video_id, None, err.status, err.reason
+    except Exception as err:  # noqa: BLE001 - one bad video must not stop the batch
+        log.debug("unexpected failure on %s:\n%s", video_id, traceback.format_exc())
+        return video_id, None, "error", f"{type(err).__name__}: {err}"
+
+
+def run_stage(
+    stage: str,
+    jobs: Sequence[tuple],
+    fn: Callable[[Any, tuple], dict],
+    *,
+    init: Callable[..., Any],
+    init_args: tuple = (),
+    workers: int = 1,
+    errors: ErrorLog,
+    skipped: int = 0,
+    progress: bool = True,
+) -> StageReport:
+    """Run ``fn(state, job)`` for every job (``job[0]`` is the video id).
+
+    ``init(*init_args)`` builds the per-process state (models) once per worker; ``workers <= 1``
+    runs in this process. ``errors.csv`` is updated at the end, also after an interruption.
+    """
+    report = StageReport(stage=stage, total=len(jobs) + skipped, skipped=skipped, processed=0)
+    start = time.perf_counter()
+    failures: dict[str, StageError] = {}
+    attempted: set[str] = set()
+
+    def record(video_id: str, stats: dict | None, status: str | None, reason: str | None) -> None:
+        attempted.add(video_id)
+        if status is None:
+            report.processed += 1
+            report.stats[video_id] = stats or {}
+        else:
+            failures[video_id] = StageError(status, reason or "")
+            report.failed[video_id] = f"{status}: {reason}"
+            log.warning("%s failed on %s: %s: %s", stage, video_id, status, reason)
+
+    bar = tqdm(total=len(jobs), desc=stage, unit="video", disable=not progress or not jobs)
+    try:
+        if workers <= 1 or len(jobs) <= 1:
+            _STATE["state"] = init(*init_args)
+            for job in jobs:
+                record(*_call(fn, job))
+                bar.update(1)
+        else:
+            threads = max(1, (os.cpu_count() or 1) // workers)
+            with ProcessPoolExecutor(
+                max_workers=workers,
+                mp_context=mp.get_context("spawn"),
+                initializer=_init_worker,
+                initargs=(init, init_args, threads),
+            ) as pool:
+                pending = {pool.submit(_call, fn, job) for job in jobs}
+                while pending:
+                    done, pending = wait(pending, return_when=FIRST_COMPLETED)
+                    for fut in done:
+                        record(*fut.result())
+                        bar.update(1)
+    finally:
+        bar.close()
+        _STATE.pop("state", None)
+        errors.update(stage, attempted, failures)
+        report.seconds = time.perf_counter() - start
+    return report

@@ -1,0 +1,47 @@
+"""Shared fixtures: the real videos in ../shared/data (skipped with a reason when absent) and
+generated face clips."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+SHARED = Path(__file__).resolve().parents[2] / "shared" / "data"
+FFPP = SHARED / "ffpp"
+DFDC = SHARED / "dfdc"
+FFPP_SPLITS = SHARED / "ffpp-splits"
+
+
+def need_shared() -> Path:
+    if not FFPP.is_dir():
+        pytest.skip(f"real test videos not found at {SHARED} (they live in ../shared beside the project)")
+    return SHARED
+
+
+@pytest.fixture(scope="session")
+def shared() -> Path:
+    return need_shared()
+
+
+@pytest.fixture(scope="session")
+def clips(tmp_path_factory) -> dict[str, Path]:
+    """Two short generated face videos, one real-style and one fake-style (256 px, 30 frames)."""
+    from truthinmotion.synth import synth_clip, write_video
+
+    root = tmp_path_factory.mktemp("clips")
+    return {
+        name: write_video(root / f"{name}.mp4", synth_clip(fake, frames=30, size=256, seed=i))
+        for i, (name, fake) in enumerate((("real", False), ("fake", True)))
+    }
+
+
+@pytest.fixture(scope="session")
+def faceless(tmp_path_factory) -> Path:
+    """A readable video without a face: smooth noise."""
+    from truthinmotion.synth import write_video
+
+    rng = np.random.default_rng(0)
+    frames = np.clip(rng.normal(128, 20, (12, 128, 128, 3)), 0, 255).astype(np.uint8)
+    return write_video(tmp_path_factory.mktemp("noface") / "noface.mp4", frames)

@@ -1,0 +1,195 @@
+from __future__ import annotations
+
+import csv
+import json
+from collections import Counter, defaultdict
+from pathlib import Path
+
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from conftest import DFDC, FFPP, FFPP_SPLITS, need_shared
+from truthinmotion.config import ConfigError
+from truthinmotion.index import IndexConfig, group_split, index_dataset, read_manifest
+
+
+def _official() -> dict[str, str]:
+    out = {}
+    for split in ("train", "val", "test"):
+        for pair in json.loads((FFPP_SPLITS / f"{split}.json").read_text()):
+            for vid in pair:
+                out[vid] = split
+    return out
+
+
+def _no_group_crosses(rows) -> None:
+    splits = defaultdict(set)
+    for r in rows:
+        splits[r["group"]].add(r["split"])
+    assert all(len(s) == 1 for s in splits.values()), splits
+
+
+def test_ffpp_official_splits_and_groups(tmp_path):
+    need_shared()
+    cfg = IndexConfig(format="ffpp", splits_dir=str(FFPP_SPLITS))
+    result = index_dataset(FFPP, tmp_path, cfg)
+    rows = read_manifest(tmp_path)
+    assert len(rows) == 7
+    by_id = {r["video_id"]: r for r in rows}
+    assert by_id["Deepfakes-519_515"]["label"] == 1 and by_id["original-519"]["label"] == 0
+    assert by_id["NeuralTextures-004_982"]["method"] == "NeuralTextures"
+    # A_B joins A: the fake and its target's original share a group.
+    assert by_id["original-004"]["group"] == by_id["NeuralTextures-004_982"]["group"]
+    assert by_id["original-634"]["group"] == by_id["FaceSwap-634_660"]["group"]
+    assert by_id["original-004"]["group"] != by_id["original-519"]["group"]
+    official = _official()
+    for r in rows:
+        target = Path(r["path"]).stem.split("_")[0]
+        assert r["split"] == official[target], r
+    _no_group_crosses(rows)
+    assert "7 videos" in result.summary().replace("indexed 7 videos", "7 videos")
+
+
+def test_dfdc_reports_missing_and_groups_fakes_with_originals(tmp_path):
+    need_shared()
+    result = index_dataset(DFDC, tmp_path, IndexConfig(format="dfdc", seed=3))
+    rows = read_manifest(tmp_path)
+    assert sorted(r["video_id"] for r in rows) == ["brtujopkby", "widuwuoiur"]
+    assert all(r["label"] == 1 and r["dataset"] == "dfdc" for r in rows)
+    assert len(result.missing) == 2
+    with open(tmp_path / "errors.csv") as f:
+        errors = list(csv.DictReader(f))
+    assert sorted(e["video_id"] for e in errors) == ["awnfpubqmo", "yhffcuhhjy"]
+    assert {e["stage"] for e in errors} == {"index"} and {e["status"] for e in errors} == {"missing"}
+
+
+def test_dfdc_fake_shares_group_with_its_original(tmp_path):
+    part = tmp_path / "dfdc_train_part_1"
+    _touch_tree(part, ["aaa.mp4", "zzz.mp4", "mmm.mp4", "ccc.mp4"])
+    meta = {
+        "zzz.mp4": {"label": "REAL", "split": "train", "original": None},
+        "aaa.mp4": {"label": "FAKE", "split": "train", "original": "zzz.mp4"},
+        "mmm.mp4": {"label": "FAKE", "split": "train", "original": "zzz.mp4"},
+        "ccc.mp4": {"label": "REAL", "split": "train", "original": None},
+    }
+    (part / "metadata.json").write_text(json.dumps(meta))
+    for seed in range(5):
+        index_dataset(tmp_path, tmp_path / "w", IndexConfig(format="dfdc", seed=seed))
+        rows = {r["video_id"]: r for r in read_manifest(tmp_path / "w")}
+        assert rows["aaa"]["group"] == rows["zzz"]["group"] == rows["mmm"]["group"] != rows["ccc"]["group"]
+        assert rows["aaa"]["split"] == rows["zzz"]["split"] == rows["mmm"]["split"]
+        assert (rows["zzz"]["label"], rows["aaa"]["label"]) == (0, 1)
+
+
+def _touch_tree(root: Path, names: list[str]) -> None:
+    for n in names:
+        (root / n).parent.mkdir(parents=True, exist_ok=True)
+        (root / n).write_bytes(b"")
+
+
+def test_folder_ratios_and_methods(tmp_path):
+    root = tmp_path / "data"
+    _touch_tree(root, [f"real/r{i:03d}.mp4" for i in range(100)])
+    _touch_tree(root, [f"fake/Swap/f{i:03d}.mp4" for i in range(60)] + [f"fake/Reenact/g{i:03d}.avi" for i in range(40)])
+    (root / "fake" / "notes.txt").write_text("not a video")
+    index_dataset(root, tmp_path / "w", IndexConfig(format="folder", seed=1))
+    rows = read_manifest(tmp_path / "w")
+    assert len(rows) == 200
+    assert Counter(r["method"] for r in rows) == {"real": 100, "Swap": 60, "Reenact": 40}
+    counts = Counter((r["split"], r["label"]) for r in rows)
+    for label in (0, 1):  # stratified: each label follows the ratios on its own
+        assert (counts["train", label], counts["val", label], counts["test", label]) == (70, 20, 10)
+    _no_group_crosses(rows)
+    # Seeded: the same seed gives the same split, another seed a different one.
+    index_dataset(root, tmp_path / "w2", IndexConfig(format="folder", seed=1))
+    index_dataset(root, tmp_path / "w3", IndexConfig(format="folder", seed=2))
+    split = lambda w: {r["video_id"]: r["split"] for r in read_manifest(tmp_path / w)}  # noqa: E731
+    assert split("w") == split("w2") and split("w") != split("w3")
+
+
+def test_csv_groups_splits_and_missing(tmp_path):
+    _touch_tree(tmp_path, ["v/a.mp4", "v/b.mp4", "v/c.mp4", "v/d.mp4"])
+    (tmp_path / "list.csv").write_text(
+        "path,label,group,split,method\n"
+        "v/a.mp4,real,p1,,\n"
+        "v/b.mp4,fake,p1,,swap\n"
+        "v/c.mp4,1,p2,test,\n"
+        "v/d.mp4,0,p3,,\n"
+        "v/missing.mp4,1,p3,,\n"
+    )
+    result = index_dataset(tmp_path / "list.csv", tmp_path / "w", IndexConfig(format="csv"))
+    rows = {r["video_id"]: r for r in read_manifest(tmp_path / "w")}
+    assert set(rows) == {"a", "b", "c", "d"} and result.missing == [str(tmp_path / "v/missing.mp4")]
+    assert rows["a"]["split"] == rows["b"]["split"]
+    assert rows["c"]["split"] == "test" and rows["b"]["method"] == "swap" and rows["a"]["label"] == 0
+    (tmp_path / "bad.csv").write_text("path,label\nv/a.mp4,maybe\n")
+    with pytest.raises(ConfigError, match="label 'maybe'"):
+        index_dataset(tmp_path / "bad.csv", tmp_path / "w", IndexConfig(format="csv"))
+
+
+def test_celebdf_test_list_and_identity_groups(tmp_path):
+    root = tmp_path / "Celeb-DF-v2"
+    names = [f"Celeb-real/id{i}_{j:04d}.mp4" for i in range(10) for j in range(3)]
+    names += [f"Celeb-synthesis/id{i}_id{i + 1}_{j:04d}.mp4" for i in range(0, 10, 2) for j in range(2)]
+    names += [f"YouTube-real/{j:05d}.mp4" for j in range(10)]
+    _touch_tree(root, names)
+    (root / "List_of_testing_videos.txt").write_text(
+        "1 YouTube-real/00001.mp4\n1 YouTube-real/00002.mp4\n0 Celeb-synthesis/id2_id3_0000.mp4\n"
+    )
+    index_dataset(root, tmp_path / "w", IndexConfig(format="celebdf"))
+    rows = read_manifest(tmp_path / "w")
+    by_id = {r["video_id"]: r for r in rows}
+    for vid in ("YouTube-real-00001", "YouTube-real-00002", "Celeb-synthesis-id2_id3_0000"):
+        assert by_id[vid]["split"] == "test"
+    # Identities group videos: the listed fake pulls every video of id2 and id3 out of training.
+    assert {by_id[f"Celeb-real-id{i}_0000"]["split"] for i in (2, 3)} == {"test"}
+    assert by_id["Celeb-real-id2_0000"]["group"] == by_id["Celeb-synthesis-id2_id3_0001"]["group"]
+    # Everything else is split into train and val only: the official list is the whole test set.
+    others = [r for r in rows if not (r["group"] == by_id["Celeb-real-id2_0000"]["group"] or r["video_id"] in (
+        "YouTube-real-00001", "YouTube-real-00002"))]
+    assert {r["split"] for r in others} == {"train", "val"}
+    _no_group_crosses(rows)
+
+
+def test_unknown_format_and_keys_are_errors(tmp_path):
+    with pytest.raises(ConfigError, match="not one of"):
+        IndexConfig().updated({"format": "youtube"})
+    with pytest.raises(ConfigError, match="unknown key.*ratio"):
+        IndexConfig().updated({"ratio": (0.5, 0.5, 0)})
+    with pytest.raises(ConfigError, match="dataset root not found"):
+        index_dataset(tmp_path / "nope", tmp_path / "w", IndexConfig())
+
+
+@settings(max_examples=60, deadline=None)
+@given(
+    pairs=st.lists(st.tuples(st.integers(0, 40), st.integers(0, 40)), min_size=1, max_size=60),
+    seed=st.integers(0, 10_000),
+)
+def test_ffpp_like_groups_never_cross_splits(tmp_path_factory, pairs, seed):
+    """Random A_B fakes over shared identities: no identity ever lands in two splits."""
+    root = tmp_path_factory.mktemp("ffpp")
+    ids = {a for p in pairs for a in p}
+    _touch_tree(root, [f"original_sequences/youtube/c23/videos/{i:03d}.mp4" for i in ids])
+    _touch_tree(root, [f"manipulated_sequences/Deepfakes/c23/videos/{a:03d}_{b:03d}.mp4" for a, b in pairs if a != b])
+    index_dataset(root, root / "w", IndexConfig(format="ffpp", seed=seed))
+    rows = read_manifest(root / "w")
+    split_of = defaultdict(set)
+    for r in rows:
+        for identity in Path(r["path"]).stem.split("_"):
+            split_of[identity].add(r["split"])
+    assert all(len(s) == 1 for s in split_of.values())
+
+
+@settings(max_examples=50, deadline=None)
+@given(sizes=st.lists(st.integers(1, 3), min_size=30, max_size=300), seed=st.integers(0, 1000))
+def test_group_split_follows_ratios(sizes, seed):
+    groups = {f"g{i}": (0, n) for i, n in enumerate(sizes)}
+    out = group_split(groups, (0.7, 0.2, 0.1), seed)
+    assert set(out) == set(groups)
+    total = sum(sizes)
+    got = Counter()
+    for g, split in out.items():
+        got[split] += sum(groups[g])
+    for split, share in (("train", 0.7), ("val", 0.2), ("test", 0.1)):
+        assert abs(got[split] - share * total) <= 3, (got, total)
