@@ -1,0 +1,88 @@
+"""Pretrained weights: hub ids or local directories, the usual caches, never a silent fallback.
+
+A name is either a local directory in the Hugging Face layout (``config.json`` plus weights) or a
+hub id (``facebook/dinov2-small``). Hub ids are looked up in the local cache first
+(``HF_HOME``, default ``~/.cache/huggingface``), then downloaded unless ``HF_HUB_OFFLINE=1``.
+When neither works the program stops with :class:`WeightsNotFound`, saying what it looked for and
+how to provide it. Random initialisation happens only when asked for (``init="random"``), and the
+returned record says which weights were used.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+from pathlib import Path
+from typing import Any, Callable
+
+from .config import ConfigError
+
+__all__ = ["WeightsNotFound", "load_hf_model", "INITS"]
+
+log = logging.getLogger(__name__)
+
+INITS = ("pretrained", "random")
+
+
+class WeightsNotFound(ConfigError):
+    """Pretrained weights that are neither cached, nor local, nor downloadable."""
+
+
+def _offline() -> bool:
+    return os.environ.get("HF_HUB_OFFLINE", "0").lower() in ("1", "true", "yes")
+
+
+def load_hf_model(
+    model_cls: Any,
+    name: str,
+    *,
+    init: str = "pretrained",
+    random_config: Callable[[], Any] | None = None,
+    what: str = "model",
+) -> tuple[Any, dict[str, str]]:
+    """Load ``model_cls`` (a transformers class) from ``name``; returns (model, weights record).
+
+    ``init="random"`` builds the architecture from ``name``'s ``config.json`` when ``name`` is a
+    local directory, else from ``random_config()``, with random weights.
+    """
+    if init not in INITS:
+        raise ConfigError(f"init: {init!r} not one of {', '.join(INITS)}")
+    path = Path(name).expanduser()
+    local = path.is_dir()
+    if init == "random":
+        config = model_cls.config_class.from_pretrained(str(path)) if local else None
+        if config is None:
+            if random_config is None:
+                raise ConfigError(f"no architecture known for {name!r}: give a local directory")
+            config = random_config()
+        log.warning("%s %s: random initialisation (--init random), not pretrained weights", what, name)
+        return model_cls(config), {"name": name, "init": "random"}
+    if local:
+        if not (path / "config.json").is_file():
+            raise WeightsNotFound(f"{what}: {path} has no config.json (expected a Hugging Face model directory)")
+        return model_cls.from_pretrained(str(path)), {"name": str(path.resolve()), "init": "pretrained"}
+    if "/" not in name or name.startswith((".", "/", "~")):
+        raise WeightsNotFound(f"{what}: {name!r} is neither a local directory nor a hub id like 'org/model'")
+    try:
+        return model_cls.from_pretrained(name, local_files_only=True), {"name": name, "init": "pretrained"}
+    except OSError:
+        pass
+    if not _offline():
+        try:
+            model = model_cls.from_pretrained(name)
+            return model, {"name": name, "init": "pretrained"}
+        except OSError as err:
+            reason = str(err).splitlines()[0]
+        else:  # pragma: no cover
+            reason = ""
+    else:
+        reason = "HF_HUB_OFFLINE is set"
+    cache = os.environ.get("HF_HUB_CACHE") or os.path.join(
+        os.environ.get("HF_HOME", os.path.expanduser("~/.cache/huggingface")), "hub"
+    )
+    raise WeightsNotFound(
+        f"{what}: pretrained weights for {name!r} are not in the cache ({cache}) and could not be "
+        f"downloaded ({reason}). Provide them by running `huggingface-cli download {name}` on a "
+        f"machine with network access and copying the cache here, or pass a local directory that "
+        f"holds config.json and the weights; or choose --init random explicitly (tests, demo)."
+    )
