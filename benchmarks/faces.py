@@ -89,7 +89,7 @@ def main() -> None:
             "mean_iou": round(float(iou.mean()), 4) if both.any() else None,
             "baseline_face_points": int((~np.isnan(ref[:, 0])).sum()),
             "project_face_points": int(faces.valid.sum()),
-            "project_detector_calls": faces.meta["detections"],
+            "project_whole_frame_detections": faces.meta["whole_frame_detections"],
         })
         t_dec += t0 - td
         t_base += t1 - t0

@@ -105,6 +105,102 @@ def _cmd_faces(args: argparse.Namespace) -> int:
     return _finish(report, args.workdir)
 
 
+# ---------------------------------------------------------------- features
+
+
+def _add_features(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser("features", help="optical flow and depth of every face pair")
+    p.add_argument("workdir")
+    p.add_argument("--flow", dest="flow_method", help="farneback (default), dis, raft-small, raft-large or none")
+    p.add_argument("--flow-weights", dest="raft_weights", help="RAFT state dict file (default: torchvision cache)")
+    p.add_argument("--depth", dest="depth_model", help="Depth Anything V2 size, hub id, local dir or none")
+    p.add_argument("--depth-size", dest="input_size", type=int, help="depth input side, multiple of 14 (518)")
+    p.add_argument("--init", choices=["pretrained", "random"], help="random: tests and speed checks only")
+    p.add_argument("--overwrite", action="store_true", help="recompute existing artifacts")
+    _stage_options(p)
+    p.set_defaults(func=_cmd_features)
+
+
+def feature_settings(args: argparse.Namespace) -> tuple[Any, Any]:
+    """(FlowConfig | None, DepthConfig | None) from YAML sections ``flow:``/``depth:`` and options."""
+    from .features import DepthConfig, FlowConfig
+
+    data = load_yaml(args.config) if getattr(args, "config", None) else {}
+    unknown = set(data) - {"flow", "depth"}
+    if unknown:
+        raise ConfigError(f"unknown section(s) {sorted(unknown)} for features; allowed: flow, depth")
+    flow_cfg = depth_cfg = None
+    if args.flow_method != "none":
+        flow_cfg = FlowConfig().updated(data.get("flow")).updated(
+            {"method": args.flow_method, "raft_weights": args.raft_weights, "init": args.init}
+        )
+    if args.depth_model != "none":
+        depth_cfg = DepthConfig().updated(data.get("depth")).updated(
+            {"model": args.depth_model, "input_size": args.input_size, "init": args.init}
+        )
+    return flow_cfg, depth_cfg
+
+
+def _cmd_features(args: argparse.Namespace) -> int:
+    from .features import run_features
+
+    flow_cfg, depth_cfg = feature_settings(args)
+    report = run_features(
+        args.workdir, flow_cfg, depth_cfg, workers=args.workers, device=args.device,
+        limit=args.limit, only=args.only, overwrite=args.overwrite, progress=not args.quiet,
+    )
+    return _finish(report, args.workdir)
+
+
+# ---------------------------------------------------------------- train
+
+TRAIN_OPTIONS = {
+    "--modality": dict(help="flow, depth, rgb or a '+' of them (flow)"),
+    "--backbone": dict(help="dinov2-small (default), dinov2-base, dinov2-large, dinov2-giant, dinov2-tiny"),
+    "--backbone-path": dict(help="local DINOv2 directory instead of the hub id"),
+    "--init": dict(choices=["pretrained", "random"], help="backbone weights (pretrained)"),
+    "--fusion": dict(choices=["concat", "score"], help="concat embeddings (default) or average probabilities"),
+    "--train-blocks": dict(type=lambda s: -1 if s == "all" else int(s), help="last N blocks trained; 0 head only; all (1)"),
+    "--epochs": dict(type=int, help="(10)"),
+    "--batch-size": dict(type=int, help="videos per step (8)"),
+    "--lr": dict(type=float, help="AdamW learning rate (1e-4)"),
+    "--train-points": dict(type=int, help="time points per video per step (8)"),
+    "--flow": dict(help="flow artifacts to use: WORKDIR/flow/<name> (farneback)"),
+    "--depth": dict(help="depth artifacts to use: WORKDIR/depth/<name> (depth-anything-v2-small)"),
+    "--image-size": dict(type=int, help="backbone input side, multiple of 14 (224)"),
+    "--seed": dict(type=int),
+    "--workers": dict(type=int, help="DataLoader processes (2)"),
+    "--device": dict(help="cpu or cuda (cpu)"),
+    "--autocast": dict(choices=["auto", "bf16", "fp16", "off"], help="mixed precision on GPU (auto: bf16)"),
+    "--patience": dict(type=int, help="epochs without improvement before stopping (3)"),
+}
+
+
+def _add_train(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser("train", help="train a detector: runs/NAME/{config.yaml,metrics.csv,best/,last/}")
+    p.add_argument("workdir")
+    p.add_argument("-o", "--out", required=True, help="run directory")
+    p.add_argument("--resume", action="store_true", help="continue from the run directory's last epoch")
+    for flag, kw in TRAIN_OPTIONS.items():
+        p.add_argument(flag, **kw)
+    _common(p)
+    p.set_defaults(func=_cmd_train)
+
+
+def _option_keys(options: dict[str, dict]) -> list[str]:
+    return [flag[2:].replace("-", "_") for flag in options]
+
+
+def _cmd_train(args: argparse.Namespace) -> int:
+    from .train import TrainConfig, train
+
+    cfg = _settings(TrainConfig, args, _option_keys(TRAIN_OPTIONS))
+    if args.quiet:
+        cfg = cfg.updated({"progress": False})
+    print(train(args.workdir, cfg, args.out, resume=args.resume).summary())
+    return 0
+
+
 # ---------------------------------------------------------------- demo
 
 
@@ -125,7 +221,9 @@ def _cmd_demo(args: argparse.Namespace) -> int:
 
 # ---------------------------------------------------------------- main
 
-COMMANDS: list[Callable[[argparse._SubParsersAction], None]] = [_add_index, _add_faces, _add_demo]
+COMMANDS: list[Callable[[argparse._SubParsersAction], None]] = [
+    _add_index, _add_faces, _add_features, _add_train, _add_demo,
+]
 
 
 def build_parser() -> argparse.ArgumentParser:

@@ -55,7 +55,7 @@ def load_hf_model(
             if random_config is None:
                 raise ConfigError(f"no architecture known for {name!r}: give a local directory")
             config = random_config()
-        log.warning("%s %s: random initialisation (--init random), not pretrained weights", what, name)
+        log.warning("%s: random initialisation (--init random), not pretrained weights", what if what == name else f"{what} {name}")
         return model_cls(config), {"name": name, "init": "random"}
     if local:
         if not (path / "config.json").is_file():

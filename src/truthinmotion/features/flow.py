@@ -101,7 +101,8 @@ class FlowEstimator:
             x = torch.from_numpy(pairs[i : i + self.cfg.batch_size]).to(self.device)
             x = x.permute(0, 1, 4, 2, 3).float() / 127.5 - 1.0  # [B, 2, 3, S, S] in [-1, 1]
             s = x.shape[-1]
-            pad = (-s) % 8  # RAFT needs sides divisible by 8
+            # RAFT needs sides divisible by 8 and at least 128 (its correlation pyramid).
+            pad = max(128, s + (-s) % 8) - s
             if pad:
                 x = torch.nn.functional.pad(x.flatten(0, 1), (0, pad, 0, pad), mode="replicate").unflatten(0, (-1, 2))
             with torch.inference_mode():

@@ -1,0 +1,202 @@
+"""Training data over a work directory: videos of a split, their valid time points, encoded inputs.
+
+An item is one video: ``points`` time points drawn from its valid ones (a fresh draw each epoch
+for training; every valid point, in order, for evaluation). Flow, depth and RGB are encoded at
+load time (flow -> HSV -> RGB, depth -> grey x 3, RGB = the crop of frame t) and normalised for
+the backbone, so encodings can change without recomputing features.
+
+Augmentation (training only) keeps the signals correct: a horizontal flip mirrors every modality
+of the item and negates the flow's x component, since motion to the right becomes motion to the
+left in a mirrored picture.
+"""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from torch.utils.data import Dataset
+
+from .config import ConfigError, Settings, require
+from .faces import Faces
+from .features import depth_to_rgb, flow_to_rgb, load_feature
+from .index import read_manifest
+from .io import WorkDir, load_npz
+from .models import Preprocess, parse_modalities
+
+__all__ = ["DataConfig", "VideoDataset", "collate", "encode_inputs", "flip_flow"]
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class DataConfig(Settings):
+    flow: str = "farneback"  # flow artifacts: WORKDIR/flow/<flow>/
+    depth: str = "depth-anything-v2-small"  # depth artifacts: WORKDIR/depth/<depth>/
+    flow_max: float | None = None  # flow picture scaling in pixels; None: each picture's own maximum
+    train_points: int = 8  # time points drawn per video per training step
+    flip: float = 0.5  # probability of a horizontal flip (training only)
+
+    def check(self) -> None:
+        require(self.flow_max is None or self.flow_max > 0, "flow_max: positive, or null for per-picture scaling")
+        require(self.train_points >= 1, "train_points: at least 1")
+        require(0.0 <= self.flip <= 1.0, "flip: a probability")
+
+
+def flip_flow(flow: np.ndarray) -> np.ndarray:
+    """Mirror flow ``[..., H, W, 2]`` left-right: the field is flipped and dx negated."""
+    out = flow[..., ::-1, :].copy()
+    out[..., 0] *= -1
+    return out
+
+
+def encode_inputs(
+    arrays: dict[str, np.ndarray], modalities: tuple[str, ...], pre: Preprocess, flow_max: float | None
+) -> dict[str, torch.Tensor]:
+    """Backbone inputs ``{modality: [N, 3, S, S] float32}`` from raw ``flow [N,S,S,2]``,
+    ``depth [N,S,S]`` and ``rgb [N,S,S,3]`` arrays."""
+    mean = torch.tensor(pre.mean).view(1, 3, 1, 1)
+    std = torch.tensor(pre.std).view(1, 3, 1, 1)
+    out = {}
+    for m in modalities:
+        if m == "flow":
+            pic = flow_to_rgb(arrays["flow"].astype(np.float32), flow_max)
+        elif m == "depth":
+            pic = depth_to_rgb(arrays["depth"].astype(np.float32))
+        else:
+            pic = arrays["rgb"]
+        x = torch.from_numpy(np.ascontiguousarray(pic)).permute(0, 3, 1, 2).float() / 255.0
+        if x.shape[-1] != pre.size:
+            x = torch.nn.functional.interpolate(x, size=(pre.size, pre.size), mode="bilinear", align_corners=False)
+        out[m] = (x - mean) / std
+    return out
+
+
+@dataclass
+class VideoRecord:
+    video_id: str
+    label: int
+    method: str
+    dataset: str
+    valid: np.ndarray  # [K] bool
+
+
+class VideoDataset(Dataset):
+    """Videos of ``split`` that have every artifact the modalities need."""
+
+    def __init__(
+        self,
+        workdir: str | Path,
+        split: str | None,
+        modality: str,
+        cfg: DataConfig = DataConfig(),
+        pre: Preprocess = Preprocess(),
+        train: bool = False,
+        seed: int = 0,
+        expect: dict[str, dict[str, Any]] | None = None,
+    ):
+        self.work = WorkDir(Path(workdir))
+        self.modalities = parse_modalities(modality)
+        self.cfg, self.pre, self.train = cfg, pre, train
+        self.seed, self.epoch = seed, 0
+        self.expect = expect or {}
+        rows = read_manifest(workdir)
+        rows = [r for r in rows if split is None or r["split"] == split]
+        self.videos: list[VideoRecord] = []
+        self.missing: list[str] = []
+        self.feature_meta: dict[str, dict] = {}
+        for r in rows:
+            paths = self._paths(r["video_id"])
+            if not all(p.exists() for p in paths.values()):
+                self.missing.append(r["video_id"])
+                continue
+            valid = self._valid(paths)
+            if not valid.any():
+                self.missing.append(r["video_id"])
+                continue
+            self.videos.append(VideoRecord(r["video_id"], r["label"], r["method"], r["dataset"], valid))
+        if self.missing:
+            log.warning(
+                "%s split: %d of %d videos lack %s artifacts or faces; left out (see errors.csv)",
+                split, len(self.missing), len(rows), "/".join(self.modalities),
+            )
+
+    def _paths(self, vid: str) -> dict[str, Path]:
+        paths = {}
+        for m in self.modalities:
+            if m == "flow":
+                paths[m] = self.work.flow(self.cfg.flow, vid)
+            elif m == "depth":
+                paths[m] = self.work.depth(self.cfg.depth, vid)
+            else:
+                paths[m] = self.work.faces(vid)
+        return paths
+
+    def _valid(self, paths: dict[str, Path]) -> np.ndarray:
+        valid = None
+        for m, p in paths.items():
+            if m == "rgb":
+                v = Faces.load(p).valid
+            else:
+                _, v, meta = load_feature(p, self.expect.get(m))
+                self._check_meta(m, meta, p)
+            valid = v if valid is None else valid & v
+        return valid
+
+    def _check_meta(self, m: str, meta: dict, path: Path) -> None:
+        """Every artifact of a modality must come from the same settings and weights."""
+        keys = ("method", "pyr_scale", "levels", "winsize", "iterations", "poly_n", "poly_sigma",
+                "dis_preset", "raft_iters", "model", "init", "input_size", "weights")
+        rec = {k: meta.get(k) for k in keys if k in meta}
+        first = self.feature_meta.setdefault(m, rec)
+        if rec != first:
+            raise ConfigError(f"{path}: made with {rec}, other {m} artifacts with {first}; recompute them alike")
+
+    def set_epoch(self, epoch: int) -> None:
+        """Draws depend on (seed, epoch, video) only: the same in any DataLoader worker."""
+        self.epoch = epoch
+
+    @property
+    def labels(self) -> np.ndarray:
+        return np.array([v.label for v in self.videos])
+
+    def __len__(self) -> int:
+        return len(self.videos)
+
+    def load_arrays(self, i: int) -> dict[str, np.ndarray]:
+        """Raw arrays of video ``i`` at all K points: flow, depth, rgb as its modalities need."""
+        paths = self._paths(self.videos[i].video_id)
+        arrays = {}
+        for m, p in paths.items():
+            if m == "rgb":
+                arrays["rgb"] = load_npz(p)[0]["crops"][:, 0]
+            else:
+                arrays[m] = load_feature(p)[0]
+        return arrays
+
+    def __getitem__(self, i: int) -> dict[str, Any]:
+        video = self.videos[i]
+        points = np.flatnonzero(video.valid)
+        rng = np.random.default_rng([self.seed, self.epoch, i])
+        if self.train:
+            points = np.sort(rng.choice(points, size=self.cfg.train_points, replace=len(points) < self.cfg.train_points))
+        arrays = {k: v[points] for k, v in self.load_arrays(i).items()}
+        if self.train and rng.random() < self.cfg.flip:
+            arrays = {k: (flip_flow(v) if k == "flow" else np.ascontiguousarray(v[:, :, ::-1])) for k, v in arrays.items()}
+        inputs = encode_inputs(arrays, self.modalities, self.pre, self.cfg.flow_max)
+        return {"inputs": inputs, "label": video.label, "video": i, "points": torch.from_numpy(points)}
+
+
+def collate(items: list[dict[str, Any]]) -> dict[str, Any]:
+    """Stack items of possibly different point counts: inputs ``[sum N, 3, S, S]``, per-point
+    ``label`` and ``video`` index tensors."""
+    mods = items[0]["inputs"].keys()
+    inputs = {m: torch.cat([it["inputs"][m] for it in items]) for m in mods}
+    counts = [len(it["points"]) for it in items]
+    label = torch.cat([torch.full((n,), float(it["label"])) for n, it in zip(counts, items)])
+    video = torch.cat([torch.full((n,), it["video"], dtype=torch.long) for n, it in zip(counts, items)])
+    return {"inputs": inputs, "label": label, "video": video, "points": torch.cat([it["points"] for it in items])}

@@ -1,0 +1,179 @@
+from __future__ import annotations
+
+import csv
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+from synthetic import make_workdir
+from truthinmotion import train as train_mod
+from truthinmotion.config import ConfigError
+from truthinmotion.data import DataConfig, VideoDataset, collate, encode_inputs, flip_flow
+from truthinmotion.models import BACKBONES, Detector, DetectorConfig, Preprocess
+from truthinmotion.train import TrainConfig, train
+
+TINY = dict(backbone="dinov2-tiny", init="random", image_size=56, workers=0, progress=False)
+
+
+@pytest.fixture(scope="module")
+def work(tmp_path_factory) -> Path:
+    return make_workdir(tmp_path_factory.mktemp("syn") / "w")
+
+
+def _metrics(run: Path) -> list[dict[str, str]]:
+    with open(run / "metrics.csv") as f:
+        return list(csv.DictReader(f))
+
+
+def _expected_trainable(h: int, blocks: int, n_layers: int, head_in: int, hidden: int) -> int:
+    """Parameter counts of DINOv2 written out from its architecture (not read from the model)."""
+    block = (
+        2 * h  # norm1
+        + 3 * (h * h + h) + (h * h + h)  # q, k, v and output projections
+        + h  # layer scale 1
+        + 2 * h  # norm2
+        + (h * 4 * h + 4 * h) + (4 * h * h + h)  # MLP
+        + h  # layer scale 2
+    )
+    embeddings = h + h + (37 * 37 + 1) * h + (3 * 14 * 14 * h + h)  # cls, mask, positions, patches
+    head = head_in * hidden + hidden + hidden + 1
+    if blocks == -1:
+        return embeddings + n_layers * block + 2 * h + head
+    return blocks * block + (2 * h if blocks > 0 else 0) + head
+
+
+@pytest.mark.parametrize("blocks", [0, 1, 2, -1])
+@pytest.mark.parametrize("modality,shared", [("flow", False), ("flow+depth", False), ("flow+depth", True)])
+def test_trainable_parameters_follow_the_freeze_policy(blocks, modality, shared):
+    cfg = DetectorConfig(backbone="dinov2-tiny", modality=modality, train_blocks=blocks, shared_encoder=shared)
+    model = Detector.build(cfg, init="random")
+    spec = BACKBONES["dinov2-tiny"]
+    h, m = spec.hidden_size, len(cfg.modalities)
+    encoders = 1 if shared else m
+    head = _expected_trainable(h, 0, spec.num_hidden_layers, h * m, cfg.head_hidden)
+    per_encoder = _expected_trainable(h, blocks, spec.num_hidden_layers, h * m, cfg.head_hidden) - head
+    assert model.num_trainable() == encoders * per_encoder + head
+
+
+def test_training_learns_the_signal_and_only_the_signal(work, tmp_path):
+    cfg = TrainConfig(**TINY, epochs=4, batch_size=6, lr=1e-3, train_points=4)
+    result = train(work, cfg, tmp_path / "run")
+    assert result.best_video_auc >= 0.9
+    rows = _metrics(tmp_path / "run")
+    assert [int(r["epoch"]) for r in rows] == [1, 2, 3, 4]
+    assert float(rows[-1]["train_loss"]) < float(rows[0]["train_loss"])
+    for name in ("config.yaml", "env.json", "train.log", "best/model.safetensors", "last/trainer_state.pt"):
+        assert (tmp_path / "run" / name).is_file(), name
+    # Shuffled labels: nothing to learn, validation AUC stays near chance.
+    shuffled = make_workdir(tmp_path / "shuffled", shuffle_labels=True, seed=1)
+    aucs = [float(r["val_video_auc"]) for r in _metrics(train(shuffled, cfg.updated({"patience": 4}), tmp_path / "s").run_dir)]
+    assert max(abs(a - 0.5) for a in aucs) < 0.3, aucs
+
+
+def test_checkpoint_round_trip_gives_identical_outputs(work, tmp_path):
+    cfg = DetectorConfig(backbone="dinov2-tiny", modality="flow+rgb", fusion="score", train_blocks=1)
+    model = Detector.build(cfg, init="random", extra={"preprocess": {"size": 56, "mean": [0.5] * 3, "std": [0.2] * 3}})
+    with torch.no_grad():
+        for p in model.heads.parameters():
+            p.add_(torch.randn_like(p))
+    model.save_pretrained(tmp_path / "det")
+    loaded = Detector.from_pretrained(tmp_path / "det")
+    assert loaded.cfg == cfg and loaded.preprocess == Preprocess(56, (0.5,) * 3, (0.2,) * 3)
+    x = {"flow": torch.randn(3, 3, 56, 56), "rgb": torch.randn(3, 3, 56, 56)}
+    model.eval()
+    with torch.no_grad():
+        a, b = model(x), loaded(x)
+    torch.testing.assert_close(a.logit, b.logit, rtol=0, atol=0)
+    torch.testing.assert_close(a.parts, b.parts, rtol=0, atol=0)
+    with pytest.raises(ConfigError, match="no detector"):
+        Detector.from_pretrained(tmp_path / "nothing")
+
+
+def test_resume_continues_from_the_saved_epoch(work, tmp_path, monkeypatch):
+    cfg = TrainConfig(**TINY, epochs=3, batch_size=6, lr=1e-3, train_points=4, patience=5)
+    full = train(work, cfg, tmp_path / "full")
+    real_eval = train_mod._evaluate_val
+    calls = []
+
+    def crash_in_epoch_3(*args, **kwargs):
+        calls.append(1)
+        if len(calls) == 3:
+            raise KeyboardInterrupt
+        return real_eval(*args, **kwargs)
+
+    monkeypatch.setattr(train_mod, "_evaluate_val", crash_in_epoch_3)
+    with pytest.raises(KeyboardInterrupt):
+        train(work, cfg, tmp_path / "cut")
+    assert len(_metrics(tmp_path / "cut")) == 2
+    monkeypatch.setattr(train_mod, "_evaluate_val", real_eval)
+    with pytest.raises(ConfigError, match="already holds"):
+        train(work, cfg, tmp_path / "cut")
+    resumed = train(work, cfg, tmp_path / "cut", resume=True)
+    rows = _metrics(tmp_path / "cut")
+    assert [int(r["epoch"]) for r in rows] == [1, 2, 3] and resumed.epochs_run == 3
+    # Same seed, same per-epoch order and draws: the resumed run ends where the uninterrupted one did.
+    a = Detector.from_pretrained(tmp_path / "full" / "last").state_dict()
+    b = Detector.from_pretrained(tmp_path / "cut" / "last").state_dict()
+    for k in a:
+        torch.testing.assert_close(a[k], b[k], rtol=1e-5, atol=1e-6)
+    assert full.best_epoch == resumed.best_epoch
+
+
+def test_flip_negates_flow_x_and_mirrors_every_modality(work):
+    flow = np.zeros((1, 4, 4, 2), np.float32)
+    flow[0, :, 0] = (2.0, 1.0)  # left column moves right and down
+    flipped = flip_flow(flow)
+    assert (flipped[0, :, -1] == (-2.0, 1.0)).all() and (flipped[0, :, :-1] == 0).all()
+    np.testing.assert_array_equal(flip_flow(flipped), flow)
+    cfg = DataConfig(flip=1.0, train_points=3)
+    pre = Preprocess(size=56)
+    ds = VideoDataset(work, "train", "flow+rgb", cfg, pre, train=True)
+    item = ds[0]
+    raw = ds.load_arrays(0)
+    points = item["points"].numpy()
+    expect = encode_inputs({"flow": flip_flow(raw["flow"][points].astype(np.float32)),
+                            "rgb": raw["rgb"][points][:, :, ::-1]}, ("flow", "rgb"), pre, None)
+    for m in ("flow", "rgb"):
+        torch.testing.assert_close(item["inputs"][m], expect[m])
+    unflipped = VideoDataset(work, "train", "flow", cfg.updated({"flip": 0.0}), pre, train=True)[0]
+    assert not torch.allclose(unflipped["inputs"]["flow"], item["inputs"]["flow"])
+
+
+def test_splits_are_respected(work):
+    with open(work / "manifest.csv") as f:
+        split = {r["video_id"]: r["split"] for r in csv.DictReader(f)}
+    for name in ("train", "val", "test"):
+        ds = VideoDataset(work, name, "flow", DataConfig(), Preprocess(size=56))
+        assert ds.videos and {split[v.video_id] for v in ds.videos} == {name}
+    batch = collate([VideoDataset(work, "test", "flow", DataConfig(), Preprocess(size=56))[i] for i in range(2)])
+    assert batch["inputs"]["flow"].shape == (12, 3, 56, 56) and batch["video"].tolist() == [0] * 6 + [1] * 6
+
+
+def test_config_errors(work, tmp_path):
+    with pytest.raises(ConfigError, match="unknown key"):
+        TrainConfig().updated({"learning_rate": 0.1})
+    with pytest.raises(ConfigError, match="modality"):
+        TrainConfig().updated({"modality": "flow+sound"})
+    with pytest.raises(ConfigError, match="no train videos with depth"):
+        train(work, TrainConfig(**TINY, modality="depth"), tmp_path / "r")
+
+
+@pytest.mark.slow
+def test_ddp_with_two_processes_on_cpu(work, tmp_path):
+    """The same command under torchrun (gloo, 2 processes) trains and writes one run directory."""
+    run = tmp_path / "ddp"
+    cmd = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2", "--master_port", "29533",
+           "-m", "truthinmotion.cli", "train", str(work), "-o", str(run), "--backbone", "dinov2-tiny",
+           "--init", "random", "--image-size", "56", "--workers", "0", "--epochs", "2", "--batch-size", "4",
+           "--train-points", "4", "--lr", "1e-3", "-q"]
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    out = subprocess.run(cmd, capture_output=True, text=True, timeout=300, env=env)
+    assert out.returncode == 0, out.stderr[-3000:]
+    rows = _metrics(run)
+    assert [int(r["epoch"]) for r in rows] == [1, 2]  # rank 0 alone writes
+    assert Detector.from_pretrained(run).cfg.backbone == "dinov2-tiny"
