@@ -51,7 +51,7 @@ def synthetic_pairs(fake: bool, k: int, size: int, rng: np.random.Generator) -> 
 
 def make_workdir(
     root: Path, n_per_class: int = 24, k: int = 6, size: int = 56, seed: int = 0,
-    splits: tuple[int, int, int] = (12, 8, 4), shuffle_labels: bool = False,
+    splits: tuple[int, int, int] = (12, 8, 4), shuffle_labels: bool = False, depth=None,
 ) -> Path:
     """A work directory with manifest, faces and farneback flow; ``splits`` counts per class."""
     rng = np.random.default_rng(seed)
@@ -79,6 +79,6 @@ def make_workdir(
         w = csv.DictWriter(f, fieldnames=list(rows[0]))
         w.writeheader()
         w.writerows(rows)
-    report = run_features(root, FlowConfig(), None, progress=False)
+    report = run_features(root, FlowConfig(), depth, progress=False)
     assert report.ok, report.summary()
     return root

@@ -201,13 +201,104 @@ def _cmd_train(args: argparse.Namespace) -> int:
     return 0
 
 
+# ---------------------------------------------------------------- evaluate
+
+
+def _add_evaluate(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser("evaluate", help="metrics, report and plots of a trained detector")
+    p.add_argument("run_dir")
+    p.add_argument("--split", default="test", help="train, val or test (test)")
+    p.add_argument("--workdir", help="another indexed dataset (cross-dataset); default: the training one")
+    p.add_argument("--aggregation", default="mean", help="video score from frames: mean, median, max, top25")
+    p.add_argument("--out", help="report directory (default: the run directory)")
+    p.add_argument("--device", default="cpu")
+    p.add_argument("-q", "--quiet", action="store_true")
+    p.set_defaults(func=_cmd_evaluate)
+
+
+def _cmd_evaluate(args: argparse.Namespace) -> int:
+    from .evaluate import evaluate
+
+    result = evaluate(args.run_dir, args.split, args.workdir, args.aggregation, args.device, args.out,
+                      progress=not args.quiet)
+    print(result.summary())
+    return 0
+
+
+# ---------------------------------------------------------------- detect
+
+
+def _add_detect(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser(
+        "detect", help="score videos with a trained detector (exit 1 if any video could not be scored)"
+    )
+    p.add_argument("videos", nargs="+", help="video files or directories")
+    p.add_argument("--model", required=True, help="run directory (or its best/ directory)")
+    p.add_argument("--json", dest="json_out", help="write every verdict as JSON here")
+    p.add_argument("--csv", dest="csv_out", help="write one row per video here")
+    p.add_argument("--plot", dest="plot_dir", help="write a score-over-time PNG per video into this directory")
+    p.add_argument("--aggregation", default="mean", help="mean, median, max, top25 (mean)")
+    p.add_argument("--device", default="cpu")
+    p.add_argument("-q", "--quiet", action="store_true")
+    p.set_defaults(func=_cmd_detect)
+
+
+def _cmd_detect(args: argparse.Namespace) -> int:
+    from .detect import detect
+
+    verdicts = detect(args.videos, args.model, device=args.device, aggregation=args.aggregation,
+                      json_out=args.json_out, csv_out=args.csv_out, plot_dir=args.plot_dir,
+                      progress=not args.quiet)
+    for v in verdicts:
+        if v.ok:
+            print(f"{v.video}: {v.label} (p={v.probability:.3f}, threshold {v.threshold:.3f}, "
+                  f"{v.faces['time_points_with_face']} time points, {v.timings['total']:.2f}s)")
+        else:
+            print(f"{v.video}: {v.status}: {v.reason}")
+    return 0 if all(v.ok for v in verdicts) else 1
+
+
+# ---------------------------------------------------------------- run
+
+
+def _add_run(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser("run", help="index, faces, features, train and evaluate: the whole study")
+    p.add_argument("root", help="dataset root (a CSV file for --format csv)")
+    p.add_argument("-o", "--out", required=True, help="output directory (work/ and runs/ inside)")
+    p.add_argument("--format", help="ffpp, dfdc, celebdf, folder or csv")
+    p.add_argument("--splits", dest="splits_dir", help="FF++: directory of official train/val/test.json")
+    p.add_argument("--modality", help="flow+depth (default), flow, depth, rgb, ...")
+    p.add_argument("--backbone", help="dinov2-small (default), dinov2-base, ...")
+    p.add_argument("--epochs", type=int)
+    p.add_argument("--name", help="run name under OUT/runs (default: backbone-modality)")
+    p.add_argument("--workers", type=int, default=1, help="processes for faces and features (1)")
+    p.add_argument("--device", default="cpu")
+    p.add_argument("--config", help="YAML with sections index, faces, flow, depth, train")
+    p.add_argument("-q", "--quiet", action="store_true")
+    p.set_defaults(func=_cmd_run)
+
+
+def _cmd_run(args: argparse.Namespace) -> int:
+    from .pipeline import StudyConfig, run_study
+
+    cfg = StudyConfig.from_sections(load_yaml(args.config) if args.config else {})
+    cfg.index = cfg.index.updated({"format": args.format, "splits_dir": args.splits_dir})
+    cfg.train = cfg.train.updated({"modality": args.modality, "backbone": args.backbone, "epochs": args.epochs})
+    result = run_study(args.root, args.out, cfg, workers=args.workers, device=args.device,
+                       run_name=args.name, progress=not args.quiet)
+    print(result.summary())
+    return 0
+
+
 # ---------------------------------------------------------------- demo
 
 
 def _add_demo(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("demo", help="the pipeline on a generated data set, offline")
     p.add_argument("-o", "--out", default="demo-out", help="output directory (demo-out)")
-    p.add_argument("--clips", type=int, default=12, help="clips per class (12)")
+    p.add_argument("--clips", type=int, default=20, help="clips per class (20)")
+    p.add_argument("--points", type=int, default=16, help="time points per clip (16)")
+    p.add_argument("--epochs", type=int, default=10, help="training epochs (10)")
     p.add_argument("-q", "--quiet", action="store_true", help="no progress bars")
     p.set_defaults(func=_cmd_demo)
 
@@ -215,14 +306,15 @@ def _add_demo(sub: argparse._SubParsersAction) -> None:
 def _cmd_demo(args: argparse.Namespace) -> int:
     from .demo import run_demo
 
-    print(run_demo(args.out, clips=args.clips, progress=not args.quiet).summary())
+    result = run_demo(args.out, clips=args.clips, points=args.points, epochs=args.epochs, progress=not args.quiet)
+    print(result.summary())
     return 0
 
 
 # ---------------------------------------------------------------- main
 
 COMMANDS: list[Callable[[argparse._SubParsersAction], None]] = [
-    _add_index, _add_faces, _add_features, _add_train, _add_demo,
+    _add_index, _add_faces, _add_features, _add_train, _add_evaluate, _add_detect, _add_run, _add_demo,
 ]
 
 

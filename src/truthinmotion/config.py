@@ -9,6 +9,7 @@ dropped so that command-line options the user did not give never override YAML o
 from __future__ import annotations
 
 import dataclasses
+import types
 import typing
 from pathlib import Path
 from typing import Any, Mapping, TypeVar
@@ -26,7 +27,7 @@ class ConfigError(ValueError):
 
 def _allowed_types(tp: Any) -> tuple[type, ...]:
     origin = typing.get_origin(tp)
-    if origin is typing.Union or str(origin) == "types.UnionType":
+    if origin is typing.Union or origin is types.UnionType:
         out: tuple[type, ...] = ()
         for arg in typing.get_args(tp):
             out += _allowed_types(arg)
@@ -55,15 +56,15 @@ class Settings:
                 f"allowed: {', '.join(sorted(names))}"
             )
         hints = typing.get_type_hints(type(self))
-        for key, value in overrides.items():
+        for key, value in list(overrides.items()):
             allowed = _allowed_types(hints[key])
+            if isinstance(value, list) and tuple in allowed:  # YAML and JSON give lists
+                value = overrides[key] = tuple(value)
             if isinstance(value, bool) and bool not in allowed:
                 allowed = ()
             if allowed and not isinstance(value, allowed):
                 names_ = "/".join(t.__name__ for t in allowed)
                 raise ConfigError(f"{key}: expected {names_}, got {value!r}")
-            if isinstance(value, list) and isinstance(getattr(self, key), tuple):
-                overrides[key] = tuple(value)
         new = dataclasses.replace(self, **overrides)
         new.check()
         return new

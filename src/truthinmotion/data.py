@@ -109,6 +109,7 @@ class VideoDataset(Dataset):
         self.videos: list[VideoRecord] = []
         self.missing: list[str] = []
         self.feature_meta: dict[str, dict] = {}
+        self.faces_config: dict[str, Any] | None = None  # settings of the faces stage behind the data
         for r in rows:
             paths = self._paths(r["video_id"])
             if not all(p.exists() for p in paths.values()):
@@ -140,10 +141,14 @@ class VideoDataset(Dataset):
         valid = None
         for m, p in paths.items():
             if m == "rgb":
-                v = Faces.load(p).valid
+                faces = Faces.load(p)
+                v, faces_cfg = faces.valid, faces.meta.get("config")
             else:
                 _, v, meta = load_feature(p, self.expect.get(m))
                 self._check_meta(m, meta, p)
+                faces_cfg = meta.get("faces")
+            if self.faces_config is None and faces_cfg:
+                self.faces_config = faces_cfg
             valid = v if valid is None else valid & v
         return valid
 

@@ -46,7 +46,7 @@ def write_video(path: str | Path, frames: np.ndarray, fps: float = 25.0) -> Path
 
 
 def synth_clip(
-    fake: bool, frames: int = 40, size: int = 256, seed: int = 0, strength: float = 1.0
+    fake: bool, frames: int = 40, size: int = 256, seed: int = 0, strength: float = 2.0
 ) -> np.ndarray:
     """A clip ``[frames, size, size, 3]`` uint8 of the portrait with smooth motion.
 
@@ -83,6 +83,6 @@ def synth_clip(
         m[:, 2] += (dx[i], dy[i])
         img = cv2.warpAffine(img, m, (512, 512), borderMode=cv2.BORDER_REFLECT)
         img = cv2.resize(img, (size, size), interpolation=cv2.INTER_AREA) + brightness
-        img += rng.normal(0, 1.5, img.shape)
+        img += rng.normal(0, 0.8, img.shape)
         out[i] = np.clip(img, 0, 255).astype(np.uint8)
     return out

@@ -40,7 +40,7 @@ from .io import atomic_path
 from .metrics import binary_metrics, video_level, youden_threshold
 from .models import Detector, DetectorConfig, Preprocess
 
-__all__ = ["TrainConfig", "TrainResult", "autocast_context", "env_info", "predict", "train"]
+__all__ = ["TrainConfig", "TrainResult", "autocast_context", "env_info", "predict", "train", "train_status"]
 
 log = logging.getLogger(__name__)
 
@@ -127,11 +127,13 @@ class TrainResult:
 
 
 def autocast_context(device: str, mode: str = "auto"):
-    """``nullcontext()`` on CPU or when off; ``torch.autocast`` with bf16/fp16 on GPU."""
-    if mode == "off" or not device.startswith("cuda") or (mode == "auto" and not torch.cuda.is_available()):
+    """Mixed precision: ``auto`` is bf16 autocast on GPU and off on CPU; ``bf16``/``fp16`` ask for
+    it on any device (CPU autocast supports bf16); ``off`` is ``nullcontext()``."""
+    kind = "cuda" if device.startswith("cuda") else "cpu"
+    if mode == "off" or (mode == "auto" and kind == "cpu"):
         return nullcontext()
     dtype = torch.float16 if mode == "fp16" else torch.bfloat16
-    return torch.autocast("cuda", dtype=dtype)
+    return torch.autocast(kind, dtype=dtype)
 
 
 def env_info(device: str) -> dict[str, Any]:
@@ -238,6 +240,16 @@ def _evaluate_val(model: Detector, loader: DataLoader, ds: VideoDataset, cfg: Tr
             "video_acc": video["acc@0.5"], "threshold": youden_threshold(vlabel, vscore)}
 
 
+def train_status(run_dir: str | Path, cfg: TrainConfig) -> str:
+    """``new`` (nothing there), ``partial`` (resumable) or ``done`` (all epochs run or stopped early)."""
+    state_path = Path(run_dir) / "last" / "trainer_state.pt"
+    if not state_path.is_file():
+        return "new"
+    state = torch.load(state_path, map_location="cpu", weights_only=False)
+    finished = state["epoch"] + 1 >= cfg.epochs or state["stale"] >= cfg.patience
+    return "done" if finished and (Path(run_dir) / "best").is_dir() else "partial"
+
+
 # ---------------------------------------------------------------- main loop
 
 
@@ -290,7 +302,7 @@ def _train(workdir: Path, cfg: TrainConfig, run_dir: Path, resume: bool, distrib
             raise ConfigError(f"no {name} videos with {cfg.modality} artifacts in {workdir}: run tim faces/features first")
     features = {m: train_ds.feature_meta.get(m, {}) for m in det_cfg.modalities if m != "rgb"}
     extra = {"preprocess": dataclasses.asdict(pre), "features": features, "data": data_cfg.to_dict(),
-             "workdir": str(workdir.resolve())}
+             "faces": train_ds.faces_config or {}, "workdir": str(workdir.resolve())}
 
     model = Detector.build(det_cfg, cfg.init, cfg.backbone_path, extra=extra)
     trainable = model.num_trainable()

@@ -17,11 +17,32 @@ from typing import Any, Callable
 
 from .config import ConfigError
 
-__all__ = ["WeightsNotFound", "load_hf_model", "INITS"]
+__all__ = ["RANDOM_MARKER", "WeightsNotFound", "is_cached", "load_hf_model", "save_random_model", "INITS"]
 
 log = logging.getLogger(__name__)
 
 INITS = ("pretrained", "random")
+# A file in a saved model directory saying its weights are a random initialisation (the demo's
+# and the tests' models): every record of those weights then says so.
+RANDOM_MARKER = "truthinmotion-random-init.json"
+
+
+def save_random_model(model: Any, path: str | Path) -> Path:
+    """Save a randomly initialised model in the hub layout, marked as random."""
+    path = Path(path)
+    model.save_pretrained(path)
+    (path / RANDOM_MARKER).write_text('{"init": "random"}\n')
+    return path
+
+
+def is_cached(hub_id: str) -> bool:
+    """Whether a hub model's config is in the local cache (no network)."""
+    try:
+        from huggingface_hub import try_to_load_from_cache
+
+        return isinstance(try_to_load_from_cache(hub_id, "config.json"), str)
+    except Exception:  # noqa: BLE001 - any failure means "not usable offline"
+        return False
 
 
 class WeightsNotFound(ConfigError):
@@ -60,7 +81,8 @@ def load_hf_model(
     if local:
         if not (path / "config.json").is_file():
             raise WeightsNotFound(f"{what}: {path} has no config.json (expected a Hugging Face model directory)")
-        return model_cls.from_pretrained(str(path)), {"name": str(path.resolve()), "init": "pretrained"}
+        init_kind = "random-saved" if (path / RANDOM_MARKER).is_file() else "pretrained"
+        return model_cls.from_pretrained(str(path)), {"name": str(path.resolve()), "init": init_kind}
     if "/" not in name or name.startswith((".", "/", "~")):
         raise WeightsNotFound(f"{what}: {name!r} is neither a local directory nor a hub id like 'org/model'")
     try:

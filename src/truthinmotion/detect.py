@@ -1,0 +1,216 @@
+"""``tim detect``: score videos with a trained detector, every stage in memory, no work directory.
+
+The run directory says everything: the faces settings, the flow and depth settings and weights
+the detector was trained on, its preprocessing and its threshold. For each video: the
+probability that its face was manipulated (mean over time points), a label at the detector's
+threshold, per-time-point scores, the faces found and the time each stage took. A video that
+cannot be decoded or shows no face gets a status and a reason instead of a score.
+"""
+
+from __future__ import annotations
+
+import csv
+import json
+import logging
+import time
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any, Iterable, Sequence
+
+import numpy as np
+import torch
+
+from .config import ConfigError
+from .data import DataConfig, encode_inputs
+from .faces import FaceDetector, FacesConfig, extract_faces
+from .features import DepthConfig, DepthEstimator, FlowConfig, FlowEstimator, compute_features
+from .index import VIDEO_SUFFIXES
+from .io import StageError, atomic_write_text
+from .metrics import AGGREGATIONS
+from .models import Detector
+from .train import autocast_context
+
+__all__ = ["Scorer", "Verdict", "detect", "expand_inputs"]
+
+log = logging.getLogger(__name__)
+
+
+@dataclass
+class Verdict:
+    video: str
+    status: str  # ok | no_face | unreadable | truncated | error
+    reason: str = ""
+    probability: float | None = None  # of fake
+    label: str | None = None  # fake | real, at the detector's threshold
+    threshold: float | None = None
+    frame_index: list[int] = field(default_factory=list)
+    frame_scores: list[float | None] = field(default_factory=list)  # None: no face at that point
+    faces: dict[str, Any] = field(default_factory=dict)
+    timings: dict[str, float] = field(default_factory=dict)  # seconds per stage
+
+    @property
+    def ok(self) -> bool:
+        return self.status == "ok"
+
+
+def _flow_config(rec: dict[str, Any]) -> FlowConfig:
+    if rec.get("init") == "random":
+        raise ConfigError(
+            "this detector was trained on RAFT flow from random weights, which cannot be rebuilt: "
+            "retrain on flow from saved weights (--flow-weights FILE)"
+        )
+    keys = {f for f in FlowConfig.__dataclass_fields__}
+    return FlowConfig.from_dict({k: v for k, v in rec.items() if k in keys})
+
+
+def _depth_config(rec: dict[str, Any]) -> DepthConfig:
+    if rec.get("init") == "random":
+        raise ConfigError(
+            "this detector was trained on depth from a randomly initialised model, which cannot be "
+            "rebuilt: save the depth model to a directory (save_pretrained) and compute depth with it"
+        )
+    return DepthConfig(model=rec["model"], init="pretrained", input_size=rec["input_size"])
+
+
+class Scorer:
+    """All the models of a run directory, built once; ``__call__(path) -> Verdict``."""
+
+    def __init__(self, run_dir: str | Path, device: str = "cpu", aggregation: str = "mean"):
+        if aggregation not in AGGREGATIONS:
+            raise ConfigError(f"aggregation: {aggregation!r} not one of {', '.join(AGGREGATIONS)}")
+        self.model = Detector.from_pretrained(run_dir).to(device).eval()
+        self.device, self.aggregation = device, aggregation
+        extra = self.model.extra
+        known = set(FacesConfig.__dataclass_fields__)
+        self.faces_cfg = FacesConfig.from_dict({k: v for k, v in extra.get("faces", {}).items() if k in known})
+        self.face_detector = FaceDetector.from_config(self.faces_cfg, device)
+        feats = extra.get("features", {})
+        mods = self.model.cfg.modalities
+        self.flow = FlowEstimator(_flow_config(feats["flow"]), device) if "flow" in mods else None
+        self.depth = DepthEstimator(_depth_config(feats["depth"]), device) if "depth" in mods else None
+        self.data_cfg = DataConfig.from_dict(extra.get("data", {}))
+
+    def __call__(self, path: str | Path) -> Verdict:
+        verdict = Verdict(video=str(path), status="ok", threshold=self.model.threshold)
+        t0 = time.perf_counter()
+        try:
+            faces = extract_faces(path, self.faces_cfg, self.face_detector)
+        except StageError as err:
+            verdict.status, verdict.reason = err.status, err.reason
+            verdict.timings["faces"] = time.perf_counter() - t0
+            return verdict
+        except Exception as err:  # noqa: BLE001 - report, and let the other videos go on
+            verdict.status, verdict.reason = "error", f"{type(err).__name__}: {err}"
+            return verdict
+        t1 = time.perf_counter()
+        valid = faces.valid
+        verdict.faces = {k: faces.meta[k] for k in ("tracks", "max_faces_per_frame", "coverage", "frames", "fps")}
+        verdict.faces["time_points_with_face"] = int(valid.sum())
+        timings = {"faces": t1 - t0}
+        arrays: dict[str, np.ndarray] = {}
+        if self.flow is not None:
+            t = time.perf_counter()
+            arrays["flow"] = compute_features(faces, self.flow, None)["flow"][valid]
+            timings["flow"] = time.perf_counter() - t
+        if self.depth is not None:
+            t = time.perf_counter()
+            arrays["depth"] = compute_features(faces, None, self.depth)["depth"][valid]
+            timings["depth"] = time.perf_counter() - t
+        if "rgb" in self.model.cfg.modalities:
+            arrays["rgb"] = faces.crops[valid, 0]
+        t = time.perf_counter()
+        inputs = encode_inputs(arrays, self.model.cfg.modalities, self.model.preprocess, self.data_cfg.flow_max)
+        with torch.no_grad(), autocast_context(self.device, "auto"):
+            logits = self.model({m: x.to(self.device) for m, x in inputs.items()}).logit.float()
+        probs = torch.sigmoid(logits).cpu().numpy()
+        timings["detector"] = time.perf_counter() - t
+        timings["total"] = time.perf_counter() - t0
+        scores: list[float | None] = [None] * len(valid)
+        for i, p in zip(np.flatnonzero(valid), probs):
+            scores[i] = float(p)
+        verdict.frame_index = [int(x) for x in faces.frame_index]
+        verdict.frame_scores = scores
+        verdict.probability = AGGREGATIONS[self.aggregation](probs)
+        verdict.label = "fake" if verdict.probability >= self.model.threshold else "real"
+        verdict.timings = {k: round(v, 4) for k, v in timings.items()}
+        return verdict
+
+
+def expand_inputs(items: Iterable[str | Path]) -> list[Path]:
+    """Video files from files and directories (recursively, by suffix); errors for missing paths."""
+    out: list[Path] = []
+    for item in items:
+        p = Path(item)
+        if p.is_dir():
+            out.extend(sorted(q for q in p.rglob("*") if q.suffix.lower() in VIDEO_SUFFIXES and q.is_file()))
+        elif p.exists():
+            out.append(p)
+        else:
+            raise ConfigError(f"not found: {p}")
+    if not out:
+        raise ConfigError("no videos to score")
+    return out
+
+
+def plot_scores(verdict: Verdict, path: Path) -> Path:
+    """Score over time PNG: per-time-point probabilities, threshold and video probability."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fps = verdict.faces.get("fps") or 25.0
+    t = [i / fps for i, s in zip(verdict.frame_index, verdict.frame_scores) if s is not None]
+    s = [x for x in verdict.frame_scores if x is not None]
+    fig, ax = plt.subplots(figsize=(6, 3))
+    ax.plot(t, s, "o-", ms=3, label="time point")
+    ax.axhline(verdict.threshold, color="k", ls="--", lw=0.8, label="threshold")
+    ax.axhline(verdict.probability, color="r", lw=1, label=f"video: {verdict.probability:.3f} ({verdict.label})")
+    ax.set(ylim=(0, 1), xlabel="seconds", ylabel="probability of fake", title=Path(verdict.video).name)
+    ax.legend(fontsize=7, loc="upper right")
+    fig.tight_layout()
+    fig.savefig(path, dpi=100)
+    plt.close(fig)
+    return path
+
+
+def detect(
+    videos: Sequence[str | Path],
+    run_dir: str | Path,
+    *,
+    device: str = "cpu",
+    aggregation: str = "mean",
+    json_out: str | Path | None = None,
+    csv_out: str | Path | None = None,
+    plot_dir: str | Path | None = None,
+    progress: bool = True,
+) -> list[Verdict]:
+    """Score every video; write JSON / CSV / plots where asked. Failures are verdicts, not errors."""
+    from tqdm.auto import tqdm
+
+    paths = expand_inputs(videos)
+    scorer = Scorer(run_dir, device, aggregation)
+    verdicts = []
+    for p in tqdm(paths, desc="detect", unit="video", disable=not progress or len(paths) < 2):
+        v = scorer(p)
+        if not v.ok:
+            log.warning("%s: %s: %s", p, v.status, v.reason)
+        elif plot_dir:
+            Path(plot_dir).mkdir(parents=True, exist_ok=True)
+            plot_scores(v, Path(plot_dir) / f"{p.stem}.png")
+        verdicts.append(v)
+    if json_out:
+        atomic_write_text(Path(json_out), json.dumps([asdict(v) for v in verdicts], indent=2))
+    if csv_out:
+        fields = ["video", "status", "probability", "label", "threshold", "time_points_with_face", "seconds", "reason"]
+        rows = [{"video": v.video, "status": v.status, "probability": v.probability, "label": v.label,
+                 "threshold": v.threshold, "time_points_with_face": v.faces.get("time_points_with_face"),
+                 "seconds": v.timings.get("total"), "reason": v.reason} for v in verdicts]
+        from .io import atomic_path
+
+        with atomic_path(Path(csv_out)) as tmp:
+            with open(tmp, "w", newline="") as f:
+                w = csv.DictWriter(f, fieldnames=fields)
+                w.writeheader()
+                w.writerows(rows)
+    return verdicts

@@ -1,0 +1,112 @@
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+from sklearn.metrics import accuracy_score, average_precision_score, roc_auc_score
+
+from synthetic import make_workdir
+from truthinmotion.config import ConfigError
+from truthinmotion.evaluate import evaluate
+from truthinmotion.metrics import binary_metrics, eer, video_level, youden_threshold
+from truthinmotion.train import TrainConfig, train
+
+
+def test_binary_metrics_agree_with_scikit_learn():
+    rng = np.random.default_rng(0)
+    labels = rng.integers(0, 2, 200)
+    scores = np.clip(labels * 0.3 + rng.normal(0.35, 0.25, 200), 0, 1)
+    m = binary_metrics(labels, scores, threshold=0.6)
+    assert m["auc"] == pytest.approx(roc_auc_score(labels, scores))
+    assert m["ap"] == pytest.approx(average_precision_score(labels, scores))
+    assert m["acc@0.5"] == pytest.approx(accuracy_score(labels, scores >= 0.5))
+    assert m["acc@thr"] == pytest.approx(accuracy_score(labels, scores >= 0.6))
+    assert (m["count"], m["real"], m["fake"]) == (200, int((labels == 0).sum()), int(labels.sum()))
+    one_class = binary_metrics(np.ones(5), np.linspace(0, 1, 5))
+    assert np.isnan(one_class["auc"]) and np.isnan(one_class["eer"]) and one_class["acc@0.5"] == 0.6
+
+
+def test_eer_known_answers():
+    assert eer([0, 0, 1, 1], [0.1, 0.2, 0.8, 0.9]) == 0.0  # separable
+    assert eer([0, 0, 1, 1], [0.9, 0.8, 0.2, 0.1]) == 1.0  # inverted
+    # Reals 0.1..0.4 and 0.7, fakes 0.6 and 0.8..1.0 (5 each): a threshold in (0.6, 0.7)
+    # misclassifies one real (FPR 1/5) and one fake (FNR 1/5): EER 0.2.
+    labels = [0] * 5 + [1] * 5
+    scores = [0.1, 0.2, 0.3, 0.4, 0.7, 0.6, 0.8, 0.9, 0.95, 1.0]
+    assert eer(labels, scores) == pytest.approx(0.2)
+    assert 0.6 <= youden_threshold(labels, scores) <= 0.8
+
+
+def test_video_aggregation_by_hand():
+    probs = np.array([0.2, 0.4, 0.9, 0.1, 0.3, 0.8, 1.0])
+    videos = np.array([5, 5, 2, 2, 2, 7, 7])
+    labels = np.array([0, 0, 1, 1, 1, 1, 1])
+    ids, scores, vlabels = video_level(probs, videos, labels, "mean")
+    assert ids.tolist() == [5, 2, 7]  # in order of first appearance
+    np.testing.assert_allclose(scores, [0.3, 1.3 / 3, 0.9])
+    assert vlabels.tolist() == [0, 1, 1]
+    np.testing.assert_allclose(video_level(probs, videos, labels, "max")[1], [0.4, 0.9, 1.0])
+    np.testing.assert_allclose(video_level(probs, videos, labels, "median")[1], [0.3, 0.3, 0.9])
+    np.testing.assert_allclose(video_level(probs, videos, labels, "top25")[1], [0.4, 0.9, 1.0])
+    with pytest.raises(ValueError):
+        video_level(probs, videos, labels, "mode")
+
+
+@pytest.fixture(scope="module")
+def trained(tmp_path_factory):
+    root = tmp_path_factory.mktemp("eval")
+    work = make_workdir(root / "w")
+    cfg = TrainConfig(backbone="dinov2-tiny", init="random", image_size=56, workers=0, progress=False,
+                      epochs=3, batch_size=6, lr=1e-3, train_points=4)
+    train(work, cfg, root / "run")
+    return work, root / "run"
+
+
+def test_evaluate_writes_report_with_per_method_rows(trained, tmp_path):
+    import csv
+
+    work, run = trained
+    # Give the test fakes two methods, so the breakdown has two rows.
+    with open(work / "manifest.csv") as f:
+        rows = list(csv.DictReader(f))
+    fakes = [r for r in rows if r["split"] == "test" and r["label"] == "1"]
+    for i, r in enumerate(fakes):
+        r["method"] = "swapA" if i % 2 else "swapB"
+    with open(work / "manifest.csv", "w", newline="") as f:
+        w = csv.DictWriter(f, fieldnames=list(rows[0]))
+        w.writeheader()
+        w.writerows(rows)
+    result = evaluate(run, "test", progress=False)
+    m = json.loads((run / "metrics.json").read_text())
+    assert m["overall"]["video"]["count"] == 8 and m["overall"]["frame"]["count"] == 48
+    assert set(m["per_method"]) == {"swapA", "swapB"}
+    for name, block in m["per_method"].items():
+        assert block["video"]["real"] == 4 and block["video"]["fake"] == 2
+    # Per-method AUC recomputed from the per-video scores.
+    vids = m["videos"]
+    for method in ("swapA", "swapB"):
+        sub = [v for v in vids if v["label"] == 0 or v["method"] == method]
+        assert m["per_method"][method]["video"]["auc"] == pytest.approx(
+            roc_auc_score([v["label"] for v in sub], [v["score"] for v in sub]))
+    assert m["overall"]["video"]["auc"] >= 0.9  # the synthetic artefact is learnt
+    report = (run / "report.md").read_text()
+    assert "random" in report and "real + swapA" in report and "dinov2-tiny" in report
+    assert (run / "roc.png").stat().st_size > 1000 and (run / "scores.png").is_file()
+    assert "video AUC" in result.summary()
+
+
+def test_cross_dataset_evaluation_checks_feature_settings(trained, tmp_path):
+    work, run = trained
+    other = make_workdir(tmp_path / "other", seed=5)
+    result = evaluate(run, "test", workdir=other, progress=False)
+    assert result.out_dir == run / "eval-other-test" and result.metrics["cross_dataset"]
+    # Flow computed with other settings is refused, not silently scored.
+    import shutil
+
+    from truthinmotion.features import FlowConfig, run_features
+
+    shutil.rmtree(other / "flow")
+    run_features(other, FlowConfig(winsize=21), None, progress=False)
+    with pytest.raises(ConfigError, match="other settings"):
+        evaluate(run, "test", workdir=other, progress=False)
