@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import sys
 import time
 
 import torch
@@ -49,8 +50,8 @@ def step_rate(backbone: str, modality: str, amp: str, batch: int, steps: int, de
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--device", default="cpu")
-    ap.add_argument("--batch", type=int, default=16)
-    ap.add_argument("--steps", type=int, default=3)
+    ap.add_argument("--batch", type=int, default=8)
+    ap.add_argument("--steps", type=int, default=2)
     ap.add_argument("--autocast", default="bf16", choices=["bf16", "fp16"])
     args = ap.parse_args()
     rows = []
@@ -59,6 +60,7 @@ def main() -> None:
             for amp in ("off", args.autocast):
                 rate = step_rate(backbone, modality, amp, args.batch, args.steps, args.device)
                 rows.append({"backbone": backbone, "modality": modality, "autocast": amp, "pictures_per_s": round(rate, 2)})
+                print(json.dumps(rows[-1]), file=sys.stderr, flush=True)
     base = rows[0]["pictures_per_s"]
     for r in rows:
         r["vs_small_flow_fp32"] = round(r["pictures_per_s"] / base, 3)

@@ -258,6 +258,62 @@ def _cmd_detect(args: argparse.Namespace) -> int:
     return 0 if all(v.ok for v in verdicts) else 1
 
 
+# ---------------------------------------------------------------- compress and benchmark
+
+
+def _add_compress(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser("compress", help="fp16/bf16, compile, onnx, int8 or distilled copy of a detector")
+    p.add_argument("run_dir", help="the trained run directory (the teacher for distill)")
+    p.add_argument("--method", required=True, help="fp16, bf16, compile, onnx, int8 or distill")
+    p.add_argument("-o", "--out", required=True, help="output run directory")
+    p.add_argument("--teacher", help="distill: teacher run directory (default: RUN_DIR)")
+    p.add_argument("--student", default="dinov2-small", help="distill: student backbone (dinov2-small)")
+    p.add_argument("--alpha", dest="distill_alpha", type=float, help="distill: weight of the embedding KL (1.0)")
+    p.add_argument("--logit-weight", dest="distill_logit", type=float, help="distill: logit distillation weight (0)")
+    p.add_argument("--temperature", dest="distill_temperature", type=float, help="distill: temperature T (2)")
+    p.add_argument("--epochs", type=int, help="distill: epochs (the teacher's)")
+    p.add_argument("--init", choices=["pretrained", "random"], help="distill: student weights (the teacher's)")
+    p.add_argument("--resume", action="store_true", help="distill: continue an interrupted run")
+    p.add_argument("--device", default="cpu")
+    _common(p)
+    p.set_defaults(func=_cmd_compress)
+
+
+def _cmd_compress(args: argparse.Namespace) -> int:
+    from .compress import compress, distill
+
+    if args.method == "distill":
+        overrides = load_yaml(args.config) if args.config else {}
+        overrides.update({k: getattr(args, k) for k in ("distill_alpha", "distill_logit", "distill_temperature",
+                                                         "epochs", "init") if getattr(args, k) is not None})
+        overrides["device"] = args.device
+        if args.quiet:
+            overrides["progress"] = False
+        print(distill(args.teacher or args.run_dir, args.out, args.student, overrides=overrides,
+                      resume=args.resume).summary())
+    else:
+        print(compress(args.run_dir, args.method, args.out, device=args.device).summary())
+    return 0
+
+
+def _add_benchmark(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser("benchmark", help="size, latency, throughput and accuracy of detector variants")
+    p.add_argument("run_dirs", nargs="+", help="run directories; the first is the baseline of the speed-ups")
+    p.add_argument("--device", default="cpu")
+    p.add_argument("--split", default="test")
+    p.add_argument("--repeats", type=int, default=10, help="timed calls at batch 1 (10)")
+    p.add_argument("--out", help="where benchmark.md/json go (default: the first run directory)")
+    p.set_defaults(func=_cmd_benchmark)
+
+
+def _cmd_benchmark(args: argparse.Namespace) -> int:
+    from .bench import benchmark_runs
+
+    print(benchmark_runs(args.run_dirs, device=args.device, split=args.split, repeats=args.repeats,
+                         out_dir=args.out).summary())
+    return 0
+
+
 # ---------------------------------------------------------------- run
 
 
@@ -314,7 +370,8 @@ def _cmd_demo(args: argparse.Namespace) -> int:
 # ---------------------------------------------------------------- main
 
 COMMANDS: list[Callable[[argparse._SubParsersAction], None]] = [
-    _add_index, _add_faces, _add_features, _add_train, _add_evaluate, _add_detect, _add_run, _add_demo,
+    _add_index, _add_faces, _add_features, _add_train, _add_evaluate, _add_detect, _add_compress,
+    _add_benchmark, _add_run, _add_demo,
 ]
 
 

@@ -27,7 +27,7 @@ from .features import DepthConfig, DepthEstimator, FlowConfig, FlowEstimator, co
 from .index import VIDEO_SUFFIXES
 from .io import StageError, atomic_write_text
 from .metrics import AGGREGATIONS
-from .models import Detector
+from .compress import inference_autocast, load_detector
 from .train import autocast_context
 
 __all__ = ["Scorer", "Verdict", "detect", "expand_inputs"]
@@ -78,7 +78,8 @@ class Scorer:
     def __init__(self, run_dir: str | Path, device: str = "cpu", aggregation: str = "mean"):
         if aggregation not in AGGREGATIONS:
             raise ConfigError(f"aggregation: {aggregation!r} not one of {', '.join(AGGREGATIONS)}")
-        self.model = Detector.from_pretrained(run_dir).to(device).eval()
+        self.model = load_detector(run_dir, device)
+        self.amp = inference_autocast(self.model)
         self.device, self.aggregation = device, aggregation
         extra = self.model.extra
         known = set(FacesConfig.__dataclass_fields__)
@@ -120,7 +121,7 @@ class Scorer:
             arrays["rgb"] = faces.crops[valid, 0]
         t = time.perf_counter()
         inputs = encode_inputs(arrays, self.model.cfg.modalities, self.model.preprocess, self.data_cfg.flow_max)
-        with torch.no_grad(), autocast_context(self.device, "auto"):
+        with torch.no_grad(), autocast_context(self.device, self.amp):
             logits = self.model({m: x.to(self.device) for m, x in inputs.items()}).logit.float()
         probs = torch.sigmoid(logits).cpu().numpy()
         timings["detector"] = time.perf_counter() - t

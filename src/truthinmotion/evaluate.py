@@ -22,7 +22,7 @@ from .config import ConfigError
 from .data import DataConfig, VideoDataset, collate
 from .io import atomic_write_text
 from .metrics import binary_metrics, video_level
-from .models import Detector
+from .compress import inference_autocast, load_detector
 from .train import predict
 
 __all__ = ["EvalResult", "evaluate"]
@@ -93,7 +93,7 @@ def evaluate(
 ) -> EvalResult:
     """Score ``split`` of ``workdir`` (default: the training work directory) and write a report."""
     run_dir = Path(run_dir)
-    model = Detector.from_pretrained(run_dir).to(device)
+    model = load_detector(run_dir, device)
     own = Path(model.extra.get("workdir", ""))
     work = Path(workdir) if workdir else own
     if not work.is_dir():
@@ -107,7 +107,7 @@ def evaluate(
     if len(ds) == 0:
         raise ConfigError(f"no {split} videos with {model.cfg.modality} artifacts in {work}")
     loader = DataLoader(ds, batch_size=batch_videos, shuffle=False, collate_fn=collate, num_workers=workers)
-    pred = predict(model, loader, device, progress=progress, desc=f"evaluate {split}")
+    pred = predict(model, loader, device, inference_autocast(model), progress=progress, desc=f"evaluate {split}")
     threshold = model.threshold
     ids, vscores, vlabels = video_level(pred["prob"], pred["video"], pred["label"], aggregation)
     methods = np.array([ds.videos[i].method for i in ids])
@@ -134,6 +134,7 @@ def evaluate(
         "backbone": model.cfg.backbone,
         "backbone_weights": weights,
         "features": model.extra.get("features", {}),
+        "inference": model.extra.get("inference", {"runtime": "torch", "method": "fp32"}),
         "left_out": ds.missing,
         "overall": block(np.ones(len(ids), bool), np.ones(len(pred["prob"]), bool)),
         "per_method": per_method,
@@ -159,7 +160,12 @@ def _report(m: dict[str, Any], plots: list[str]) -> str:
                      "not how well a pretrained detector would do.")
     feats = "; ".join(f"{k}: {v.get('method') or v.get('model')} ({(v.get('weights') or {}).get('init', v.get('weights')) if isinstance(v.get('weights'), dict) else v.get('weights')})"
                       for k, v in m["features"].items()) or "rgb crops only"
+    inf = m["inference"]
+    variant = inf.get("method", "fp32")
+    if "max_prob_diff" in inf:
+        variant += f" (max probability difference vs the original: {inf['max_prob_diff']:.2e})"
     lines += [
+        f"- Inference: {variant}",
         f"- Features: {feats}",
         f"- Data: {m['workdir']}{' (cross-dataset)' if m['cross_dataset'] else ''}, split `{m['split']}`: "
         f"{m['overall']['video']['real']} real and {m['overall']['video']['fake']} fake videos, "

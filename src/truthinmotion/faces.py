@@ -198,16 +198,14 @@ def _track_weight(track: dict[int, np.ndarray]) -> float:
 
 
 def _fill(track: dict[int, np.ndarray], k: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """Boxes ``[k, 4]`` and scores ``[k]`` over all points: detected, interpolated inside the span, NaN outside."""
-    boxes = np.full((k, 4), np.nan)
-    scores = np.zeros(k)
-    detected = np.zeros(k, bool)
+    """Boxes ``[k, 4]``, scores ``[k]`` and detected ``[k]``: detections, interpolated inside the
+    track's span, NaN (score 0) outside it."""
     pts = np.array(sorted(track))
-    vals = np.stack([track[p] for p in pts])
-    inside = np.arange(pts[0], pts[-1] + 1)
-    for c in range(4):
-        boxes[inside, c] = np.interp(inside, pts, vals[:, c])
-    scores[inside] = np.interp(inside, pts, vals[:, 4])
+    boxes = _hold(track, k)
+    scores = np.interp(np.arange(k), pts, [track[p][4] for p in pts])
+    outside = (np.arange(k) < pts[0]) | (np.arange(k) > pts[-1])
+    boxes[outside], scores[outside] = np.nan, 0.0
+    detected = np.zeros(k, bool)
     detected[pts] = True
     return boxes, scores, detected
 

@@ -60,13 +60,14 @@ class BackboneSpec:
     use_swiglu_ffn: bool = False
 
 
-# The published DINOv2 sizes, plus a tiny one of the same architecture for tests and the demo.
+# The published DINOv2 sizes, plus tiny ones of the same architecture for tests and the demo.
 BACKBONES: dict[str, BackboneSpec] = {
     "dinov2-small": BackboneSpec("facebook/dinov2-small", 384, 12, 6),
     "dinov2-base": BackboneSpec("facebook/dinov2-base", 768, 12, 12),
     "dinov2-large": BackboneSpec("facebook/dinov2-large", 1024, 24, 16),
     "dinov2-giant": BackboneSpec("facebook/dinov2-giant", 1536, 40, 24, use_swiglu_ffn=True),
     "dinov2-tiny": BackboneSpec(None, 64, 2, 2),
+    "dinov2-tiny-wide": BackboneSpec(None, 128, 2, 2),  # a tiny teacher for distillation tests
 }
 
 

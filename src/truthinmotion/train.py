@@ -40,7 +40,10 @@ from .io import atomic_path
 from .metrics import binary_metrics, video_level, youden_threshold
 from .models import Detector, DetectorConfig, Preprocess
 
-__all__ = ["TrainConfig", "TrainResult", "autocast_context", "env_info", "predict", "train", "train_status"]
+__all__ = [
+    "TrainConfig", "TrainResult", "autocast_context", "distill_loss", "env_info", "logit_distill_loss",
+    "predict", "train", "train_status",
+]
 
 log = logging.getLogger(__name__)
 
@@ -78,6 +81,10 @@ class TrainConfig(Settings):
     device: str = "cpu"
     autocast: str = "auto"  # auto: bf16 on CUDA, off on CPU; bf16; fp16; off
     progress: bool = True
+    # distillation (used when a teacher is given: tim compress --method distill)
+    distill_alpha: float = 1.0  # weight of KL(softmax(student embedding) || softmax(P teacher embedding))
+    distill_logit: float = 0.0  # weight of logit distillation (Hinton et al. 2015), 0: off
+    distill_temperature: float = 2.0  # temperature T of the logit distillation (loss scaled by T^2)
 
     def check(self) -> None:
         DetectorConfig.from_dict(self._pick(DetectorConfig))
@@ -91,6 +98,8 @@ class TrainConfig(Settings):
         require(self.autocast in ("auto", "bf16", "fp16", "off"), "autocast: auto, bf16, fp16 or off")
         require(self.workers >= 0, "workers: 0 or more")
         require(self.image_size >= 14 and self.image_size % 14 == 0, "image_size: a multiple of 14 (DINOv2 patches)")
+        require(self.distill_alpha >= 0 and self.distill_logit >= 0, "distill_alpha, distill_logit: 0 or more")
+        require(self.distill_temperature > 0, "distill_temperature: positive")
 
     def _pick(self, cls: type[Settings]) -> dict[str, Any]:
         names = {f.name for f in dataclasses.fields(cls)}
@@ -196,6 +205,27 @@ def _loss(model: Detector, out, label: torch.Tensor, pos_weight: torch.Tensor) -
     return bce(out.logit.float(), label, pos_weight=pos_weight)
 
 
+def distill_loss(
+    student: torch.Tensor, teacher: torch.Tensor, proj: torch.nn.Module
+) -> torch.Tensor:
+    """KL(softmax(student) || softmax(P teacher)) over embedding dimensions, mean over the batch.
+
+    The study's formulation: the teacher's embedding ``[B, Dt]`` is projected by a learned linear
+    map ``P`` to the student's width ``[B, Ds]``; both become distributions by a softmax.
+    """
+    log_s = torch.log_softmax(student.float(), dim=-1)
+    log_t = torch.log_softmax(proj(teacher.float()), dim=-1)
+    return (log_s.exp() * (log_s - log_t)).sum(-1).mean()
+
+
+def logit_distill_loss(student: torch.Tensor, teacher: torch.Tensor, temperature: float) -> torch.Tensor:
+    """Bernoulli KL(teacher || student) of the fake probability at temperature T, times T^2."""
+    t = torch.sigmoid(teacher.float() / temperature).clamp(1e-6, 1 - 1e-6)
+    s = torch.sigmoid(student.float() / temperature).clamp(1e-6, 1 - 1e-6)
+    kl = t * (t.log() - s.log()) + (1 - t) * ((1 - t).log() - (1 - s).log())
+    return kl.mean() * temperature**2
+
+
 def _lr_lambda(warmup: int, total: int):
     def f(step: int) -> float:
         if step < warmup:
@@ -209,10 +239,11 @@ def _unwrap(model: torch.nn.Module) -> Detector:
     return model.module if hasattr(model, "module") else model  # type: ignore[return-value]
 
 
-def _save_last(run_dir: Path, model: Detector, opt, sched, epoch: int, best: dict, stale: int) -> None:
+def _save_last(run_dir: Path, model: Detector, opt, sched, epoch: int, best: dict, stale: int, proj=None) -> None:
     model.save_pretrained(run_dir / "last")
     state = {"optimizer": opt.state_dict(), "scheduler": sched.state_dict(), "epoch": epoch,
-             "best": best, "stale": stale, "torch_rng": torch.get_rng_state()}
+             "best": best, "stale": stale, "torch_rng": torch.get_rng_state(),
+             "projection": proj.state_dict() if proj is not None else None}
     with atomic_path(run_dir / "last" / "trainer_state.pt", suffix=".pt") as tmp:
         torch.save(state, tmp)
 
@@ -253,8 +284,14 @@ def train_status(run_dir: str | Path, cfg: TrainConfig) -> str:
 # ---------------------------------------------------------------- main loop
 
 
-def train(workdir: str | Path, cfg: TrainConfig, run_dir: str | Path, resume: bool = False) -> TrainResult:
-    """Train a detector on ``WORKDIR``'s train split, validate on val, write ``run_dir``."""
+def train(
+    workdir: str | Path, cfg: TrainConfig, run_dir: str | Path, resume: bool = False,
+    teacher: Detector | None = None,
+) -> TrainResult:
+    """Train a detector on ``WORKDIR``'s train split, validate on val, write ``run_dir``.
+
+    With a ``teacher``, the student also learns to match the teacher's embedding (distillation).
+    """
     run_dir = Path(run_dir)
     distributed = int(os.environ.get("WORLD_SIZE", "1")) > 1
     rank, world = 0, 1
@@ -278,7 +315,7 @@ def train(workdir: str | Path, cfg: TrainConfig, run_dir: str | Path, resume: bo
         pkg_log.addHandler(handler)
         pkg_log.setLevel(min(pkg_log.level or logging.INFO, logging.INFO))
     try:
-        return _train(Path(workdir), cfg, run_dir, resume, distributed, rank, world)
+        return _train(Path(workdir), cfg, run_dir, resume, distributed, rank, world, teacher)
     finally:
         if handler:
             pkg_log.removeHandler(handler)
@@ -287,7 +324,10 @@ def train(workdir: str | Path, cfg: TrainConfig, run_dir: str | Path, resume: bo
             dist.destroy_process_group()
 
 
-def _train(workdir: Path, cfg: TrainConfig, run_dir: Path, resume: bool, distributed: bool, rank: int, world: int) -> TrainResult:
+def _train(
+    workdir: Path, cfg: TrainConfig, run_dir: Path, resume: bool, distributed: bool, rank: int, world: int,
+    teacher: Detector | None,
+) -> TrainResult:
     main_proc = rank == 0
     _seed(cfg.seed + rank)
     det_cfg, data_cfg = cfg.detector, cfg.data
@@ -325,6 +365,22 @@ def _train(workdir: Path, cfg: TrainConfig, run_dir: Path, resume: bool, distrib
     val_loader = DataLoader(val_ds, batch_size=max(1, cfg.batch_size // 2), shuffle=False, **loader_args)
 
     params = [p for p in model.parameters() if p.requires_grad]
+    proj = None
+    if teacher is not None:
+        if teacher.cfg.modalities != det_cfg.modalities:
+            raise ConfigError(f"teacher on {teacher.cfg.modality}, student on {det_cfg.modality}: they must match")
+        if teacher.preprocess != pre:
+            raise ConfigError(f"teacher expects {teacher.preprocess}, student {pre}: use the same image_size")
+        teacher = teacher.to(cfg.device).eval()
+        for p in teacher.parameters():
+            p.requires_grad = False
+        proj = torch.nn.Linear(teacher.embed_dim, model.embed_dim).to(cfg.device)
+        params += list(proj.parameters())
+        model.extra["distilled_from"] = {"teacher": teacher.extra.get("run", "?"), "backbone": teacher.cfg.backbone,
+                                         "alpha": cfg.distill_alpha, "logit": cfg.distill_logit,
+                                         "temperature": cfg.distill_temperature}
+        log.info("distilling %s (embedding %d) into %s (embedding %d)", teacher.cfg.backbone, teacher.embed_dim,
+                 cfg.backbone, model.embed_dim)
     opt = torch.optim.AdamW(params, lr=cfg.lr, weight_decay=cfg.weight_decay)
     steps = len(train_loader)
     sched = torch.optim.lr_scheduler.LambdaLR(opt, _lr_lambda(int(cfg.warmup_epochs * steps), cfg.epochs * steps))
@@ -340,6 +396,8 @@ def _train(workdir: Path, cfg: TrainConfig, run_dir: Path, resume: bool, distrib
         last = Detector.from_pretrained(run_dir / "last")
         model.load_state_dict(last.state_dict())
         state = torch.load(state_path, map_location="cpu", weights_only=False)
+        if proj is not None:
+            proj.load_state_dict(state["projection"])
         opt.load_state_dict(state["optimizer"])
         sched.load_state_dict(state["scheduler"])
         torch.set_rng_state(state["torch_rng"])
@@ -358,7 +416,7 @@ def _train(workdir: Path, cfg: TrainConfig, run_dir: Path, resume: bool, distrib
         if sampler is not None:
             sampler.set_epoch(epoch)
         net.train()
-        total, count = 0.0, 0
+        total, count, kl_total = 0.0, 0, 0.0
         bar = tqdm(train_loader, desc=f"epoch {epoch + 1}/{cfg.epochs}", disable=not cfg.progress, leave=False)
         for batch in bar:
             inputs = {m: x.to(cfg.device, non_blocking=True) for m, x in batch["inputs"].items()}
@@ -366,6 +424,14 @@ def _train(workdir: Path, cfg: TrainConfig, run_dir: Path, resume: bool, distrib
             with autocast_context(cfg.device, cfg.autocast):
                 out = net(inputs)
             loss = _loss(model, out, label, pos_weight)
+            if teacher is not None:
+                with torch.no_grad(), autocast_context(cfg.device, cfg.autocast):
+                    t_out = teacher(inputs)
+                kl = distill_loss(out.embedding, t_out.embedding, proj)
+                kl_total += kl.item() * len(label)
+                loss = loss + cfg.distill_alpha * kl
+                if cfg.distill_logit > 0:
+                    loss = loss + cfg.distill_logit * logit_distill_loss(out.logit, t_out.logit, cfg.distill_temperature)
             opt.zero_grad(set_to_none=True)
             loss.backward()
             torch.nn.utils.clip_grad_norm_(params, cfg.grad_clip)
@@ -391,11 +457,13 @@ def _train(workdir: Path, cfg: TrainConfig, run_dir: Path, resume: bool, distrib
             row = {"epoch": epoch + 1, "lr": opt.param_groups[0]["lr"], "train_loss": total / max(count, 1),
                    "val_loss": val["loss"], "val_frame_auc": val["frame_auc"], "val_video_auc": val["video_auc"],
                    "val_video_acc": val["video_acc"], "seconds": time.perf_counter() - t0, "best": improved}
+            if teacher is not None:
+                row["train_kl"] = kl_total / max(count, 1)
             _append_csv(run_dir / "metrics.csv", row)
             log.info("epoch %d: train loss %.4f, val loss %.4f, frame AUC %.4f, video AUC %.4f%s",
                      epoch + 1, row["train_loss"], val["loss"], val["frame_auc"], val["video_auc"],
                      " (best)" if improved else "")
-            _save_last(run_dir, model, opt, sched, epoch, best, stale)
+            _save_last(run_dir, model, opt, sched, epoch, best, stale, proj)
             stop = [stale >= cfg.patience]
         if distributed:
             dist.broadcast_object_list(stop, src=0)

@@ -1,0 +1,90 @@
+"""`tim detect` cost per video, per stage, on the shared 1080p videos.
+
+Detectors on flow+depth with 32 time points (the study's setting), weights random (speed does not
+depend on them), saved to a temporary run directory and loaded the way `tim detect` loads them:
+
+  tiny       dinov2-tiny + a tiny Depth Anything V2 (input 112): the pipeline's fixed costs
+  small-518  dinov2-small + Depth Anything V2 small at its default input 518: the baseline
+  small-224  dinov2-small + Depth Anything V2 small at input 224 (the crops' own size)
+
+Prints JSON: seconds per stage for each video and detector, the video's duration, and the
+speed-up of each detector over small-518 in the same run.
+
+    python benchmarks/detect.py [--device cpu|cuda] [--detectors tiny,small-224,small-518]
+"""
+
+from __future__ import annotations
+
+import argparse
+import glob
+import json
+import tempfile
+from pathlib import Path
+
+import torch
+
+from truthinmotion.detect import Scorer
+from truthinmotion.features import depth_anything_config
+from truthinmotion.models import Detector, DetectorConfig
+from truthinmotion.video import probe
+from truthinmotion.weights import save_random_model
+
+DATA = Path(__file__).resolve().parents[2] / "shared" / "data"
+SETUPS = {
+    "tiny": ("dinov2-tiny", "depth-anything-v2-tiny", 112),
+    "small-518": ("dinov2-small", "depth-anything-v2-small", 518),
+    "small-224": ("dinov2-small", "depth-anything-v2-small", 224),
+}
+
+
+def make_run(root: Path, name: str) -> Path:
+    from transformers import DepthAnythingForDepthEstimation
+
+    backbone, depth, size = SETUPS[name]
+    depth_dir = root / depth
+    if not depth_dir.is_dir():
+        torch.manual_seed(0)
+        save_random_model(DepthAnythingForDepthEstimation(depth_anything_config(depth)), depth_dir)
+    features = {
+        "flow": {"method": "farneback", "pyr_scale": 0.5, "levels": 3, "winsize": 15, "iterations": 3,
+                 "poly_n": 5, "poly_sigma": 1.2},
+        "depth": {"model": str(depth_dir), "init": "pretrained", "input_size": size},
+    }
+    model = Detector.build(DetectorConfig(backbone=backbone, modality="flow+depth"), init="random",
+                           extra={"features": features})
+    return model.save_pretrained(root / name)
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--device", default="cpu")
+    ap.add_argument("--detectors", default="tiny,small-224,small-518")
+    args = ap.parse_args()
+    videos = [v for v in sorted(glob.glob(f"{DATA}/**/*.mp4", recursive=True)) if max(probe(v).width, probe(v).height) >= 1920]
+    if not videos:
+        raise SystemExit(f"no 1080p videos under {DATA}")
+    rows, totals = [], {}
+    with tempfile.TemporaryDirectory() as tmp:
+        for name in args.detectors.split(","):
+            scorer = Scorer(make_run(Path(tmp), name), device=args.device)
+            scorer(videos[0])  # warm-up: first calls allocate and pick kernels
+            totals[name] = 0.0
+            for v in videos:
+                verdict = scorer(v)
+                info = probe(v)
+                rows.append({"detector": name, "video": Path(v).name, "resolution": f"{info.width}x{info.height}",
+                             "video_seconds": round(info.frames / info.fps, 2), "status": verdict.status,
+                             **{f"{k}_s": round(t, 3) for k, t in verdict.timings.items()}})
+                totals[name] += verdict.timings["total"]
+    base = totals.get("small-518")
+    print(json.dumps({
+        "benchmark": "detect", "device": args.device, "threads": torch.get_num_threads(),
+        "time_points": 32, "modality": "flow+depth",
+        "mean_seconds_per_video": {k: round(t / len(videos), 3) for k, t in totals.items()},
+        "speedup_vs_small_518": {k: round(base / t, 2) for k, t in totals.items()} if base else None,
+        "rows": rows,
+    }, indent=2))
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,272 @@
+"""Compression: mixed precision, torch.compile, ONNX (fp32 and dynamic int8), distillation.
+
+Every method writes a run directory that ``tim detect``, ``tim evaluate`` and ``tim benchmark``
+load like any other (:func:`load_detector`):
+
+- ``fp16`` / ``bf16``: weights stored in half precision (half the size on disk) and inference
+  under autocast (Micikevicius et al., "Mixed Precision Training", ICLR 2018). fp16 needs a GPU;
+  bf16 also runs on CPUs.
+- ``compile``: ``torch.compile`` on top of bf16 autocast, applied when the detector is loaded.
+- ``onnx`` / ``int8``: the detector exported to ONNX with a dynamic batch axis and run with ONNX
+  Runtime; ``int8`` quantizes the weights of its matrix products to int8 with dynamic
+  (per-batch) activation scales (ONNX Runtime ``quantize_dynamic``), the usual CPU deployment.
+- ``distill``: see :mod:`truthinmotion.distill`.
+
+Each output is checked against the original PyTorch detector on real inputs (pictures of the
+run's own validation videos): the largest probability difference is recorded in its config.
+"""
+
+from __future__ import annotations
+
+import copy
+import json
+import logging
+import shutil
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from torch.utils.data import DataLoader
+
+from .config import ConfigError
+from .data import DataConfig, VideoDataset, collate
+from .models import Detector, DetectorConfig, DetectorOutput, Preprocess
+
+__all__ = [
+    "COMPRESS_METHODS", "CompressResult", "OnnxDetector", "compress", "distill", "inference_autocast",
+    "load_detector", "sample_inputs",
+]
+
+log = logging.getLogger(__name__)
+
+COMPRESS_METHODS = ("fp16", "bf16", "compile", "onnx", "int8", "distill")
+
+
+# ---------------------------------------------------------------- loading any variant
+
+
+class OnnxDetector:
+    """A detector exported to ONNX, run by ONNX Runtime; called like :class:`Detector`."""
+
+    def __init__(self, path: Path, device: str = "cpu"):
+        import onnxruntime as ort
+
+        data = json.loads((path / "config.json").read_text())
+        self.cfg = DetectorConfig.from_dict(data["detector"])
+        self.extra = {k: v for k, v in data.items() if k not in ("format", "detector", "backbone_config")}
+        providers = ["CUDAExecutionProvider", "CPUExecutionProvider"] if device.startswith("cuda") else ["CPUExecutionProvider"]
+        opts = ort.SessionOptions()
+        opts.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
+        self.session = ort.InferenceSession(str(path / data["inference"]["file"]), opts, providers=providers)
+        self.names = [i.name for i in self.session.get_inputs()]
+
+    def __call__(self, inputs: dict[str, torch.Tensor]) -> DetectorOutput:
+        feed = {n: inputs[n].detach().cpu().float().numpy() for n in self.names}
+        logit, embedding = self.session.run(["logit", "embedding"], feed)
+        logit_t = torch.from_numpy(logit)
+        return DetectorOutput(logit_t, torch.from_numpy(embedding), logit_t[:, None])
+
+    def to(self, device: str) -> "OnnxDetector":
+        return self
+
+    def eval(self) -> "OnnxDetector":
+        return self
+
+    @property
+    def preprocess(self) -> Preprocess:
+        return Detector.preprocess.fget(self)  # type: ignore[attr-defined]
+
+    @property
+    def threshold(self) -> float:
+        return float(self.extra.get("threshold", 0.5))
+
+    def num_parameters(self) -> int:
+        return int(self.extra.get("inference", {}).get("parameters", 0))
+
+
+def load_detector(path: str | Path, device: str = "cpu") -> Any:
+    """Any saved detector (plain, half precision, compiled or ONNX) ready for inference."""
+    path = Path(path)
+    if (path / "best" / "config.json").is_file():
+        path = path / "best"
+    if not (path / "config.json").is_file():
+        raise ConfigError(f"no detector at {path}: expected config.json")
+    inference = json.loads((path / "config.json").read_text()).get("inference", {})
+    runtime = inference.get("runtime", "torch")
+    if runtime == "onnx":
+        return OnnxDetector(path, device)
+    model = Detector.from_pretrained(path).float().to(device).eval()
+    if inference.get("autocast") == "fp16" and not device.startswith("cuda"):
+        raise ConfigError(f"{path} is an fp16 detector: fp16 autocast needs --device cuda (bf16 runs on CPU)")
+    if inference.get("compile"):
+        model.forward = torch.compile(model.forward)  # type: ignore[method-assign]
+    return model
+
+
+def inference_autocast(model: Any) -> str:
+    """The autocast mode a loaded detector runs with (``auto`` unless its config says)."""
+    return getattr(model, "extra", {}).get("inference", {}).get("autocast", "auto")
+
+
+# ---------------------------------------------------------------- checking against the original
+
+
+def sample_inputs(model: Detector, split: str = "val", max_pictures: int = 64) -> dict[str, torch.Tensor]:
+    """Real backbone inputs: pictures of the run's own ``split`` videos (all their time points)."""
+    work = Path(model.extra.get("workdir", ""))
+    if not work.is_dir():
+        raise ConfigError(f"the detector's work directory {work} is gone: real inputs are needed to check it")
+    ds = VideoDataset(work, split, model.cfg.modality, DataConfig.from_dict(model.extra.get("data", {})),
+                      model.preprocess, expect=model.extra.get("features"))
+    if len(ds) == 0:
+        raise ConfigError(f"no {split} videos in {work} to check the compressed detector on")
+    parts, n = [], 0
+    for batch in DataLoader(ds, batch_size=2, collate_fn=collate):
+        parts.append(batch["inputs"])
+        n += len(batch["label"])
+        if n >= max_pictures:
+            break
+    return {m: torch.cat([p[m] for p in parts])[:max_pictures] for m in model.cfg.modalities}
+
+
+def _probs(model: Any, inputs: dict[str, torch.Tensor], device: str, amp: str, batch: int = 16) -> np.ndarray:
+    from .train import autocast_context
+
+    out = []
+    with torch.no_grad():
+        for i in range(0, len(next(iter(inputs.values()))), batch):
+            x = {m: t[i : i + batch].to(device) for m, t in inputs.items()}
+            with autocast_context(device, amp):
+                out.append(torch.sigmoid(model(x).logit.float()).cpu().numpy())
+    return np.concatenate(out)
+
+
+# ---------------------------------------------------------------- methods
+
+
+@dataclass
+class CompressResult:
+    out_dir: Path
+    method: str
+    max_prob_diff: float | None
+    checked_on: int
+    size_bytes: int
+
+    def summary(self) -> str:
+        check = (f"; max probability difference vs the original {self.max_prob_diff:.2e} on "
+                 f"{self.checked_on} real pictures" if self.max_prob_diff is not None else "")
+        return f"{self.method}: {self.out_dir / 'best'} ({self.size_bytes / 1e6:.1f} MB){check}"
+
+
+def _dir_size(path: Path) -> int:
+    return sum(p.stat().st_size for p in path.rglob("*") if p.is_file())
+
+
+def _export_onnx(model: Detector, path: Path, example: dict[str, torch.Tensor]) -> None:
+    mods = list(model.cfg.modalities)
+
+    class Wrapper(torch.nn.Module):
+        def __init__(self, inner: Detector):
+            super().__init__()
+            self.inner = inner
+
+        def forward(self, *xs: torch.Tensor):
+            out = self.inner(dict(zip(mods, xs)))
+            return out.logit, out.embedding
+
+    axes = {m: {0: "batch"} for m in mods}
+    axes.update({"logit": {0: "batch"}, "embedding": {0: "batch"}})
+    torch.onnx.export(
+        Wrapper(model).eval(), tuple(example[m][:2] for m in mods), str(path), input_names=mods,
+        output_names=["logit", "embedding"], dynamic_axes=axes, opset_version=17, dynamo=False,
+    )
+
+
+def compress(
+    run_dir: str | Path, method: str, out_dir: str | Path, *, device: str = "cpu", check_split: str = "val",
+) -> CompressResult:
+    """Write a compressed copy of ``run_dir``'s best detector into ``out_dir`` (a run directory)."""
+    if method not in COMPRESS_METHODS or method == "distill":
+        raise ConfigError(f"method: {method!r}; one of {', '.join(m for m in COMPRESS_METHODS if m != 'distill')} "
+                          "(distillation: tim compress --method distill --teacher RUN)")
+    run_dir, out_dir = Path(run_dir), Path(out_dir)
+    model = Detector.from_pretrained(run_dir).eval()
+    if out_dir.resolve() == run_dir.resolve():
+        raise ConfigError("the output run directory must differ from the input one")
+    best = out_dir / "best"
+    if best.exists():
+        shutil.rmtree(best)
+    inputs = sample_inputs(model, check_split)
+    reference = _probs(model, inputs, "cpu", "off")
+    params = sum(p.numel() for p in model.parameters())
+    inference: dict[str, Any] = {"method": method, "source": str(run_dir.resolve()), "parameters": params}
+    if method in ("fp16", "bf16", "compile"):
+        dtype = torch.float16 if method == "fp16" else torch.bfloat16
+        inference.update({"runtime": "torch", "autocast": "fp16" if method == "fp16" else "bf16",
+                          "compile": method == "compile"})
+        half = copy.deepcopy(model)
+        half.extra["inference"] = inference
+        # Encoder weights are stored in half precision; LayerNorms and the head stay fp32 (their
+        # sums are where half precision loses most).
+        for enc in half.encoders.values():
+            enc.to(dtype)
+            for mod in enc.modules():
+                if isinstance(mod, torch.nn.LayerNorm):
+                    mod.float()
+        half.save_pretrained(best)
+        loaded = load_detector(best, device)
+        check_device = device
+    else:
+        import onnx
+
+        best.mkdir(parents=True, exist_ok=True)
+        fp32 = best / "model.onnx"
+        _export_onnx(model, fp32, inputs)
+        onnx.checker.check_model(str(fp32))
+        file = "model.onnx"
+        if method == "int8":
+            from onnxruntime.quantization import QuantType, quantize_dynamic
+
+            quantize_dynamic(str(fp32), str(best / "model.int8.onnx"), weight_type=QuantType.QInt8)
+            fp32.unlink()
+            file = "model.int8.onnx"
+        inference.update({"runtime": "onnx", "file": file})
+        data = {**model.config_dict(), "inference": inference}
+        (best / "config.json").write_text(json.dumps(data, indent=2, default=str))
+        loaded = load_detector(best, "cpu")
+        check_device = "cpu"
+    probs = _probs(loaded, inputs, check_device, inference_autocast(loaded))
+    diff = float(np.abs(probs - reference).max())
+    cfg_path = best / "config.json"
+    data = json.loads(cfg_path.read_text())
+    data["inference"].update({"max_prob_diff": diff, "checked_on": int(len(probs)), "check_split": check_split})
+    cfg_path.write_text(json.dumps(data, indent=2, default=str))
+    log.info("%s: max probability difference %.3e on %d real pictures", method, diff, len(probs))
+    return CompressResult(out_dir, method, diff, int(len(probs)), _dir_size(best))
+
+
+def distill(
+    teacher_run: str | Path, out_dir: str | Path, student: str = "dinov2-small", *,
+    overrides: dict[str, Any] | None = None, resume: bool = False,
+):
+    """Train ``student`` on the teacher's data and settings, distilling the teacher's embedding.
+
+    Loss: BCE(student) + alpha * KL(softmax(student embedding) || softmax(P teacher embedding)),
+    P a learned linear projection to the student's width, plus optionally logit distillation
+    with temperature T (``distill_logit``, ``distill_temperature``). The best epoch on validation
+    is kept, as for any training run.
+    """
+    import dataclasses
+
+    from .config import load_yaml
+    from .train import TrainConfig, train
+
+    teacher_run = Path(teacher_run)
+    teacher = Detector.from_pretrained(teacher_run)
+    teacher.extra["run"] = str(teacher_run.resolve())
+    cfg_path = teacher_run / "config.yaml"
+    base = TrainConfig.from_dict(load_yaml(cfg_path)) if cfg_path.is_file() else TrainConfig(modality=teacher.cfg.modality)
+    cfg = dataclasses.replace(base, backbone=student, backbone_path=None).updated(overrides)
+    return train(teacher.extra["workdir"], cfg, out_dir, resume=resume, teacher=teacher)

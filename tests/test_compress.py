@@ -1,0 +1,116 @@
+from __future__ import annotations
+
+import csv
+import json
+
+import numpy as np
+import pytest
+import torch
+
+from conftest import FFPP, need_shared
+from synthetic import make_workdir
+from truthinmotion.cli import main
+from truthinmotion.compress import OnnxDetector, compress, distill, load_detector
+from truthinmotion.config import ConfigError
+from truthinmotion.data import encode_inputs
+from truthinmotion.evaluate import evaluate
+from truthinmotion.faces import FaceDetector, FacesConfig, extract_faces
+from truthinmotion.features import FlowConfig, FlowEstimator
+from truthinmotion.models import Detector
+from truthinmotion.train import TrainConfig, distill_loss, train
+
+TINY = dict(init="random", image_size=56, workers=0, progress=False, batch_size=6, lr=1e-3, train_points=4)
+
+
+@pytest.fixture(scope="module")
+def base(tmp_path_factory):
+    root = tmp_path_factory.mktemp("compress")
+    work = make_workdir(root / "w")
+    train(work, TrainConfig(backbone="dinov2-tiny", epochs=3, **TINY), root / "fp32")
+    return root
+
+
+@pytest.fixture(scope="module")
+def variants(base):
+    return {m: compress(base / "fp32", m, base / m) for m in ("onnx", "int8", "bf16")}
+
+
+# Tolerances: ONNX Runtime fp32 computes the same graph with other kernels, so probabilities
+# agree to float32 rounding (1e-4 is generous); int8 weights change the numbers themselves: a few
+# hundredths at most, and AUC within 0.05 of the fp32 detector on the synthetic test videos.
+def test_onnx_and_int8_agree_with_fp32(base, variants):
+    assert variants["onnx"].max_prob_diff < 1e-4
+    assert variants["int8"].max_prob_diff < 0.05
+    assert variants["int8"].size_bytes < 0.6 * variants["onnx"].size_bytes
+    assert isinstance(load_detector(base / "int8"), OnnxDetector)
+    auc = {m: evaluate(base / m, "test", progress=False).metrics["overall"]["video"]["auc"] for m in ("fp32", "int8", "onnx")}
+    assert abs(auc["int8"] - auc["fp32"]) <= 0.05 and abs(auc["onnx"] - auc["fp32"]) <= 1e-6
+    cfg = json.loads((base / "int8" / "best" / "config.json").read_text())
+    assert cfg["inference"]["runtime"] == "onnx" and cfg["inference"]["checked_on"] > 0
+
+
+def test_bf16_halves_the_weights_and_stays_close(base, variants):
+    assert variants["bf16"].max_prob_diff < 0.05
+    fp32 = (base / "fp32" / "best" / "model.safetensors").stat().st_size
+    assert (base / "bf16" / "best" / "model.safetensors").stat().st_size < 0.7 * fp32
+    model = load_detector(base / "bf16")
+    assert model.extra["inference"]["autocast"] == "bf16"
+    with pytest.raises(ConfigError, match="fp16 autocast needs"):
+        compress(base / "fp32", "fp16", base / "fp16")  # checking it needs a GPU here
+
+
+def test_int8_on_real_face_flow(base, variants):
+    need_shared()
+    cfg = FacesConfig(num_points=6)
+    faces = extract_faces(FFPP / "original_sequences/youtube/c23/videos/634.mp4", cfg, FaceDetector.from_config(cfg))
+    flow = FlowEstimator(FlowConfig())(faces.crops)
+    fp32 = Detector.from_pretrained(base / "fp32")
+    x = encode_inputs({"flow": flow}, ("flow",), fp32.preprocess, None)
+    with torch.no_grad():
+        ref = torch.sigmoid(fp32(x).logit).numpy()
+    for name, tol in (("onnx", 1e-4), ("int8", 0.05)):
+        got = torch.sigmoid(load_detector(base / name)(x).logit).numpy()
+        assert np.abs(got - ref).max() < tol, name
+
+
+def test_distillation_kl_decreases_and_student_reloads(base, tmp_path):
+    work = base / "w"
+    teacher_dir = tmp_path / "teacher"
+    train(work, TrainConfig(backbone="dinov2-tiny-wide", epochs=2, **TINY), teacher_dir)
+    result = distill(teacher_dir, tmp_path / "student", "dinov2-tiny", overrides={"epochs": 4, "patience": 4})
+    with open(tmp_path / "student" / "metrics.csv") as f:
+        kl = [float(r["train_kl"]) for r in csv.DictReader(f)]
+    assert len(kl) == 4 and kl[-1] < kl[0]
+    student = Detector.from_pretrained(tmp_path / "student")
+    assert student.cfg.backbone == "dinov2-tiny" and student.embed_dim == 64
+    assert student.extra["distilled_from"]["backbone"] == "dinov2-tiny-wide"
+    state = torch.load(tmp_path / "student" / "last" / "trainer_state.pt", weights_only=False)
+    assert state["projection"]["weight"].shape == (64, 128)  # teacher width 128 -> student width 64
+    assert result.best_epoch >= 1
+
+
+def test_distill_loss_is_zero_only_when_distributions_match():
+    proj = torch.nn.Linear(4, 4, bias=False)
+    with torch.no_grad():
+        proj.weight.copy_(torch.eye(4))
+    e = torch.randn(3, 4)
+    assert distill_loss(e, e, proj).item() == pytest.approx(0.0, abs=1e-6)
+    assert distill_loss(e, -e, proj).item() > 0.1
+
+
+def test_benchmark_rows_and_speedups(base, variants, tmp_path, capsys):
+    runs = [str(base / m) for m in ("fp32", "onnx", "int8", "bf16")]
+    assert main(["benchmark", *runs, "--repeats", "3", "--out", str(tmp_path)]) == 0
+    data = json.loads((tmp_path / "benchmark.json").read_text())
+    rows = data["rows"]
+    assert [r["variant"] for r in rows] == ["fp32", "onnx", "int8", "bf16"]
+    assert [r["method"] for r in rows] == ["fp32", "onnx", "int8", "bf16"]
+    base_row = rows[0]
+    assert base_row["speedup_latency"] == 1.0 and base_row["speedup_throughput"] == 1.0
+    for r in rows:
+        assert r["speedup_latency"] == round(base_row["latency_p50_ms"] / r["latency_p50_ms"], 2)
+        assert r["speedup_throughput"] == round(r["throughput"] / base_row["throughput"], 2)
+        assert r["latency_p95_ms"] >= r["latency_p50_ms"] > 0 and r["size_mb"] > 0
+        assert 0.0 <= r["video_auc"] <= 1.0
+    md = (tmp_path / "benchmark.md").read_text()
+    assert md.count("\n| ") == 6 and "speed-ups against `fp32`" in md
