@@ -6,6 +6,7 @@ depend on them), saved to a temporary run directory and loaded the way `tim dete
   tiny       dinov2-tiny + a tiny Depth Anything V2 (input 112): the pipeline's fixed costs
   small-518  dinov2-small + Depth Anything V2 small at its default input 518: the baseline
   small-224  dinov2-small + Depth Anything V2 small at input 224 (the crops' own size)
+  small-224-int8  the same with the detector as ONNX Runtime dynamic int8 (`tim compress --method int8`)
 
 Prints JSON: seconds per stage for each video and detector, the video's duration, and the
 speed-up of each detector over small-518 in the same run.
@@ -23,6 +24,7 @@ from pathlib import Path
 
 import torch
 
+from truthinmotion.compress import write_variant
 from truthinmotion.detect import Scorer
 from truthinmotion.features import depth_anything_config
 from truthinmotion.models import Detector, DetectorConfig
@@ -34,6 +36,7 @@ SETUPS = {
     "tiny": ("dinov2-tiny", "depth-anything-v2-tiny", 112),
     "small-518": ("dinov2-small", "depth-anything-v2-small", 518),
     "small-224": ("dinov2-small", "depth-anything-v2-small", 224),
+    "small-224-int8": ("dinov2-small", "depth-anything-v2-small", 224),
 }
 
 
@@ -51,14 +54,18 @@ def make_run(root: Path, name: str) -> Path:
         "depth": {"model": str(depth_dir), "init": "pretrained", "input_size": size},
     }
     model = Detector.build(DetectorConfig(backbone=backbone, modality="flow+depth"), init="random",
-                           extra={"features": features})
+                           extra={"features": features}).eval()
+    if name.endswith("-int8"):
+        example = {m: torch.randn(2, 3, 224, 224) for m in model.cfg.modalities}
+        write_variant(model, "int8", root / name, example)
+        return root / name
     return model.save_pretrained(root / name)
 
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--device", default="cpu")
-    ap.add_argument("--detectors", default="tiny,small-224,small-518")
+    ap.add_argument("--detectors", default="tiny,small-224,small-224-int8,small-518")
     args = ap.parse_args()
     videos = [v for v in sorted(glob.glob(f"{DATA}/**/*.mp4", recursive=True)) if max(probe(v).width, probe(v).height) >= 1920]
     if not videos:
