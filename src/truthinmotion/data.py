@@ -77,7 +77,7 @@ def encode_inputs(
 
 
 @dataclass
-class VideoRecord:
+class VideoItem:
     video_id: str
     label: int
     method: str
@@ -106,7 +106,7 @@ class VideoDataset(Dataset):
         self.expect = expect or {}
         rows = read_manifest(workdir)
         rows = [r for r in rows if split is None or r["split"] == split]
-        self.videos: list[VideoRecord] = []
+        self.videos: list[VideoItem] = []
         self.missing: list[str] = []
         self.feature_meta: dict[str, dict] = {}
         self.faces_config: dict[str, Any] | None = None  # settings of the faces stage behind the data
@@ -119,7 +119,7 @@ class VideoDataset(Dataset):
             if not valid.any():
                 self.missing.append(r["video_id"])
                 continue
-            self.videos.append(VideoRecord(r["video_id"], r["label"], r["method"], r["dataset"], valid))
+            self.videos.append(VideoItem(r["video_id"], r["label"], r["method"], r["dataset"], valid))
         if self.missing:
             log.warning(
                 "%s split: %d of %d videos lack %s artifacts or faces; left out (see errors.csv)",

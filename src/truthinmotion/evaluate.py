@@ -147,6 +147,13 @@ def evaluate(
     return EvalResult(out, metrics)
 
 
+def _describe_feature(record: dict[str, Any]) -> str:
+    """``farneback (opencv)``, ``depth-anything/... (pretrained)``: what made a feature, from what."""
+    weights = record.get("weights")
+    source = weights.get("init", "?") if isinstance(weights, dict) else weights
+    return f"{record.get('method') or record.get('model')} ({source})"
+
+
 def _report(m: dict[str, Any], plots: list[str]) -> str:
     w = m["backbone_weights"]
     init = w.get("init", "unknown")
@@ -158,8 +165,7 @@ def _report(m: dict[str, Any], plots: list[str]) -> str:
     if init == "random":
         lines.append("- **The backbone started from random weights**: these figures say the pipeline works, "
                      "not how well a pretrained detector would do.")
-    feats = "; ".join(f"{k}: {v.get('method') or v.get('model')} ({(v.get('weights') or {}).get('init', v.get('weights')) if isinstance(v.get('weights'), dict) else v.get('weights')})"
-                      for k, v in m["features"].items()) or "rgb crops only"
+    feats = "; ".join(f"{k}: {_describe_feature(v)}" for k, v in m["features"].items()) or "rgb crops only"
     inf = m["inference"]
     variant = inf.get("method", "fp32")
     if "max_prob_diff" in inf:

@@ -5,10 +5,10 @@ with MTCNN (Zhang et al., "Joint Face Detection and Alignment using Multi-task C
 Convolutional Networks", 2016; the facenet-pytorch weights, as in the original study) on whole
 frames downscaled so their short side is ``detect_side``, at every ``detect_every``-th point.
 Detections are linked into tracks by overlap and the main track (largest and most confident over
-time) is kept. The face is then re-detected at every point inside a small region around the
-track's predicted box, in one batch (tracking by detection), which costs a fraction of a whole
-frame and gives boxes as precise as full-resolution MTCNN. Points where the face is lost are
-interpolated inside the track. Both frames of a pair are cropped with the same square box,
+time) is kept. The face is then followed to every point by MTCNN's last stage (O-net), which
+regresses the box from where the track predicts it on the full-resolution frame, in one batch:
+boxes as precise as full-resolution MTCNN for a small fraction of its cost. Points where the
+face is lost are interpolated inside the track. Both frames of a pair are cropped with the same square box,
 ``box_scale`` times the face box, resized to ``size``.
 """
 
@@ -49,8 +49,7 @@ class FacesConfig(Settings):
     min_score: float = 0.9  # detections less confident than this are ignored (MTCNN's O-net)
     thresholds: tuple[float, float] = (0.7, 0.8)  # MTCNN P-net and R-net candidate thresholds
     detect_every: int = 8  # whole-frame pass: every n-th time point (plus the last)
-    roi_scale: float = 2.0  # region searched around the predicted face: this x its side
-    roi_size: int = 160  # regions are resized to this side (the face to about roi_size/roi_scale)
+    refine_steps: int = 3  # O-net passes that follow the face from its predicted box at each point
     smooth: bool = False  # 1-2-1 smoothing over neighbouring points (a pair shares its box anyway)
     batch_size: int = 16  # frames per MTCNN call
     max_frame_side: int = 1920  # kept frames are downscaled to this long side (bounds memory)
@@ -68,8 +67,7 @@ class FacesConfig(Settings):
             "thresholds: two numbers between 0 and 1 (P-net, R-net)",
         )
         require(self.detect_every >= 1, "detect_every: at least 1")
-        require(1.2 <= self.roi_scale <= 4.0, "roi_scale: 1.2 to 4")
-        require(48 <= self.roi_size <= 640, "roi_size: 48 to 640 pixels")
+        require(1 <= self.refine_steps <= 5, "refine_steps: 1 to 5")
         require(self.batch_size >= 1, "batch_size: at least 1")
         require(self.max_frame_side >= self.size, "max_frame_side: at least size")
 
@@ -99,7 +97,12 @@ def square_box(box: np.ndarray, scale: float) -> np.ndarray:
 
 def crop_square(frame: np.ndarray, box: np.ndarray, scale: float, size: int) -> np.ndarray:
     """Crop ``frame [H, W, 3]`` to the scaled square around ``box``, zero-padded, ``[size, size, 3]``."""
-    x1, y1, x2, y2 = np.round(square_box(box, scale)).astype(int)
+    return _crop(frame, np.round(square_box(box, scale)).astype(int), size)
+
+
+def _crop(frame: np.ndarray, square: np.ndarray, size: int) -> np.ndarray:
+    """Crop the integer square (x1, y1, x2, y2) of ``frame``, zero-padded, resized to ``size``."""
+    x1, y1, x2, y2 = square
     side = max(x2 - x1, 1)
     h, w = frame.shape[:2]
     out = np.zeros((side, side, 3), dtype=frame.dtype)
@@ -130,6 +133,7 @@ class FaceDetector:
             device=device, post_process=False,
         )
         self.min_score = min_score
+        self.device = device
 
     @classmethod
     def from_config(cls, cfg: "FacesConfig", device: str = "cpu") -> "FaceDetector":
@@ -149,6 +153,31 @@ class FaceDetector:
             return self._detect(frames, batch_size)
         finally:
             self.mtcnn.min_face_size = default
+
+    def refine(
+        self, frames: Sequence[np.ndarray], boxes: np.ndarray, bgr: bool = False
+    ) -> tuple[np.ndarray, np.ndarray]:
+        """One pass of MTCNN's last stage (O-net) on given face boxes: (boxes [N, 4], probs [N]).
+
+        Each box is made square (as the cascade does before O-net), cropped from its RGB frame,
+        resized to 48x48 and regressed. This is how a face found at one time point is followed to
+        the next: O-net sees the face where it was predicted and corrects the box, with no
+        image pyramid and no candidate search.
+        """
+        import torch
+
+        if len(boxes) == 0:
+            return np.zeros((0, 4), np.float32), np.zeros(0, np.float32)
+        squares = np.stack([np.round(square_box(b, 1.0)) for b in boxes]).astype(int)
+        crops = np.stack([_crop(f, sq, 48) for f, sq in zip(frames, squares)])
+        if bgr:
+            crops = np.ascontiguousarray(crops[..., ::-1])
+        x = torch.from_numpy(crops).permute(0, 3, 1, 2).float().to(self.device)
+        with torch.no_grad():
+            reg, _, prob = self.mtcnn.onet((x - 127.5) * 0.0078125)
+        reg, prob = reg.cpu().numpy(), prob[:, 1].cpu().numpy()
+        side = (squares[:, 2] - squares[:, 0] + 1)[:, None].astype(np.float32)  # MTCNN's +1 convention
+        return squares.astype(np.float32) + reg * side, prob
 
     def _detect(self, frames: Sequence[np.ndarray], batch_size: int) -> list[np.ndarray]:
         out: list[np.ndarray] = []
@@ -264,12 +293,11 @@ def extract_faces(path: str | Path, cfg: FacesConfig, detector: FaceDetector) ->
 
     1. Whole-frame MTCNN on frames downscaled to a ``detect_side`` short side, at every
        ``detect_every``-th time point: finds the faces and the main track.
-    2. At every time point, MTCNN again inside a square region around the track's predicted box
-       (``roi_scale`` x its side, resized to ``roi_size``), one batch for the whole video: the
-       face is re-detected at a resolution where MTCNN's boxes match full-resolution ones, for a
-       fraction of a whole-frame pass.
-    3. Points where the region holds no face get a whole-frame detection; points still without
-       the main face are interpolated inside the track, NaN outside it.
+    2. At every time point, MTCNN's last stage (O-net) on the full-resolution face at the track's
+       predicted box, ``refine_steps`` times, one batch for the whole video: the box is
+       regressed as the cascade would, without an image pyramid or a candidate search.
+    3. Points where O-net no longer sees a face get a whole-frame detection; points still
+       without the main face are interpolated inside the track, NaN outside it.
     """
     info = probe(path)
     points = sample_points(info.frames, cfg.num_points)
@@ -301,27 +329,19 @@ def extract_faces(path: str | Path, cfg: FacesConfig, detector: FaceDetector) ->
         raise StageError("no_face", f"no face with probability >= {cfg.min_score} at {k} time points")
     main = max(tracks, key=_track_weight)
 
-    # Pass 2: re-detect inside the predicted region of every point, in one batch.
+    # Pass 2: follow the main face to every point with MTCNN's O-net, from the predicted box.
     pred = _hold(main, k)
-    rois, squares = [], []
-    for i in range(k):
-        sq = square_box(pred[i], cfg.roi_scale)
-        squares.append(sq)
-        roi = crop_square(frames[int(points[i])], pred[i] * keep_scale, cfg.roi_scale, cfg.roi_size)
-        rois.append(cv2.cvtColor(roi, cv2.COLOR_BGR2RGB))
-    expected = cfg.roi_size / cfg.roi_scale  # face side in region pixels if the prediction is right
-    found = detector(rois, cfg.batch_size, min_face=max(12, int(expected / 2)))
+    boxes = pred * keep_scale
+    kept = [frames[int(t)] for t in points]
+    for _ in range(cfg.refine_steps):
+        boxes, probs = detector.refine(kept, boxes, bgr=True)
     refined: dict[int, np.ndarray] = {}
-    for i, (dets, sq) in enumerate(zip(found, squares)):
-        if len(dets):
-            px = (sq[2] - sq[0]) / cfg.roi_size
-            boxes = dets[:, :4] * px + np.array([sq[0], sq[1], sq[0], sq[1]])
-            iou = box_iou(boxes, pred[i][None])
-            j = int(np.argmax(iou))
-            if iou[j] >= 0.3:
-                refined[i] = np.append(boxes[j], dets[j, 4]).astype(np.float32)
+    for i in range(k):
+        box = boxes[i] / keep_scale
+        if probs[i] >= cfg.min_score and box_iou(box, pred[i]) >= 0.3:
+            refined[i] = np.append(box, probs[i]).astype(np.float32)
     lost = [i for i in range(k) if i not in refined]
-    if lost:  # the region missed it (fast motion, occlusion): look at the whole frame
+    if lost:  # O-net lost it (fast motion, occlusion): look at the whole frame
         detect_whole(lost)
         for i in lost:
             if len(whole[i]):
@@ -350,7 +370,7 @@ def extract_faces(path: str | Path, cfg: FacesConfig, detector: FaceDetector) ->
         "width": full_w,
         "height": full_h,
         "whole_frame_detections": len(whole),
-        "region_detections": k,
+        "refined_points": k,
         "tracks": len(tracks),
         "max_faces_per_frame": int(max((len(d) for d in whole.values()), default=0)),
         "coverage": float(np.mean(~np.isnan(boxes[:, 0]))),

@@ -102,9 +102,8 @@ class TrainConfig(Settings):
         require(self.distill_temperature > 0, "distill_temperature: positive")
 
     def _pick(self, cls: type[Settings]) -> dict[str, Any]:
-        names = {f.name for f in dataclasses.fields(cls)}
-        mapping = {"train_points": "train_points"}
-        return {k: getattr(self, mapping.get(k, k)) for k in names if hasattr(self, k)}
+        """This config's values for the fields of ``cls`` (DetectorConfig, DataConfig)."""
+        return {f.name: getattr(self, f.name) for f in dataclasses.fields(cls)}
 
     @property
     def detector(self) -> DetectorConfig:
