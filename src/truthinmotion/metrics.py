@@ -45,13 +45,19 @@ def eer(labels: np.ndarray, scores: np.ndarray) -> float:
 
 
 def youden_threshold(labels: np.ndarray, scores: np.ndarray) -> float:
-    """Threshold maximising TPR - FPR (balanced accuracy); 0.5 when one class is absent."""
+    """Threshold maximising TPR - FPR (balanced accuracy); 0.5 when one class is absent.
+
+    Every threshold between the lowest score called fake and the next lower score gives the same
+    point of the ROC curve; the midpoint is returned (the widest margin on both sides), not the
+    score of one validation video, which new videos would fall just below half the time.
+    """
     labels, scores = np.asarray(labels), np.asarray(scores)
     if not _both_classes(labels):
         return 0.5
-    fpr, tpr, thr = roc_curve(labels, scores)
+    fpr, tpr, thr = roc_curve(labels, scores, drop_intermediate=False)
     i = int(np.argmax(tpr - fpr))
-    return float(min(thr[i], 1.0))
+    upper = float(min(thr[i], 1.0))
+    return (upper + float(thr[i + 1])) / 2 if i + 1 < len(thr) else upper
 
 
 def binary_metrics(labels: np.ndarray, scores: np.ndarray, threshold: float = 0.5) -> dict[str, float]:
