@@ -22,7 +22,6 @@ import torch
 from torch.utils.data import Dataset
 
 from .config import ConfigError, Settings, require
-from .faces import Faces
 from .features import depth_to_rgb, flow_to_rgb, load_feature
 from .index import read_manifest
 from .io import WorkDir, load_npz
@@ -141,10 +140,10 @@ class VideoDataset(Dataset):
         valid = None
         for m, p in paths.items():
             if m == "rgb":
-                faces = Faces.load(p)
-                v, faces_cfg = faces.valid, faces.meta.get("config")
+                arrays, meta = load_npz(p, ("boxes",))  # not the crops: only which points have a face
+                v, faces_cfg = ~np.isnan(arrays["boxes"][:, 0]), meta.get("config")
             else:
-                _, v, meta = load_feature(p, self.expect.get(m))
+                _, v, meta = load_feature(p, self.expect.get(m), values=False)
                 self._check_meta(m, meta, p)
                 faces_cfg = meta.get("faces")
             if self.faces_config is None and faces_cfg:
@@ -178,7 +177,7 @@ class VideoDataset(Dataset):
         arrays = {}
         for m, p in paths.items():
             if m == "rgb":
-                arrays["rgb"] = load_npz(p)[0]["crops"][:, 0]
+                arrays["rgb"] = load_npz(p, ("crops",))[0]["crops"][:, 0]
             else:
                 arrays[m] = load_feature(p)[0]
         return arrays

@@ -14,7 +14,7 @@ import tempfile
 import time
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Iterator
+from typing import Any, Iterable, Iterator
 
 import numpy as np
 
@@ -67,10 +67,12 @@ def save_npz(path: Path, meta: dict[str, Any], compress: bool = True, **arrays: 
             saver(f, meta=np.array(json.dumps(meta, sort_keys=True)), **arrays)
 
 
-def load_npz(path: Path) -> tuple[dict[str, np.ndarray], dict[str, Any]]:
-    """Read an artifact written by :func:`save_npz`: (arrays, meta)."""
+def load_npz(path: Path, keys: Iterable[str] | None = None) -> tuple[dict[str, np.ndarray], dict[str, Any]]:
+    """Read an artifact written by :func:`save_npz`: (arrays, meta); only ``keys`` if given
+    (each array of an ``.npz`` is read and decompressed on its own)."""
     with np.load(path, allow_pickle=False) as data:
-        arrays = {k: data[k] for k in data.files if k != "meta"}
+        wanted = [k for k in data.files if k != "meta" and (keys is None or k in keys)]
+        arrays = {k: data[k] for k in wanted}
         meta = json.loads(str(data["meta"])) if "meta" in data.files else {}
     return arrays, meta
 

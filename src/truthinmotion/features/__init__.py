@@ -150,12 +150,17 @@ def run_features(
     )
 
 
-def load_feature(path: Path, expect: dict | None = None) -> tuple[np.ndarray, np.ndarray, dict]:
-    """(values, valid, meta) of a flow or depth artifact; ``expect`` keys must match its meta."""
-    arrays, meta = load_npz(path)
+def load_feature(
+    path: Path, expect: dict | None = None, values: bool = True
+) -> tuple[np.ndarray | None, np.ndarray, dict]:
+    """(values, valid, meta) of a flow or depth artifact; ``expect`` keys must match its meta.
+
+    ``values=False`` reads only ``valid`` and the metadata (values come back as None).
+    """
+    arrays, meta = load_npz(path, None if values else ("valid",))
     if expect:
         diff = {k: (meta.get(k), v) for k, v in expect.items() if meta.get(k) != v}
         if diff:
             raise ConfigError(f"{path} was made with other settings: {diff} (artifact, expected)")
-    values = arrays["flow"] if "flow" in arrays else arrays["depth"]
-    return values, arrays["valid"], meta
+    data = arrays.get("flow", arrays.get("depth"))
+    return data, arrays["valid"], meta
