@@ -85,7 +85,7 @@ def test_evaluate_writes_report_with_per_method_rows(trained, tmp_path):
     m = json.loads((run / "metrics.json").read_text())
     assert m["overall"]["video"]["count"] == 8 and m["overall"]["frame"]["count"] == 48
     assert set(m["per_method"]) == {"swapA", "swapB"}
-    for name, block in m["per_method"].items():
+    for block in m["per_method"].values():
         assert block["video"]["real"] == 4 and block["video"]["fake"] == 2
     # Per-method AUC recomputed from the per-video scores.
     vids = m["videos"]

@@ -82,14 +82,11 @@ class OnnxDetector:
 
     @property
     def preprocess(self) -> Preprocess:
-        return Detector.preprocess.fget(self)  # type: ignore[attr-defined]
+        return Preprocess.from_record(self.extra.get("preprocess"))
 
     @property
     def threshold(self) -> float:
         return float(self.extra.get("threshold", 0.5))
-
-    def num_parameters(self) -> int:
-        return int(self.extra.get("inference", {}).get("parameters", 0))
 
 
 def load_detector(path: str | Path, device: str = "cpu") -> Any:

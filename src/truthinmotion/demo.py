@@ -100,7 +100,7 @@ def run_demo(out: str | Path = "demo-out", clips: int = 20, points: int = 16, ep
     result.lines += study.lines
     # detect on one test clip of each class, every stage in memory from the run directory alone
     scorer = Scorer(out / "runs" / "demo")
-    test = [v for v in study.evaluation.metrics["videos"]]
+    test = study.evaluation.metrics["videos"]
     for kind in ("real", "fake"):
         vid = next((v["video_id"] for v in test if v["video_id"].startswith(kind)), None)
         if vid is None:

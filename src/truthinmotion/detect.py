@@ -23,7 +23,7 @@ import torch
 from .config import ConfigError
 from .data import DataConfig, encode_inputs
 from .faces import FaceDetector, FacesConfig, extract_faces
-from .features import DepthConfig, DepthEstimator, FlowConfig, FlowEstimator, compute_features
+from .features import DepthConfig, DepthEstimator, FlowConfig, FlowEstimator
 from .index import VIDEO_SUFFIXES
 from .io import StageError, atomic_write_text
 from .metrics import AGGREGATIONS
@@ -109,13 +109,14 @@ class Scorer:
         verdict.faces["time_points_with_face"] = int(valid.sum())
         timings = {"faces": t1 - t0}
         arrays: dict[str, np.ndarray] = {}
+        # Only the points with a face: no zero-filled arrays to index back down.
         if self.flow is not None:
             t = time.perf_counter()
-            arrays["flow"] = compute_features(faces, self.flow, None)["flow"][valid]
+            arrays["flow"] = self.flow(faces.crops[valid])
             timings["flow"] = time.perf_counter() - t
         if self.depth is not None:
             t = time.perf_counter()
-            arrays["depth"] = compute_features(faces, None, self.depth)["depth"][valid]
+            arrays["depth"] = self.depth(faces.crops[valid, 0])
             timings["depth"] = time.perf_counter() - t
         if "rgb" in self.model.cfg.modalities:
             arrays["rgb"] = faces.crops[valid, 0]

@@ -21,7 +21,7 @@ from pathlib import Path
 from typing import Iterable
 
 from .config import ConfigError, Settings, require
-from .io import ErrorLog, StageError, WorkDir, atomic_path
+from .io import StageError, WorkDir, atomic_path
 
 __all__ = [
     "FORMATS",

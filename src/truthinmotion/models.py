@@ -15,7 +15,7 @@ from __future__ import annotations
 
 import json
 import logging
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
@@ -49,6 +49,12 @@ class Preprocess:
     size: int = 224
     mean: tuple[float, float, float] = (0.485, 0.456, 0.406)  # ImageNet, as DINOv2 was trained
     std: tuple[float, float, float] = (0.229, 0.224, 0.225)
+
+    @classmethod
+    def from_record(cls, record: dict[str, Any] | None) -> "Preprocess":
+        """From the ``preprocess`` entry of a saved detector's config (missing keys: defaults)."""
+        r = record or {}
+        return cls(r.get("size", cls.size), tuple(r.get("mean", cls.mean)), tuple(r.get("std", cls.std)))
 
 
 @dataclass(frozen=True)
@@ -249,8 +255,7 @@ class Detector(nn.Module):
 
     @property
     def preprocess(self) -> Preprocess:
-        p = self.extra.get("preprocess", {})
-        return Preprocess(p.get("size", 224), tuple(p.get("mean", Preprocess.mean)), tuple(p.get("std", Preprocess.std)))
+        return Preprocess.from_record(self.extra.get("preprocess"))
 
     @property
     def threshold(self) -> float:
