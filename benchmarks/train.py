@@ -18,7 +18,7 @@ import time
 import torch
 
 from truthinmotion.models import Detector, DetectorConfig
-from truthinmotion.train import autocast_context
+from truthinmotion.runtime import autocast_context
 
 
 def step_rate(backbone: str, modality: str, amp: str, batch: int, steps: int, device: str) -> float:

@@ -10,14 +10,15 @@ import torch
 from conftest import FFPP, need_shared
 from synthetic import make_workdir
 from truthinmotion.cli import main
-from truthinmotion.compress import OnnxDetector, compress, distill, load_detector
+from truthinmotion.compress import OnnxDetector, compress, load_detector
 from truthinmotion.config import ConfigError
 from truthinmotion.data import encode_inputs
 from truthinmotion.evaluate import evaluate
 from truthinmotion.faces import FaceDetector, FacesConfig, extract_faces
 from truthinmotion.features import FlowConfig, FlowEstimator
 from truthinmotion.models import Detector
-from truthinmotion.train import TrainConfig, distill_loss, train
+from truthinmotion.distill import distill, distill_loss
+from truthinmotion.train import TrainConfig, train
 
 TINY = dict(init="random", image_size=56, workers=0, progress=False, batch_size=6, lr=1e-3, train_points=4)
 
@@ -55,8 +56,15 @@ def test_bf16_halves_the_weights_and_stays_close(base, variants):
     assert (base / "bf16" / "best" / "model.safetensors").stat().st_size < 0.7 * fp32
     model = load_detector(base / "bf16")
     assert model.extra["inference"]["autocast"] == "bf16"
-    with pytest.raises(ConfigError, match="fp16 autocast needs"):
+    # Half precision in memory too, not cast back to fp32 at load: the encoders' matrices are
+    # bf16, their LayerNorms and the head fp32.
+    enc = next(iter(model.encoders.values()))
+    assert enc.encoder.layer[0].mlp.fc1.weight.dtype == torch.bfloat16
+    assert enc.layernorm.weight.dtype == torch.float32
+    assert next(model.heads.parameters()).dtype == torch.float32
+    with pytest.raises(ConfigError, match="fp16 runs under CUDA autocast"):
         compress(base / "fp32", "fp16", base / "fp16")  # checking it needs a GPU here
+    assert not (base / "fp16").exists()  # refused before anything was created
 
 
 def test_int8_on_real_face_flow(base, variants):
@@ -85,17 +93,41 @@ def test_distillation_kl_decreases_and_student_reloads(base, tmp_path):
     assert student.cfg.backbone == "dinov2-tiny" and student.embed_dim == 64
     assert student.extra["distilled_from"]["backbone"] == "dinov2-tiny-wide"
     state = torch.load(tmp_path / "student" / "last" / "trainer_state.pt", weights_only=False)
-    assert state["projection"]["weight"].shape == (64, 128)  # teacher width 128 -> student width 64
+    assert state["projection"]["proj"].shape == (64, 128)  # teacher width 128 -> student width 64
     assert result.best_epoch >= 1
 
 
+def test_distillation_projection_is_fixed_and_cannot_be_met_half_way(base, tmp_path):
+    """The embedding term's target is the teacher's own principal components, fixed before
+    training: a student that collapses to a constant embedding keeps a positive KL, and the
+    projection the student trained against is the one fitted to the teacher (not co-trained)."""
+    from torch.utils.data import DataLoader
+
+    from truthinmotion.data import DataConfig, VideoDataset, collate
+    from truthinmotion.distill import DistillConfig, Distiller
+
+    work = base / "w"
+    train(work, TrainConfig(backbone="dinov2-tiny-wide", epochs=1, **TINY), tmp_path / "teacher")
+    teacher = Detector.from_pretrained(tmp_path / "teacher")
+    ds = VideoDataset(work, "train", "flow", DataConfig(), teacher.preprocess)
+    distiller = Distiller(teacher, DistillConfig(), "cpu")
+    distiller.fit(DataLoader(ds, batch_size=6, collate_fn=collate), width=64)
+    assert distiller.proj.shape == (64, 128) and not distiller.proj.requires_grad
+    batch = collate([ds[i] for i in range(6)])
+    target = distiller.project(teacher(batch["inputs"]).embedding.detach())
+    assert distill_loss(target, target).item() == pytest.approx(0.0, abs=1e-6)
+    collapsed = torch.zeros_like(target)  # what a co-trained projection could meet
+    assert distill_loss(collapsed, target).item() > 0.05
+    # The student trains against exactly this projection, and it does not move during training.
+    distill(tmp_path / "teacher", tmp_path / "student", "dinov2-tiny", overrides={"epochs": 2})
+    saved = torch.load(tmp_path / "student" / "last" / "trainer_state.pt", weights_only=False)["projection"]
+    torch.testing.assert_close(saved["proj"], distiller.proj, rtol=1e-4, atol=1e-5)
+
+
 def test_distill_loss_is_zero_only_when_distributions_match():
-    proj = torch.nn.Linear(4, 4, bias=False)
-    with torch.no_grad():
-        proj.weight.copy_(torch.eye(4))
     e = torch.randn(3, 4)
-    assert distill_loss(e, e, proj).item() == pytest.approx(0.0, abs=1e-6)
-    assert distill_loss(e, -e, proj).item() > 0.1
+    assert distill_loss(e, e).item() == pytest.approx(0.0, abs=1e-6)
+    assert distill_loss(e, -e).item() > 0.1
 
 
 def test_benchmark_rows_and_speedups(base, variants, tmp_path, capsys):

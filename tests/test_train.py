@@ -97,7 +97,7 @@ def test_checkpoint_round_trip_gives_identical_outputs(work, tmp_path):
 def test_resume_continues_from_the_saved_epoch(work, tmp_path, monkeypatch):
     cfg = TrainConfig(**TINY, epochs=3, batch_size=6, lr=1e-3, train_points=4, patience=5)
     full = train(work, cfg, tmp_path / "full")
-    real_eval = train_mod._evaluate_val
+    real_eval = train_mod._validate
     calls = []
 
     def crash_in_epoch_3(*args, **kwargs):
@@ -106,11 +106,11 @@ def test_resume_continues_from_the_saved_epoch(work, tmp_path, monkeypatch):
             raise KeyboardInterrupt
         return real_eval(*args, **kwargs)
 
-    monkeypatch.setattr(train_mod, "_evaluate_val", crash_in_epoch_3)
+    monkeypatch.setattr(train_mod, "_validate", crash_in_epoch_3)
     with pytest.raises(KeyboardInterrupt):
         train(work, cfg, tmp_path / "cut")
     assert len(_metrics(tmp_path / "cut")) == 2
-    monkeypatch.setattr(train_mod, "_evaluate_val", real_eval)
+    monkeypatch.setattr(train_mod, "_validate", real_eval)
     with pytest.raises(ConfigError, match="already holds"):
         train(work, cfg, tmp_path / "cut")
     resumed = train(work, cfg, tmp_path / "cut", resume=True)
@@ -159,8 +159,79 @@ def test_config_errors(work, tmp_path):
         TrainConfig().updated({"learning_rate": 0.1})
     with pytest.raises(ConfigError, match="modality"):
         TrainConfig().updated({"modality": "flow+sound"})
-    with pytest.raises(ConfigError, match="no train videos with depth"):
+    # A boolean is no number, although Python's bool is an int (YAML's `epochs: true`).
+    for key, value, expected in (("epochs", True, "integer"), ("train_blocks", True, "integer"),
+                                 ("lr", False, "number"), ("epochs", 2.5, "integer"), ("flow", 3, "string")):
+        with pytest.raises(ConfigError, match=rf"{key}: expected {expected}, got {value!r}"):
+            TrainConfig().updated({key: value})
+    assert TrainConfig().updated({"lr": 1}).lr == 1  # an integer is a number
+
+
+def test_missing_artifacts_name_the_ones_that_exist(work, tmp_path):
+    with pytest.raises(ConfigError, match=r"no depth artifacts in .*run `tim features"):
         train(work, TrainConfig(**TINY, modality="depth"), tmp_path / "r")
+    with pytest.raises(ConfigError, match=r"no flow artifacts named 'dis' .*there are: farneback \(use --flow farneback\)"):
+        train(work, TrainConfig(**TINY, flow="dis"), tmp_path / "r")
+    assert not (tmp_path / "r" / "config.yaml").exists()
+
+
+def _relabelled(work: Path, root: Path, change) -> Path:
+    """A work directory sharing ``work``'s artifacts, with manifest rows changed by ``change``."""
+    root.mkdir()
+    for name in ("faces", "flow"):
+        (root / name).symlink_to(work / name)
+    with open(work / "manifest.csv") as f:
+        rows = [change(r) for r in csv.DictReader(f)]
+    with open(root / "manifest.csv", "w", newline="") as f:
+        w = csv.DictWriter(f, fieldnames=list(rows[0]))
+        w.writeheader()
+        w.writerows(rows)
+    return root
+
+
+def test_one_class_splits_are_refused(work, tmp_path):
+    only_real_val = _relabelled(work, tmp_path / "w1", lambda r: {**r, "split": "test"}
+                                if r["split"] == "val" and r["label"] == "1" else r)
+    with pytest.raises(ConfigError, match="the val split has 8 real and 0 fake videos"):
+        train(only_real_val, TrainConfig(**TINY), tmp_path / "r1")
+    no_val = _relabelled(work, tmp_path / "w2", lambda r: {**r, "split": "train"} if r["split"] == "val" else r)
+    with pytest.raises(ConfigError, match="has no val videos"):
+        train(no_val, TrainConfig(**TINY), tmp_path / "r2")
+    assert not (tmp_path / "r1" / "config.yaml").exists() and not (tmp_path / "r2" / "best").exists()
+
+
+def test_fp16_training_scales_the_loss_and_bf16_does_not(work, tmp_path, monkeypatch):
+    seen: list[bool] = []
+    real_scale = torch.amp.GradScaler.scale
+
+    def spy(self, outputs):
+        seen.append(self.is_enabled())
+        return real_scale(self, outputs)
+
+    monkeypatch.setattr(torch.amp.GradScaler, "scale", spy)
+    cfg = TrainConfig(**TINY, epochs=1, batch_size=12, train_points=2)
+    train(work, cfg.updated({"autocast": "fp16"}), tmp_path / "fp16")
+    assert seen and all(seen)
+    seen.clear()
+    train(work, cfg.updated({"autocast": "bf16"}), tmp_path / "bf16")
+    assert seen and not any(seen)
+
+
+def test_resume_refuses_other_settings_and_records_allowed_changes(work, tmp_path):
+    cfg = TrainConfig(**TINY, epochs=1, batch_size=12, train_points=2, lr=1e-3)
+    train(work, cfg, tmp_path / "run")
+    before = (tmp_path / "run" / "config.yaml").read_bytes()
+    weights = (tmp_path / "run" / "last" / "model.safetensors").read_bytes()
+    for change in ({"lr": 2e-3}, {"modality": "flow+rgb"}, {"backbone": "dinov2-tiny-wide"}):
+        with pytest.raises(ConfigError, match=f"{next(iter(change))}: .* -> "):
+            train(work, cfg.updated({**change, "epochs": 2}), tmp_path / "run", resume=True)
+        assert (tmp_path / "run" / "config.yaml").read_bytes() == before  # nothing changed on refusal
+        assert (tmp_path / "run" / "last" / "model.safetensors").read_bytes() == weights
+    result = train(work, cfg.updated({"epochs": 2}), tmp_path / "run", resume=True)
+    assert result.epochs_run == 2
+    from truthinmotion.config import load_yaml
+
+    assert load_yaml(tmp_path / "run" / "config.yaml")["epochs"] == 2  # what was actually used
 
 
 @pytest.mark.slow

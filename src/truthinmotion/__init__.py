@@ -38,7 +38,7 @@ _EXPORTS = {
     "compress": "compress",
     "depth_to_rgb": "features",
     "detect": "detect",
-    "distill": "compress",
+    "distill": "distill",
     "evaluate": "evaluate",
     "extract_faces": "faces",
     "flow_to_rgb": "features",

@@ -19,12 +19,13 @@ import numpy as np
 import torch
 from torch.utils.data import DataLoader
 
-from .compress import _dir_size, inference_autocast, load_detector, sample_inputs
+from .compress import inference_autocast, load_detector, sample_inputs
 from .data import DataConfig, VideoDataset, collate
-from .io import atomic_write_text
 from .metrics import binary_metrics, video_level
 from .models import Detector
-from .train import autocast_context, predict
+from .io import atomic_write_text, dir_size
+from .runtime import autocast_context
+from .train import predict
 
 __all__ = ["BenchmarkResult", "benchmark_runs"]
 
@@ -84,7 +85,7 @@ def benchmark_runs(
         params = inf.get("parameters") or sum(p.numel() for p in model.parameters())
         rows.append({
             "variant": run.name, "method": inf.get("method", "fp32"), "runtime": inf.get("runtime", "torch"),
-            "size_mb": round(_dir_size(best) / 1e6, 2), "parameters": int(params),
+            "size_mb": round(dir_size(best) / 1e6, 2), "parameters": int(params),
             "latency_p50_ms": round(1000 * float(np.percentile(lat, 50)), 2),
             "latency_p95_ms": round(1000 * float(np.percentile(lat, 95)), 2),
             "throughput": round(thr[best_batch], 1), "best_batch": best_batch,

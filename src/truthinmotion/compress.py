@@ -3,15 +3,17 @@
 Every method writes a run directory that ``tim detect``, ``tim evaluate`` and ``tim benchmark``
 load like any other (:func:`load_detector`):
 
-- ``fp16`` / ``bf16``: weights stored in half precision (half the size on disk) and inference
-  under autocast (Micikevicius et al., "Mixed Precision Training", ICLR 2018). fp16 needs a GPU;
-  bf16 also runs on CPUs.
-- ``compile``: ``torch.compile`` on top of bf16 autocast, applied when the detector is loaded.
+- ``fp16`` / ``bf16``: encoder weights in half precision, on disk and in memory (LayerNorms
+  and the head stay fp32), and inference under autocast (Micikevicius et al., "Mixed Precision
+  Training", ICLR 2018). fp16 needs a GPU; bf16 also runs on CPUs (slowly where they lack bf16
+  units).
+- ``compile``: ``torch.compile`` of the fp32 detector, applied when it is loaded: measured on its
+  own, not mixed with a precision change.
 - ``onnx`` / ``int8``: the detector exported to ONNX with a dynamic batch axis and run with ONNX
   Runtime; ``int8`` quantizes the weights of its matrix products to int8 with dynamic
   (per-batch) activation scales (ONNX Runtime ``quantize_dynamic``), the usual CPU deployment.
   (The ONNX export uses PyTorch's TorchScript exporter: the newer exporter needs onnxscript.)
-- ``distill``: see :mod:`truthinmotion.distill`.
+- ``distill``: :mod:`truthinmotion.distill` (a trained student, not a conversion).
 
 Each output is checked against the original PyTorch detector on real inputs (pictures of the
 run's own validation videos): the largest probability difference is recorded in its config.
@@ -22,6 +24,7 @@ from __future__ import annotations
 import copy
 import json
 import logging
+import math
 import os
 import shutil
 import tempfile
@@ -35,10 +38,12 @@ from torch.utils.data import DataLoader
 
 from .config import ConfigError
 from .data import DataConfig, VideoDataset, collate
-from .models import Detector, DetectorConfig, DetectorOutput, Preprocess
+from .io import dir_size
+from .models import Detector, DetectorConfig, DetectorOutput, SavedDetector, detector_dir, read_detector_config
+from .runtime import autocast_context
 
 __all__ = [
-    "COMPRESS_METHODS", "CompressResult", "OnnxDetector", "compress", "distill", "inference_autocast",
+    "COMPRESS_METHODS", "CompressResult", "OnnxDetector", "compress", "inference_autocast",
     "load_detector", "sample_inputs", "write_variant",
 ]
 
@@ -50,22 +55,38 @@ COMPRESS_METHODS = ("fp16", "bf16", "compile", "onnx", "int8", "distill")
 # ---------------------------------------------------------------- loading any variant
 
 
-class OnnxDetector:
-    """A detector exported to ONNX, run by ONNX Runtime; called like :class:`Detector`."""
+class OnnxDetector(SavedDetector):
+    """A detector exported to ONNX, run by ONNX Runtime; called like :class:`Detector`.
+
+    ``providers`` lists where it really runs: with ``device="cuda"`` ONNX Runtime's CUDA provider
+    when this onnxruntime build has it, else the CPU, with a warning that says so.
+    """
 
     def __init__(self, path: Path, device: str = "cpu"):
         import onnxruntime as ort
 
-        data = json.loads((path / "config.json").read_text())
+        data = read_detector_config(path)
         self.cfg = DetectorConfig.from_dict(data["detector"])
         self.extra = {k: v for k, v in data.items() if k not in ("format", "detector", "backbone_config")}
-        providers = ["CUDAExecutionProvider", "CPUExecutionProvider"] if device.startswith("cuda") else ["CPUExecutionProvider"]
+        providers = ["CPUExecutionProvider"]
+        if device.startswith("cuda"):
+            if "CUDAExecutionProvider" in ort.get_available_providers():
+                providers.insert(0, "CUDAExecutionProvider")
+            else:
+                log.warning("%s: this onnxruntime build has no CUDA provider; the ONNX detector runs on the CPU "
+                            "(install onnxruntime-gpu for CUDA)", path)
         opts = ort.SessionOptions()
         opts.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
         # ONNX Runtime counts physical cores by default; use the threads PyTorch uses, so that
         # variants are compared on the same share of the machine.
         opts.intra_op_num_threads = torch.get_num_threads()
-        self.session = ort.InferenceSession(str(path / data["inference"]["file"]), opts, providers=providers)
+        try:
+            self.session = ort.InferenceSession(str(path / data["inference"]["file"]), opts, providers=providers)
+        except Exception as err:  # noqa: BLE001 - onnxruntime raises its own exception types
+            raise ConfigError(f"{path}: the ONNX model cannot be loaded ({str(err).splitlines()[0]})") from None
+        self.providers = self.session.get_providers()
+        if device.startswith("cuda") and "CUDAExecutionProvider" not in self.providers:
+            log.warning("%s: the ONNX detector runs on the CPU (providers: %s)", path, ", ".join(self.providers))
         self.names = [i.name for i in self.session.get_inputs()]
 
     def __call__(self, inputs: dict[str, torch.Tensor]) -> DetectorOutput:
@@ -80,29 +101,19 @@ class OnnxDetector:
     def eval(self) -> "OnnxDetector":
         return self
 
-    @property
-    def preprocess(self) -> Preprocess:
-        return Preprocess.from_record(self.extra.get("preprocess"))
-
-    @property
-    def threshold(self) -> float:
-        return float(self.extra.get("threshold", 0.5))
-
 
 def load_detector(path: str | Path, device: str = "cpu") -> Any:
-    """Any saved detector (plain, half precision, compiled or ONNX) ready for inference."""
-    path = Path(path)
-    if (path / "best" / "config.json").is_file():
-        path = path / "best"
-    if not (path / "config.json").is_file():
-        raise ConfigError(f"no detector at {path}: expected config.json")
-    inference = json.loads((path / "config.json").read_text()).get("inference", {})
-    runtime = inference.get("runtime", "torch")
-    if runtime == "onnx":
+    """Any saved detector (plain, half precision, compiled or ONNX) ready for inference.
+
+    Half-precision variants stay in half precision in memory; they run under autocast.
+    """
+    path = detector_dir(path)
+    inference = read_detector_config(path).get("inference", {})
+    if inference.get("runtime", "torch") == "onnx":
         return OnnxDetector(path, device)
-    model = Detector.from_pretrained(path).float().to(device).eval()
     if inference.get("autocast") == "fp16" and not device.startswith("cuda"):
         raise ConfigError(f"{path} is an fp16 detector: fp16 autocast needs --device cuda (bf16 runs on CPU)")
+    model = Detector.from_pretrained(path).to(device).eval()
     if inference.get("compile"):
         model.forward = torch.compile(model.forward)  # type: ignore[method-assign]
     return model
@@ -135,8 +146,6 @@ def sample_inputs(model: Detector, split: str = "val", max_pictures: int = 64) -
 
 
 def _probs(model: Any, inputs: dict[str, torch.Tensor], device: str, amp: str, batch: int = 16) -> np.ndarray:
-    from .train import autocast_context
-
     out = []
     with torch.no_grad():
         for i in range(0, len(next(iter(inputs.values()))), batch):
@@ -161,10 +170,6 @@ class CompressResult:
         check = (f"; max probability difference vs the original {self.max_prob_diff:.2e} on "
                  f"{self.checked_on} real pictures" if self.max_prob_diff is not None else "")
         return f"{self.method}: {self.out_dir / 'best'} ({self.size_bytes / 1e6:.1f} MB){check}"
-
-
-def _dir_size(path: Path) -> int:
-    return sum(p.stat().st_size for p in path.rglob("*") if p.is_file())
 
 
 def _export_onnx(model: Detector, path: Path, example: dict[str, torch.Tensor]) -> None:
@@ -194,10 +199,15 @@ def write_variant(model: Detector, method: str, best: Path, example: dict[str, t
     """
     inference: dict[str, Any] = {**model.extra.get("inference", {}), "method": method,
                                  "parameters": sum(p.numel() for p in model.parameters())}
-    if method in ("fp16", "bf16", "compile"):
+    if method == "compile":
+        inference.update({"runtime": "torch", "autocast": "off", "compile": True})
+        plain = copy.deepcopy(model)
+        plain.extra["inference"] = inference
+        plain.save_pretrained(best)
+        return
+    if method in ("fp16", "bf16"):
         dtype = torch.float16 if method == "fp16" else torch.bfloat16
-        inference.update({"runtime": "torch", "autocast": "fp16" if method == "fp16" else "bf16",
-                          "compile": method == "compile"})
+        inference.update({"runtime": "torch", "autocast": method, "compile": False})
         half = copy.deepcopy(model)
         half.extra["inference"] = inference
         # Encoder weights are stored in half precision; LayerNorms and the head stay fp32 (their
@@ -248,9 +258,11 @@ def compress(
         raise ConfigError(f"method: {method!r}; one of {', '.join(m for m in COMPRESS_METHODS if m != 'distill')} "
                           "(distillation: tim compress --method distill --teacher RUN)")
     run_dir, out_dir = Path(run_dir), Path(out_dir)
-    model = Detector.from_pretrained(run_dir).eval()
+    if method == "fp16" and not device.startswith("cuda"):
+        raise ConfigError("fp16 runs under CUDA autocast: use --device cuda, or bf16 on a CPU")
     if out_dir.resolve() == run_dir.resolve():
         raise ConfigError("the output run directory must differ from the input one")
+    model = Detector.from_pretrained(run_dir).eval()
     inputs = sample_inputs(model, check_split)
     reference = _probs(model, inputs, "cpu", "off")
     model.extra["inference"] = {"source": str(run_dir.resolve())}
@@ -262,6 +274,9 @@ def compress(
         loaded = load_detector(tmp, check_device)
         probs = _probs(loaded, inputs, check_device, inference_autocast(loaded))
         diff = float(np.abs(probs - reference).max())
+        if not math.isfinite(diff):
+            raise ConfigError(f"{method}: the variant's probabilities are not finite on the check pictures "
+                              f"({int((~np.isfinite(probs)).sum())} of {len(probs)}); nothing was written")
         data = json.loads((tmp / "config.json").read_text())
         data["inference"].update({"max_prob_diff": diff, "checked_on": int(len(probs)), "check_split": check_split})
         (tmp / "config.json").write_text(json.dumps(data, indent=2, default=str))
@@ -273,29 +288,4 @@ def compress(
         if tmp.exists():
             shutil.rmtree(tmp)
     log.info("%s: max probability difference %.3e on %d real pictures", method, diff, len(probs))
-    return CompressResult(out_dir, method, diff, int(len(probs)), _dir_size(best))
-
-
-def distill(
-    teacher_run: str | Path, out_dir: str | Path, student: str = "dinov2-small", *,
-    overrides: dict[str, Any] | None = None, resume: bool = False,
-):
-    """Train ``student`` on the teacher's data and settings, distilling the teacher's embedding.
-
-    Loss: BCE(student) + alpha * KL(softmax(student embedding) || softmax(P teacher embedding)),
-    P a learned linear projection to the student's width, plus optionally logit distillation
-    with temperature T (``distill_logit``, ``distill_temperature``). The best epoch on validation
-    is kept, as for any training run.
-    """
-    import dataclasses
-
-    from .config import load_yaml
-    from .train import TrainConfig, train
-
-    teacher_run = Path(teacher_run)
-    teacher = Detector.from_pretrained(teacher_run)
-    teacher.extra["run"] = str(teacher_run.resolve())
-    cfg_path = teacher_run / "config.yaml"
-    base = TrainConfig.from_dict(load_yaml(cfg_path)) if cfg_path.is_file() else TrainConfig(modality=teacher.cfg.modality)
-    cfg = dataclasses.replace(base, backbone=student, backbone_path=None).updated(overrides)
-    return train(teacher.extra["workdir"], cfg, out_dir, resume=resume, teacher=teacher)
+    return CompressResult(out_dir, method, diff, int(len(probs)), dir_size(best))

@@ -41,6 +41,11 @@ def _allowed_types(tp: Any) -> tuple[type, ...]:
     return (tp,)
 
 
+def _type_name(tp: type) -> str:
+    return {type(None): "null", tuple: "list", str: "string", float: "number", int: "integer",
+            bool: "true/false", dict: "mapping"}.get(tp, tp.__name__)
+
+
 @dataclasses.dataclass(frozen=True)
 class Settings:
     """Base of every stage's settings; subclasses add fields and may override ``check``."""
@@ -60,11 +65,12 @@ class Settings:
             allowed = _allowed_types(hints[key])
             if isinstance(value, list) and tuple in allowed:  # YAML and JSON give lists
                 value = overrides[key] = tuple(value)
-            if isinstance(value, bool) and bool not in allowed:
-                allowed = ()
-            if allowed and not isinstance(value, allowed):
-                names_ = "/".join(t.__name__ for t in allowed)
-                raise ConfigError(f"{key}: expected {names_}, got {value!r}")
+            # bool is a subclass of int in Python, but `epochs: true` is never meant as 1.
+            wrong_bool = isinstance(value, bool) and bool not in allowed
+            if wrong_bool or not isinstance(value, allowed):
+                shown = [t for t in allowed if not (t is int and float in allowed)]
+                names_ = " or ".join(_type_name(t) for t in shown)
+                raise ConfigError(f"{key}: expected {names_}, got {value!r} ({_type_name(type(value))})")
         new = dataclasses.replace(self, **overrides)
         new.check()
         return new
@@ -92,7 +98,10 @@ def load_yaml(path: str | Path) -> dict[str, Any]:
     path = Path(path)
     if not path.is_file():
         raise ConfigError(f"configuration file not found: {path}")
-    data = yaml.safe_load(path.read_text()) or {}
+    try:
+        data = yaml.safe_load(path.read_text(encoding="utf-8-sig")) or {}
+    except (yaml.YAMLError, UnicodeDecodeError) as err:
+        raise ConfigError(f"{path} is not valid YAML: {' '.join(str(err).split())}") from None
     if not isinstance(data, dict):
         raise ConfigError(f"{path}: expected a mapping of settings, got {type(data).__name__}")
     return data

@@ -105,6 +105,8 @@ class VideoDataset(Dataset):
         self.expect = expect or {}
         rows = read_manifest(workdir)
         rows = [r for r in rows if split is None or r["split"] == split]
+        self.listed = len(rows)  # videos of the split in the manifest, with artifacts or not
+        self._check_folders()
         self.videos: list[VideoItem] = []
         self.missing: list[str] = []
         self.feature_meta: dict[str, dict] = {}
@@ -124,6 +126,22 @@ class VideoDataset(Dataset):
                 "%s split: %d of %d videos lack %s artifacts or faces; left out (see errors.csv)",
                 split, len(self.missing), len(rows), "/".join(self.modalities),
             )
+
+    def _check_folders(self) -> None:
+        """The artifact directories the modalities need exist; if not, name the ones that do."""
+        for m in self.modalities:
+            kind, name = {"flow": ("flow", self.cfg.flow), "depth": ("depth", self.cfg.depth)}.get(m, ("faces", ""))
+            folder = self.work.root / kind / name if name else self.work.root / kind
+            if folder.is_dir():
+                continue
+            if kind == "faces":
+                raise ConfigError(f"no face crops in {folder}: run `tim faces {self.work.root}` first")
+            parent = self.work.root / kind
+            there = sorted(p.name for p in parent.iterdir() if p.is_dir()) if parent.is_dir() else []
+            if there:
+                raise ConfigError(f"no {kind} artifacts named {name!r} in {parent}; there are: {', '.join(there)} "
+                                  f"(use --{kind} {there[0]})")
+            raise ConfigError(f"no {kind} artifacts in {self.work.root}: run `tim features {self.work.root}` first")
 
     def _paths(self, vid: str) -> dict[str, Path]:
         paths = {}

@@ -28,7 +28,7 @@ from .index import VIDEO_SUFFIXES
 from .io import StageError, atomic_write_text
 from .metrics import AGGREGATIONS
 from .compress import inference_autocast, load_detector
-from .train import autocast_context
+from .runtime import autocast_context
 
 __all__ = ["Scorer", "Verdict", "detect", "expand_inputs"]
 

@@ -405,24 +405,14 @@ def run_faces(
     progress: bool = True,
 ):
     """Crop faces for every video of ``WORKDIR/manifest.csv`` not already done."""
-    from .index import read_manifest
+    from .index import read_manifest, select_rows
     from .stage import run_stage
 
     work = WorkDir(Path(workdir))
-    rows = _select(read_manifest(workdir), only, limit)
+    rows = select_rows(read_manifest(workdir), only, limit)
     jobs = [(r["video_id"], r["path"], str(work.faces(r["video_id"]))) for r in rows]
     todo = [j for j in jobs if not Path(j[2]).exists()]
     return run_stage(
         "faces", todo, _one, init=_init, init_args=(cfg, device), workers=workers,
         errors=work.errors, skipped=len(jobs) - len(todo), progress=progress,
     )
-
-
-def _select(rows: list[dict], only: Sequence[str] | None, limit: int | None) -> list[dict]:
-    if only:
-        wanted = set(only)
-        unknown = wanted - {r["video_id"] for r in rows}
-        if unknown:
-            raise ConfigError(f"--only names videos not in the manifest: {sorted(unknown)[:5]}")
-        rows = [r for r in rows if r["video_id"] in wanted]
-    return rows[:limit] if limit is not None else rows

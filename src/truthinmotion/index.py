@@ -18,7 +18,7 @@ import re
 from collections import Counter, defaultdict
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Iterable
+from typing import Iterable, Sequence
 
 from .config import ConfigError, Settings, require
 from .io import StageError, WorkDir, atomic_path
@@ -32,6 +32,7 @@ __all__ = [
     "group_split",
     "index_dataset",
     "read_manifest",
+    "select_rows",
 ]
 
 log = logging.getLogger(__name__)
@@ -374,3 +375,16 @@ def read_manifest(workdir: str | Path) -> list[dict[str, str]]:
     for row in rows:
         row["label"] = int(row["label"])
     return rows
+
+
+def select_rows(rows: list[dict], only: Sequence[str] | None = None, limit: int | None = None) -> list[dict]:
+    """Manifest rows named by ``only`` (ids), then the first ``limit`` of them."""
+    if limit is not None and limit < 1:
+        raise ConfigError(f"--limit {limit}: give a number of videos, 1 or more")
+    if only:
+        wanted = set(only)
+        unknown = wanted - {r["video_id"] for r in rows}
+        if unknown:
+            raise ConfigError(f"--only names videos not in the manifest: {sorted(unknown)[:5]}")
+        rows = [r for r in rows if r["video_id"] in wanted]
+    return rows[:limit] if limit is not None else rows

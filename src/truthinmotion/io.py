@@ -24,6 +24,7 @@ __all__ = [
     "WorkDir",
     "atomic_path",
     "atomic_write_text",
+    "dir_size",
     "load_npz",
     "save_npz",
 ]
@@ -57,6 +58,11 @@ def atomic_path(path: Path, suffix: str = "") -> Iterator[Path]:
 def atomic_write_text(path: Path, text: str) -> None:
     with atomic_path(path) as tmp:
         tmp.write_text(text)
+
+
+def dir_size(path: Path) -> int:
+    """Bytes of every file below ``path``."""
+    return sum(p.stat().st_size for p in Path(path).rglob("*") if p.is_file())
 
 
 def save_npz(path: Path, meta: dict[str, Any], compress: bool = True, **arrays: np.ndarray) -> None:

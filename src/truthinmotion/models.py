@@ -33,7 +33,10 @@ __all__ = [
     "DetectorConfig",
     "DetectorOutput",
     "Preprocess",
+    "SavedDetector",
     "build_backbone",
+    "detector_dir",
+    "read_detector_config",
     "parse_modalities",
 ]
 
@@ -87,7 +90,7 @@ def _dinov2_config(spec: BackboneSpec) -> Any:
     )
 
 
-def build_backbone(name: str, init: str = "pretrained", path: str | None = None) -> tuple[nn.Module, dict]:
+def build_backbone(name: str, *, init: str = "pretrained", path: str | None = None) -> tuple[nn.Module, dict]:
     """A DINOv2 encoder from :data:`BACKBONES` (or a local directory ``path``): (model, weights record)."""
     from transformers import Dinov2Model
 
@@ -144,7 +147,42 @@ def _head(d: int, hidden: int, dropout: float) -> nn.Sequential:
     return nn.Sequential(nn.Linear(d, hidden), nn.ReLU(), nn.Dropout(dropout), nn.Linear(hidden, 1))
 
 
-class Detector(nn.Module):
+class SavedDetector:
+    """What every saved detector (PyTorch or ONNX) tells about itself, from its ``extra`` record."""
+
+    extra: dict[str, Any]
+
+    @property
+    def preprocess(self) -> Preprocess:
+        return Preprocess.from_record(self.extra.get("preprocess"))
+
+    @property
+    def threshold(self) -> float:
+        return float(self.extra.get("threshold", 0.5))
+
+
+def detector_dir(path: str | Path) -> Path:
+    """A run directory's ``best/``, or ``path`` itself when it is a detector directory."""
+    path = Path(path)
+    return path / "best" if (path / "best" / "config.json").is_file() else path
+
+
+def read_detector_config(path: Path) -> dict[str, Any]:
+    """A saved detector's ``config.json``: a :class:`ConfigError` (not a traceback) when it is
+    missing, not JSON, or not a detector's."""
+    file = path / "config.json"
+    if not file.is_file():
+        raise ConfigError(f"no detector at {path}: expected config.json and weights (a run directory or its best/)")
+    try:
+        data = json.loads(file.read_text())
+    except (json.JSONDecodeError, UnicodeDecodeError) as err:
+        raise ConfigError(f"{file} is damaged (not JSON: {err}); re-copy or retrain the detector") from None
+    if not isinstance(data, dict) or "detector" not in data or "backbone_config" not in data:
+        raise ConfigError(f"{file} is not a truthinmotion detector config (no 'detector'/'backbone_config')")
+    return data
+
+
+class Detector(SavedDetector, nn.Module):
     """``forward({modality: [B, 3, H, W]}) -> DetectorOutput``; pictures already normalised."""
 
     def __init__(self, cfg: DetectorConfig, encoders: dict[str, nn.Module], extra: dict[str, Any] | None = None):
@@ -166,7 +204,7 @@ class Detector(nn.Module):
 
     @classmethod
     def build(
-        cls, cfg: DetectorConfig, init: str = "pretrained", backbone_path: str | None = None,
+        cls, cfg: DetectorConfig, *, init: str = "pretrained", backbone_path: str | None = None,
         extra: dict[str, Any] | None = None,
     ) -> "Detector":
         """A new detector: encoders from pretrained (or random) DINOv2 weights, a fresh head."""
@@ -175,7 +213,7 @@ class Detector(nn.Module):
         keys = ["shared"] if cfg.shared_encoder else list(cfg.modalities)
         encoders, weights = {}, None
         for k in keys:
-            encoders[k], weights = build_backbone(cfg.backbone, init, backbone_path)
+            encoders[k], weights = build_backbone(cfg.backbone, init=init, path=backbone_path)
         extra = {"preprocess": asdict(Preprocess()), **(extra or {}), "backbone_weights": weights}
         return cls(cfg, encoders, extra)
 
@@ -235,28 +273,29 @@ class Detector(nn.Module):
 
     @classmethod
     def from_pretrained(cls, path: str | Path, map_location: str = "cpu") -> "Detector":
-        """Rebuild a saved detector from its directory alone (no flags, no network)."""
+        """Rebuild a saved detector from its directory alone (no flags, no network).
+
+        Tensors keep the dtype they were saved in (a bf16 variant stays bf16 in memory).
+        """
+        from safetensors import SafetensorError
         from safetensors.torch import load_file
         from transformers import Dinov2Config, Dinov2Model
 
-        path = Path(path)
-        if (path / "best" / "config.json").is_file():
-            path = path / "best"  # a run directory
-        if not (path / "config.json").is_file():
-            raise ConfigError(f"no detector at {path}: expected config.json and model.safetensors")
-        data = json.loads((path / "config.json").read_text())
+        path = detector_dir(path)
+        data = read_detector_config(path)
         cfg = DetectorConfig.from_dict(data["detector"])
         bcfg = Dinov2Config.from_dict(data["backbone_config"])
         keys = ["shared"] if cfg.shared_encoder else list(cfg.modalities)
         extra = {k: v for k, v in data.items() if k not in ("format", "detector", "backbone_config")}
         model = cls(cfg, {k: Dinov2Model(bcfg) for k in keys}, extra)
-        model.load_state_dict(load_file(str(path / "model.safetensors"), device=map_location))
+        weights = path / "model.safetensors"
+        try:
+            state = load_file(str(weights), device=map_location)
+            for name, t in model.state_dict(keep_vars=True).items():  # keep each tensor's saved dtype
+                if name in state and state[name].dtype != t.dtype:
+                    t.data = t.data.to(state[name].dtype)
+            model.load_state_dict(state)
+        except (SafetensorError, OSError, RuntimeError) as err:
+            raise ConfigError(f"{weights} cannot be loaded ({type(err).__name__}: {str(err).splitlines()[0]}); "
+                              "it is missing, damaged or of another detector") from None
         return model.eval()
-
-    @property
-    def preprocess(self) -> Preprocess:
-        return Preprocess.from_record(self.extra.get("preprocess"))
-
-    @property
-    def threshold(self) -> float:
-        return float(self.extra.get("threshold", 0.5))

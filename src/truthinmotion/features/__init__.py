@@ -17,7 +17,8 @@ from typing import Any, Sequence
 import numpy as np
 
 from ..config import ConfigError
-from ..faces import Faces, _select
+from ..faces import Faces
+from ..index import read_manifest, select_rows
 from ..io import WorkDir, atomic_write_text, load_npz, save_npz
 from .depth import DEPTH_MODELS, DepthConfig, DepthEstimator, depth_anything_config, depth_to_rgb
 from .flow import FLOW_METHODS, FlowConfig, FlowEstimator, flow_to_rgb
@@ -115,7 +116,6 @@ def run_features(
     progress: bool = True,
 ):
     """Compute flow and/or depth for every video with face crops and no artifact yet."""
-    from ..index import read_manifest
     from ..stage import run_stage
 
     if flow_cfg is None and depth_cfg is None:
@@ -126,7 +126,7 @@ def run_features(
         _check_settings(work.root / "flow" / flow_cfg.method, records["flow"], overwrite)
     if depth_cfg:
         _check_settings(work.root / "depth" / depth_cfg.key, records["depth"], overwrite)
-    rows = _select(read_manifest(workdir), only, limit)
+    rows = select_rows(read_manifest(workdir), only, limit)
     jobs, skipped, no_faces = [], 0, 0
     for r in rows:
         vid = r["video_id"]
