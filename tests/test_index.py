@@ -137,19 +137,96 @@ def test_celebdf_test_list_and_identity_groups(tmp_path):
     (root / "List_of_testing_videos.txt").write_text(
         "1 YouTube-real/00001.mp4\n1 YouTube-real/00002.mp4\n0 Celeb-synthesis/id2_id3_0000.mp4\n"
     )
-    index_dataset(root, tmp_path / "w", IndexConfig(format="celebdf"))
+    result = index_dataset(root, tmp_path / "w", IndexConfig(format="celebdf"))
     rows = read_manifest(tmp_path / "w")
     by_id = {r["video_id"]: r for r in rows}
-    for vid in ("YouTube-real-00001", "YouTube-real-00002", "Celeb-synthesis-id2_id3_0000"):
-        assert by_id[vid]["split"] == "test"
-    # Identities group videos: the listed fake pulls every video of id2 and id3 out of training.
-    assert {by_id[f"Celeb-real-id{i}_0000"]["split"] for i in (2, 3)} == {"test"}
+    listed = ("YouTube-real-00001", "YouTube-real-00002", "Celeb-synthesis-id2_id3_0000")
+    # The official test list is the test split, video by video; everything else is train or val.
+    assert {r["video_id"] for r in rows if r["split"] == "test"} == set(listed)
+    # Small components of pairs stay whole: id2's real videos go with the fakes of id2_id3.
     assert by_id["Celeb-real-id2_0000"]["group"] == by_id["Celeb-synthesis-id2_id3_0001"]["group"]
-    # Everything else is split into train and val only: the official list is the whole test set.
-    others = [r for r in rows if not (r["group"] == by_id["Celeb-real-id2_0000"]["group"] or r["video_id"] in (
-        "YouTube-real-00001", "YouTube-real-00002"))]
-    assert {r["split"] for r in others} == {"train", "val"}
+    _no_group_crosses([r for r in rows if r["video_id"] not in listed])
+    assert result.shared_identities >= 1 and "appear in more than one split" in result.summary()
+
+
+def test_chained_identities_follow_the_ratios(tmp_path):
+    """Celeb-DF-style chains id0_id1, id1_id2, ...: one union-find component would put all 59
+    videos in one split; cut back to target identities, the split follows the ratios."""
+    root = tmp_path / "celeb"
+    names = [f"Celeb-real/id{i}_0000.mp4" for i in range(30)]
+    names += [f"Celeb-synthesis/id{i}_id{i + 1}_0000.mp4" for i in range(29)]
+    _touch_tree(root, names)
+    result = index_dataset(root, tmp_path / "w", IndexConfig(format="celebdf"))
+    rows = read_manifest(tmp_path / "w")
+    got = Counter(r["split"] for r in rows)
+    for split, share in (("train", 0.7), ("val", 0.2), ("test", 0.1)):
+        assert abs(got[split] - share * len(rows)) <= 3, got
     _no_group_crosses(rows)
+    # Each fake sits with its target identity; the source identities that cross are reported.
+    by_id = {r["video_id"]: r for r in rows}
+    assert all(by_id[f"Celeb-synthesis-id{i}_id{i + 1}_0000"]["group"] == by_id[f"Celeb-real-id{i}_0000"]["group"]
+               for i in range(29))
+    assert result.shared_identities > 0 and not result.warnings
+
+
+def test_ffpp_default_methods_are_the_standard_four(tmp_path, capsys):
+    from truthinmotion.cli import main
+
+    methods = ("Deepfakes", "Face2Face", "FaceSwap", "NeuralTextures", "FaceShifter", "DeepFakeDetection")
+    _touch_tree(tmp_path / "ff", ["original_sequences/youtube/c23/videos/001.mp4",
+                                  *[f"manipulated_sequences/{m}/c23/videos/001_002.mp4" for m in methods]])
+    assert main(["index", str(tmp_path / "ff"), "--format", "ffpp", "-o", str(tmp_path / "w")]) == 0
+    out = capsys.readouterr().out
+    assert {r["method"] for r in read_manifest(tmp_path / "w")} == {"original", *methods[:4]}
+    assert "methods: Deepfakes (1), Face2Face (1), FaceSwap (1), NeuralTextures (1), original (1)" in out
+    assert "warning: the train split has" in out or "warning: the val split has" in out  # 5 videos, one real
+    assert main(["index", str(tmp_path / "ff"), "--format", "ffpp", "-o", str(tmp_path / "w"), "--methods", "all"]) == 0
+    assert {r["method"] for r in read_manifest(tmp_path / "w")} == {"original", *methods}
+
+
+def test_hostile_and_malformed_inputs(tmp_path, capsys):
+    from truthinmotion.cli import main
+
+    _touch_tree(tmp_path / "v", ["a.mp4", "b.mp4"])
+    # A video id that would write outside the work directory is refused.
+    (tmp_path / "evil.csv").write_text("path,label,video_id\nv/a.mp4,real,../../escape\n")
+    with pytest.raises(ConfigError, match="cannot name a file inside the work directory"):
+        index_dataset(tmp_path / "evil.csv", tmp_path / "w", IndexConfig(format="csv"))
+    assert not (tmp_path / "w" / "manifest.csv").exists()
+    # A spreadsheet's UTF-8 BOM does not break the header.
+    (tmp_path / "bom.csv").write_text("\ufeffpath,label\nv/a.mp4,real\nv/b.mp4,fake\n", encoding="utf-8")
+    index_dataset(tmp_path / "bom.csv", tmp_path / "w", IndexConfig(format="csv"))
+    assert len(read_manifest(tmp_path / "w")) == 2
+    (tmp_path / "empty.csv").write_text("path,label\n")
+    with pytest.raises(ConfigError, match="lists no videos"):
+        index_dataset(tmp_path / "empty.csv", tmp_path / "w2", IndexConfig(format="csv"))
+    (tmp_path / "clash.csv").write_text("path,label,group,split\nv/a.mp4,real,g,train\nv/b.mp4,fake,g,test\n")
+    with pytest.raises(ConfigError, match="group 'g' is in split 'train'"):
+        index_dataset(tmp_path / "clash.csv", tmp_path / "w2", IndexConfig(format="csv"))
+    with pytest.raises(ConfigError, match="finite"):
+        IndexConfig().updated({"ratios": (float("inf"), 0.2, 0.1)})
+    # Malformed official splits and DFDC metadata are usage errors (exit 2), not tracebacks.
+    _touch_tree(tmp_path / "ff", ["original_sequences/youtube/c23/videos/001.mp4"])
+    (tmp_path / "splits").mkdir()
+    for split in ("train", "val", "test"):
+        (tmp_path / "splits" / f"{split}.json").write_text("[[\"001\", ")
+    assert main(["index", str(tmp_path / "ff"), "--format", "ffpp", "--splits", str(tmp_path / "splits"),
+                 "-o", str(tmp_path / "w3")]) == 2
+    assert "not valid JSON" in capsys.readouterr().err
+    (tmp_path / "dfdc" / "part").mkdir(parents=True)
+    (tmp_path / "dfdc" / "part" / "metadata.json").write_text('["a.mp4"]')
+    assert main(["index", str(tmp_path / "dfdc"), "--format", "dfdc", "-o", str(tmp_path / "w4")]) == 2
+    assert "expected" in capsys.readouterr().err
+    assert main(["index", str(tmp_path / "ff"), "--format", "ffpp", "--ratios", "inf,0.2,0.1", "-o", str(tmp_path / "w5")]) == 2
+
+
+def test_missing_listed_videos_exit_1(tmp_path, capsys):
+    need_shared()
+    from truthinmotion.cli import main
+
+    assert main(["index", str(DFDC), "--format", "dfdc", "-o", str(tmp_path / "w")]) == 1
+    assert "listed but missing on disk" in capsys.readouterr().out
+    assert len(read_manifest(tmp_path / "w")) == 2  # the videos present are indexed all the same
 
 
 def test_unknown_format_and_keys_are_errors(tmp_path):
@@ -167,18 +244,32 @@ def test_unknown_format_and_keys_are_errors(tmp_path):
     seed=st.integers(0, 10_000),
 )
 def test_ffpp_like_groups_never_cross_splits(tmp_path_factory, pairs, seed):
-    """Random A_B fakes over shared identities: no identity ever lands in two splits."""
+    """Random A_B fakes over shared identities: no group crosses splits, and an identity lands in
+    two splits only where a chain was cut back to targets, which the result counts."""
     root = tmp_path_factory.mktemp("ffpp")
     ids = {a for p in pairs for a in p}
     _touch_tree(root, [f"original_sequences/youtube/c23/videos/{i:03d}.mp4" for i in ids])
     _touch_tree(root, [f"manipulated_sequences/Deepfakes/c23/videos/{a:03d}_{b:03d}.mp4" for a, b in pairs if a != b])
-    index_dataset(root, root / "w", IndexConfig(format="ffpp", seed=seed))
+    result = index_dataset(root, root / "w", IndexConfig(format="ffpp", seed=seed))
     rows = read_manifest(root / "w")
+    _no_group_crosses(rows)
     split_of = defaultdict(set)
     for r in rows:
         for identity in Path(r["path"]).stem.split("_"):
             split_of[identity].add(r["split"])
-    assert all(len(s) == 1 for s in split_of.values())
+    assert sum(len(s) > 1 for s in split_of.values()) == result.shared_identities
+    parent = {i: i for i in ids}
+
+    def find(x):
+        while parent[x] != x:
+            x = parent[x]
+        return x
+
+    for a, b in pairs:
+        parent[find(a)] = find(b)
+    videos = Counter(find(int(i)) for r in rows for i in Path(r["path"]).stem.split("_")[:1])
+    if max(videos.values()) <= max(10, -(-len(rows) * 2 // 100)):  # no chain was cut: nothing crosses
+        assert result.shared_identities == 0
 
 
 @settings(max_examples=50, deadline=None)

@@ -31,6 +31,12 @@ def _common(p: argparse.ArgumentParser) -> None:
     p.add_argument("-q", "--quiet", action="store_true", help="no progress bars, warnings only")
 
 
+def _methods(text: str) -> tuple[str, ...]:
+    from .index import FFPP_METHODS
+
+    return FFPP_METHODS if text == "all" else tuple(text.split(","))
+
+
 def _ratios(text: str) -> tuple[float, ...]:
     try:
         return tuple(float(x) for x in text.split(","))
@@ -47,7 +53,9 @@ def _add_index(sub: argparse._SubParsersAction) -> None:
     p.add_argument("-o", "--out", required=True, help="work directory")
     p.add_argument("--format", choices=["ffpp", "dfdc", "celebdf", "folder", "csv"])
     p.add_argument("--compression", help="FF++ compression: raw, c23 (default), c40")
-    p.add_argument("--methods", type=lambda s: tuple(s.split(",")), help="FF++ methods, comma-separated")
+    p.add_argument("--methods", type=_methods,
+                   help="FF++ methods, comma-separated (Deepfakes,Face2Face,FaceSwap,NeuralTextures); all adds "
+                        "FaceShifter and DeepFakeDetection")
     p.add_argument("--splits", dest="splits_dir", help="FF++: directory of official train/val/test.json")
     p.add_argument("--ratios", type=_ratios, help="train,val,test ratios where no official split (0.7,0.2,0.1)")
     p.add_argument("--seed", type=int)
@@ -61,7 +69,7 @@ def _cmd_index(args: argparse.Namespace) -> int:
     cfg = _settings(IndexConfig, args, ["format", "compression", "methods", "splits_dir", "ratios", "seed"])
     result = index_dataset(args.root, args.out, cfg)
     print(result.summary())
-    return 0
+    return 1 if result.missing else 0
 
 
 # ---------------------------------------------------------------- faces

@@ -4,8 +4,16 @@ Columns: ``video_id, path, label (0 real, 1 fake), dataset, method, group, split
 connected component of shared source identities (FF++ ``A_B`` joins ``A`` and ``B``; a DFDC fake
 joins its original; Celeb-DF ``idX``), and no split ever cuts a group: sharing identities between
 train and test is the leakage that FaceForensics++ (Rössler et al., ICCV 2019) warns about.
-Official split lists are used where a dataset has them; otherwise a seeded, group-aware split
-stratified by label follows the ratios (default 0.7/0.2/0.1, as in the original study).
+
+Where pairs chain identities together (Celeb-DF v2 ``idA_idB_xxxx``, FF++ DeepFakeDetection
+``A_B__scene``: A with B, B with C, ...), the components would swallow most of a dataset and one
+split would get it all. A component of more than ``max(10, 2%)`` of the videos is therefore cut
+back to target identities (a fake joins only the person it was made from); the identities that
+then appear in more than one split are counted and reported, not hidden.
+
+Official split lists are used where a dataset has them (FF++ ``splits/*.json`` by identity,
+Celeb-DF's test list video by video); the rest follow a seeded, group-aware split stratified by
+label and the ratios (default 0.7/0.2/0.1, as in the original study).
 """
 
 from __future__ import annotations
@@ -13,6 +21,7 @@ from __future__ import annotations
 import csv
 import json
 import logging
+import math
 import random
 import re
 from collections import Counter, defaultdict
@@ -21,14 +30,16 @@ from pathlib import Path
 from typing import Iterable, Sequence
 
 from .config import ConfigError, Settings, require
-from .io import StageError, WorkDir, atomic_path
+from .io import StageError, WorkDir, atomic_path, check_video_id
 
 __all__ = [
     "FORMATS",
     "FFPP_METHODS",
+    "FFPP_STANDARD",
     "IndexConfig",
     "IndexResult",
     "VideoRecord",
+    "check_video_id",
     "group_split",
     "index_dataset",
     "read_manifest",
@@ -38,14 +49,8 @@ __all__ = [
 log = logging.getLogger(__name__)
 
 VIDEO_SUFFIXES = {".mp4", ".avi", ".mov", ".mkv", ".webm", ".m4v", ".mpg", ".mpeg"}
-FFPP_METHODS = (
-    "Deepfakes",
-    "Face2Face",
-    "FaceSwap",
-    "NeuralTextures",
-    "FaceShifter",
-    "DeepFakeDetection",
-)
+FFPP_STANDARD = ("Deepfakes", "Face2Face", "FaceSwap", "NeuralTextures")  # the four of FF++ papers
+FFPP_METHODS = (*FFPP_STANDARD, "FaceShifter", "DeepFakeDetection")  # --methods all
 SPLITS = ("train", "val", "test")
 FIELDS = ("video_id", "path", "label", "dataset", "method", "group", "split")
 
@@ -54,7 +59,7 @@ FIELDS = ("video_id", "path", "label", "dataset", "method", "group", "split")
 class IndexConfig(Settings):
     format: str = "folder"  # ffpp | dfdc | celebdf | folder | csv
     compression: str = "c23"  # FF++ compression level: raw (c0) | c23 | c40
-    methods: tuple[str, ...] = FFPP_METHODS  # FF++ manipulation methods to include when present
+    methods: tuple[str, ...] = FFPP_STANDARD  # FF++ manipulation methods (all: FFPP_METHODS)
     splits_dir: str | None = None  # FF++: directory holding the official train/val/test.json
     ratios: tuple[float, float, float] = (0.7, 0.2, 0.1)  # train/val/test where no official list
     seed: int = 0  # seed of the ratio split
@@ -65,8 +70,9 @@ class IndexConfig(Settings):
         bad = sorted(set(self.methods) - set(FFPP_METHODS))
         require(not bad, f"methods: unknown {bad}; allowed: {', '.join(FFPP_METHODS)}")
         require(
-            len(self.ratios) == 3 and all(r >= 0 for r in self.ratios) and sum(self.ratios) > 0,
-            "ratios: three non-negative numbers (train, val, test) with a positive sum",
+            len(self.ratios) == 3 and all(isinstance(r, (int, float)) and math.isfinite(r) and r >= 0
+                                          for r in self.ratios) and sum(self.ratios) > 0,
+            f"ratios: {self.ratios}; give three finite non-negative numbers (train, val, test) with a positive sum",
         )
 
 
@@ -87,6 +93,19 @@ class IndexResult:
     manifest: Path
     records: list[VideoRecord]
     missing: list[str]  # listed in metadata but absent on disk
+    shared_identities: int = 0  # identities with videos in more than one split (cut chains, official lists)
+
+    @property
+    def warnings(self) -> list[str]:
+        """Splits that training cannot use: empty, or holding one class."""
+        counts = Counter((r.split, r.label) for r in self.records)
+        out = []
+        for split in SPLITS:
+            real, fake = counts[split, 0], counts[split, 1]
+            if not real or not fake:
+                out.append(f"the {split} split has {real} real and {fake} fake videos: "
+                           f"{'tim train needs both classes in train and val' if split != 'test' else 'test metrics need both classes'}")
+        return out
 
     def summary(self) -> str:
         counts = Counter((r.split, r.label) for r in self.records)
@@ -96,8 +115,14 @@ class IndexResult:
                 f"  {split:<9} {counts[split, 0] + counts[split, 1]:>6} videos "
                 f"({counts[split, 0]} real, {counts[split, 1]} fake)"
             )
+        methods = Counter(r.method for r in self.records)
+        lines.append("  methods: " + ", ".join(f"{m} ({n})" for m, n in sorted(methods.items())))
+        if self.shared_identities:
+            lines.append(f"  {self.shared_identities} identities appear in more than one split "
+                         "(chained pairs cut back to target identities, or the official lists)")
         if self.missing:
             lines.append(f"  {len(self.missing)} listed but missing on disk (see errors.csv)")
+        lines += [f"  warning: {w}" for w in self.warnings]
         return "\n".join(lines)
 
 
@@ -142,7 +167,11 @@ def _ffpp(root: Path, cfg: IndexConfig) -> tuple[list[VideoRecord], list[str], d
             path = Path(cfg.splits_dir) / f"{split}.json"
             if not path.is_file():
                 raise ConfigError(f"official split file missing: {path}")
-            for pair in json.loads(path.read_text()):
+            pairs = _read_json(path, "an FF++ split file")
+            if not isinstance(pairs, list) or not all(isinstance(p, list) and all(isinstance(v, str) for v in p)
+                                                      for p in pairs):
+                raise ConfigError(f"{path}: expected a list of id pairs like [[\"953\", \"974\"], ...]")
+            for pair in pairs:
                 for vid in pair:
                     official[f"yt:{vid}"] = split
     return records, [], official
@@ -155,7 +184,10 @@ def _dfdc(root: Path, cfg: IndexConfig) -> tuple[list[VideoRecord], list[str], d
     records, missing = [], []
     for meta in metas:
         part = meta.parent
-        for name, info in sorted(json.loads(meta.read_text()).items()):
+        listing = _read_json(meta, "DFDC metadata")
+        if not isinstance(listing, dict) or not all(isinstance(v, dict) for v in listing.values()):
+            raise ConfigError(f"{meta}: expected {{\"name.mp4\": {{\"label\": \"FAKE\", ...}}, ...}}")
+        for name, info in sorted(listing.items()):
             path = part / name
             if not path.is_file():
                 missing.append(str(path))
@@ -189,7 +221,7 @@ def _celebdf(root: Path, cfg: IndexConfig) -> tuple[list[VideoRecord], list[str]
             if line.strip():
                 sub, _, name = line.split()[-1].partition("/")
                 test_ids.add(f"{sub}-{Path(name).stem}")
-        official = {f"video:{vid}": "test" for vid in test_ids}
+        official = {f"video:{vid}": "test" for vid in test_ids}  # video by video, as listed
     return records, [], official
 
 
@@ -213,12 +245,14 @@ def _csv(path: Path, cfg: IndexConfig) -> tuple[list[VideoRecord], list[str], di
     if not path.is_file():
         raise ConfigError(f"csv format expects a CSV file, got {path}")
     records, missing, official = [], [], {}
-    with open(path, newline="") as f:
+    listed = 0
+    with open(path, newline="", encoding="utf-8-sig") as f:  # -sig: a spreadsheet's BOM is no header
         reader = csv.DictReader(f)
         need = {"path", "label"} - set(reader.fieldnames or ())
         if need:
             raise ConfigError(f"{path}: missing column(s) {sorted(need)}; required: path,label")
         for n, row in enumerate(reader, start=2):
+            listed += 1
             video = Path(row["path"])
             video = video if video.is_absolute() else path.parent / video
             label = _LABELS.get(str(row["label"]).strip().lower())
@@ -234,8 +268,19 @@ def _csv(path: Path, cfg: IndexConfig) -> tuple[list[VideoRecord], list[str], di
             records.append(VideoRecord(vid, str(video), label, path.stem, method, (f"group:{group}",)))
             if row.get("split"):
                 require(row["split"] in SPLITS, f"{path}:{n}: split must be one of {SPLITS}")
-                official[f"group:{group}"] = row["split"]
+                before = official.setdefault(f"group:{group}", row["split"])
+                require(before == row["split"], f"{path}:{n}: group {group!r} is in split {before!r} on an "
+                                                f"earlier row and {row['split']!r} here; a group has one split")
+    if not listed:
+        raise ConfigError(f"{path} lists no videos (only a header)")
     return records, missing, official
+
+
+def _read_json(path: Path, what: str):
+    try:
+        return json.loads(path.read_text(encoding="utf-8-sig"))
+    except (json.JSONDecodeError, UnicodeDecodeError) as err:
+        raise ConfigError(f"{path} is not valid JSON ({what}): {err}") from None
 
 
 FORMATS = {"ffpp": _ffpp, "dfdc": _dfdc, "celebdf": _celebdf, "folder": _folder, "csv": _csv}
@@ -244,8 +289,9 @@ FORMATS = {"ffpp": _ffpp, "dfdc": _dfdc, "celebdf": _celebdf, "folder": _folder,
 # ---------------------------------------------------------------- groups and splits
 
 
-def _components(records: list[VideoRecord]) -> dict[str, str]:
-    """Union-find over identities: identity -> name of its group (smallest identity)."""
+def _components(records: list[VideoRecord], cap: int) -> dict[str, str]:
+    """Video id -> group: union-find over every identity of a video; a component of more than
+    ``cap`` videos (a chain of pairs) is cut back to each video's target identity."""
     parent: dict[str, str] = {}
 
     def find(x: str) -> str:
@@ -259,7 +305,16 @@ def _components(records: list[VideoRecord]) -> dict[str, str]:
             a, b = find(r.identities[0]), find(other)
             if a != b:
                 parent[max(a, b)] = min(a, b)
-    return {x: find(x) for r in records for x in r.identities}
+    size = Counter(find(r.identities[0]) for r in records)
+    out = {}
+    for r in records:
+        root = find(r.identities[0])
+        out[r.video_id] = root if size[root] <= cap else r.identities[0]
+    chained = sum(1 for n in size.values() if n > cap)
+    if chained:
+        log.warning("%d chains of paired identities hold more than %d videos each; cut back to target identities",
+                    chained, cap)
+    return out
 
 
 def group_split(
@@ -296,44 +351,48 @@ def group_split(
     return out
 
 
-def _assign(records: list[VideoRecord], official: dict[str, str], cfg: IndexConfig) -> None:
-    comp = _components(records)
-    for r in records:
-        r.group = comp[r.identities[0]]
+def _assign(records: list[VideoRecord], official: dict[str, str], cfg: IndexConfig) -> int:
+    """Set every record's group and split; returns how many identities span several splits."""
+    cap = max(10, math.ceil(0.02 * len(records)))
+    comp = _components(records, cap)
     members: dict[str, list[VideoRecord]] = defaultdict(list)
     for r in records:
+        r.group = comp[r.video_id]
         members[r.group].append(r)
 
+    by_video = {r.video_id: official[f"video:{r.video_id}"] for r in records if f"video:{r.video_id}" in official}
     fixed: dict[str, str] = {}
-    conflicts = 0
+    conflicts = []
     for group, videos in members.items():
-        keys = {x for v in videos for x in v.identities} | {f"video:{v.video_id}" for v in videos}
-        found = {official[k] for k in keys if k in official}
+        found = {official[x] for v in videos for x in v.identities if x in official}
         if len(found) == 1:
             fixed[group] = found.pop()
         elif len(found) > 1:
-            # The official lists put identities of one group in different splits (Celeb-DF's
-            # test list shares identities with its training videos): keep the group out of
-            # training rather than leak it.
+            # The official lists put identities of one group in different splits: keep the group
+            # out of training rather than leak it.
             fixed[group] = "test" if "test" in found else "val"
-            conflicts += 1
+            conflicts.append(f"{group} ({', '.join(sorted(found))} -> {fixed[group]})")
     if conflicts:
-        log.warning("%d groups span several official splits; assigned to test/val to avoid leakage", conflicts)
-    free = {
-        g: (sum(1 - v.label for v in vs), sum(v.label for v in vs))
-        for g, vs in members.items()
-        if g not in fixed
-    }
+        log.warning("%d groups span several official splits and were moved to test/val: %s%s", len(conflicts),
+                    "; ".join(conflicts[:5]), " ..." if len(conflicts) > 5 else "")
+    free: dict[str, tuple[int, int]] = {}
+    for g, vs in members.items():
+        rest = [v for v in vs if v.video_id not in by_video]
+        if g not in fixed and rest:
+            free[g] = (sum(1 - v.label for v in rest), sum(v.label for v in rest))
     ratios = cfg.ratios
     if official and free:
-        # Only train/val remain to fill where an official test list exists (Celeb-DF).
-        official_splits = set(official.values())
-        if official_splits == {"test"}:
+        if set(official.values()) == {"test"}:  # an official test list alone (Celeb-DF): fill train/val
             ratios = (cfg.ratios[0], cfg.ratios[1], 0.0)
         log.info("%d groups are not in the official lists; split by ratios %s", len(free), ratios)
     fixed.update(group_split(free, ratios, cfg.seed))
     for r in records:
-        r.split = fixed[r.group]
+        r.split = by_video.get(r.video_id) or fixed[r.group]
+    spans: dict[str, set[str]] = defaultdict(set)
+    for r in records:
+        for x in r.identities:
+            spans[x].add(r.split)
+    return sum(1 for s in spans.values() if len(s) > 1)
 
 
 # ---------------------------------------------------------------- entry points
@@ -346,10 +405,14 @@ def index_dataset(root: str | Path, workdir: str | Path, cfg: IndexConfig = Inde
         raise ConfigError(f"dataset root not found: {root}")
     work = WorkDir(Path(workdir))
     records, missing, official = FORMATS[cfg.format](root, cfg)
+    if not records:
+        raise ConfigError(f"no videos found under {root} that exist on disk ({len(missing)} listed but missing)")
+    for r in records:
+        check_video_id(r.video_id)
     dupes = [vid for vid, n in Counter(r.video_id for r in records).items() if n > 1]
     if dupes:
         raise ConfigError(f"duplicate video ids {dupes[:5]}: give each video a unique id")
-    _assign(records, official, cfg)
+    shared = _assign(records, official, cfg)
     records.sort(key=lambda r: (_split_order(r.split), r.video_id))
     with atomic_path(work.manifest) as tmp:
         with open(tmp, "w", newline="") as f:
@@ -362,7 +425,10 @@ def index_dataset(root: str | Path, workdir: str | Path, cfg: IndexConfig = Inde
         {Path(m).stem for m in missing},
         {Path(m).stem: StageError("missing", f"listed but not on disk: {m}") for m in missing},
     )
-    return IndexResult(work.manifest, records, missing)
+    result = IndexResult(work.manifest, records, missing, shared)
+    for w in result.warnings:
+        log.warning("%s", w)
+    return result
 
 
 def read_manifest(workdir: str | Path) -> list[dict[str, str]]:

@@ -10,6 +10,7 @@ import contextlib
 import csv
 import json
 import os
+import re
 import tempfile
 import time
 from dataclasses import dataclass
@@ -18,12 +19,15 @@ from typing import Any, Iterable, Iterator
 
 import numpy as np
 
+from .config import ConfigError
+
 __all__ = [
     "ErrorLog",
     "StageError",
     "WorkDir",
     "atomic_path",
     "atomic_write_text",
+    "check_video_id",
     "dir_size",
     "load_npz",
     "save_npz",
@@ -114,6 +118,18 @@ class ErrorLog:
                 writer.writerows(keep)
 
 
+_SAFE_ID = re.compile(r"^[^/\\\x00-\x1f.][^/\\\x00-\x1f]{0,199}$")
+
+
+def check_video_id(video_id: str) -> str:
+    """A video id that names files only inside their directory: no path separators, no control
+    characters, not starting with a dot (``..``, hidden files), at most 200 characters."""
+    if not isinstance(video_id, str) or not _SAFE_ID.match(video_id):
+        raise ConfigError(f"video id {video_id!r} cannot name a file inside the work directory: use letters, "
+                          "digits and - _ . (no '/', '\\', leading '.', or control characters; at most 200)")
+    return video_id
+
+
 @dataclass(frozen=True)
 class WorkDir:
     """The layout of a work directory (see DESIGN.md)."""
@@ -132,10 +148,10 @@ class WorkDir:
         return ErrorLog(self.root / "errors.csv")
 
     def faces(self, video_id: str) -> Path:
-        return self.root / "faces" / f"{video_id}.npz"
+        return self.root / "faces" / f"{check_video_id(video_id)}.npz"
 
     def flow(self, method: str, video_id: str) -> Path:
-        return self.root / "flow" / method / f"{video_id}.npz"
+        return self.root / "flow" / method / f"{check_video_id(video_id)}.npz"
 
     def depth(self, model: str, video_id: str) -> Path:
-        return self.root / "depth" / model / f"{video_id}.npz"
+        return self.root / "depth" / model / f"{check_video_id(video_id)}.npz"
