@@ -50,4 +50,4 @@ def test_index_then_faces_through_the_cli(tmp_path, clips, capsys):
     assert "train" in capsys.readouterr().out
     assert main(["faces", str(tmp_path / "w"), "--points", "4", "--size", "64", "-q"]) == 0
     assert "2 processed" in capsys.readouterr().out
-    assert sorted(p.name for p in (tmp_path / "w" / "faces").iterdir()) == ["fake-b.npz", "real-a.npz"]
+    assert sorted(p.name for p in (tmp_path / "w" / "faces").iterdir()) == ["fake-b.npz", "real-a.npz", "settings.json"]

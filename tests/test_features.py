@@ -1,5 +1,7 @@
 from __future__ import annotations
 
+import time
+
 
 import cv2
 import numpy as np
@@ -129,8 +131,18 @@ def test_missing_depth_model_errors_clearly(tmp_path, monkeypatch):
     monkeypatch.setenv("HF_HOME", str(tmp_path / "hf"))
     with pytest.raises(WeightsNotFound, match="depth-anything/Depth-Anything-V2-Small-hf.*huggingface-cli download"):
         DepthEstimator(DepthConfig(model="depth-anything-v2-small"))
-    with pytest.raises(WeightsNotFound, match="neither a local directory nor a hub id"):
+    with pytest.raises(WeightsNotFound, match="is not a local directory .* and not a hub id"):
         DepthEstimator(DepthConfig(model=str(tmp_path / "not-there")))
+    # A mistyped relative path is never sent to the hub (no network retries): it fails at once.
+    monkeypatch.delenv("HF_HUB_OFFLINE")
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "models").mkdir()
+    start = time.perf_counter()
+    with pytest.raises(WeightsNotFound, match="'models/tinyda' is not a local directory"):
+        DepthEstimator(DepthConfig(model="models/tinyda"))
+    with pytest.raises(WeightsNotFound, match="is not a local directory"):
+        DepthEstimator(DepthConfig(model="demo-out/models/depth-anything-v2-tiny-random"))
+    assert time.perf_counter() - start < 5
     empty = tmp_path / "empty"
     empty.mkdir()
     with pytest.raises(WeightsNotFound, match="no config.json"):

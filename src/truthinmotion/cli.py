@@ -18,9 +18,9 @@ from .config import ConfigError, Settings, load_yaml
 log = logging.getLogger("truthinmotion")
 
 
-def _settings(cls: type[Settings], args: argparse.Namespace, keys: Sequence[str]) -> Any:
-    """Defaults < YAML (``--config``) < the command-line options named in ``keys``."""
-    cfg = cls()
+def _settings(cls: type[Settings], args: argparse.Namespace, keys: Sequence[str], base: Settings | None = None) -> Any:
+    """Defaults (or ``base``) < YAML (``--config``) < the command-line options named in ``keys``."""
+    cfg = base or cls()
     if getattr(args, "config", None):
         cfg = cfg.updated(load_yaml(args.config))
     return cfg.updated({k: getattr(args, k) for k in keys})
@@ -35,6 +35,29 @@ def _methods(text: str) -> tuple[str, ...]:
     from .index import FFPP_METHODS
 
     return FFPP_METHODS if text == "all" else tuple(text.split(","))
+
+
+def _device(text: str) -> str:
+    from .runtime import check_device
+
+    try:
+        return check_device(text)
+    except ConfigError as err:
+        raise argparse.ArgumentTypeError(str(err)) from None
+
+
+def _positive(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        value = 0
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"expected a whole number of 1 or more, got {text!r}")
+    return value
+
+
+SPLIT_CHOICES = ("train", "val", "test")
+AGGREGATION_CHOICES = ("mean", "median", "max", "top25")
 
 
 def _ratios(text: str) -> tuple[float, ...]:
@@ -82,15 +105,16 @@ def _add_faces(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--size", type=int, help="crop side in pixels (224)")
     p.add_argument("--box-scale", type=float, help="crop side / face box side (1.3)")
     p.add_argument("--detect-side", type=int, help="short side of detection frames (300)")
-    p.add_argument("--detect-every", type=int, help="first-pass detection stride over time points (4)")
+    p.add_argument("--detect-every", type=int, help="first-pass detection stride over time points (8)")
+    p.add_argument("--overwrite", action="store_true", help="recompute every video, also with other settings")
     _stage_options(p)
     p.set_defaults(func=_cmd_faces)
 
 
 def _stage_options(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--workers", type=int, default=1, help="parallel processes (1)")
-    p.add_argument("--device", default="cpu", help="cpu or cuda (cpu)")
-    p.add_argument("--limit", type=int, help="process only the first N videos of the manifest")
+    p.add_argument("--workers", type=_positive, default=1, help="parallel processes (1)")
+    p.add_argument("--device", type=_device, default="cpu", help="cpu or cuda (cpu)")
+    p.add_argument("--limit", type=_positive, help="process only the first N videos of the manifest")
     p.add_argument("--only", type=lambda s: s.split(","), help="comma-separated video ids")
     _common(p)
 
@@ -108,7 +132,7 @@ def _cmd_faces(args: argparse.Namespace) -> int:
     cfg = _settings(FacesConfig, args, ["num_points", "size", "box_scale", "detect_side", "detect_every"])
     report = run_faces(
         args.workdir, cfg, workers=args.workers, device=args.device, limit=args.limit,
-        only=args.only, progress=not args.quiet,
+        only=args.only, overwrite=args.overwrite, progress=not args.quiet,
     )
     return _finish(report, args.workdir)
 
@@ -129,30 +153,13 @@ def _add_features(sub: argparse._SubParsersAction) -> None:
     p.set_defaults(func=_cmd_features)
 
 
-def feature_settings(args: argparse.Namespace) -> tuple[Any, Any]:
-    """(FlowConfig | None, DepthConfig | None) from YAML sections ``flow:``/``depth:`` and options."""
-    from .features import DepthConfig, FlowConfig
-
-    data = load_yaml(args.config) if getattr(args, "config", None) else {}
-    unknown = set(data) - {"flow", "depth"}
-    if unknown:
-        raise ConfigError(f"unknown section(s) {sorted(unknown)} for features; allowed: flow, depth")
-    flow_cfg = depth_cfg = None
-    if args.flow_method != "none":
-        flow_cfg = FlowConfig().updated(data.get("flow")).updated(
-            {"method": args.flow_method, "raft_weights": args.raft_weights, "init": args.init}
-        )
-    if args.depth_model != "none":
-        depth_cfg = DepthConfig().updated(data.get("depth")).updated(
-            {"model": args.depth_model, "input_size": args.input_size, "init": args.init}
-        )
-    return flow_cfg, depth_cfg
-
-
 def _cmd_features(args: argparse.Namespace) -> int:
-    from .features import run_features
+    from .features import feature_configs, run_features
 
-    flow_cfg, depth_cfg = feature_settings(args)
+    flow_cfg, depth_cfg = feature_configs(
+        load_yaml(args.config) if args.config else {}, flow_method=args.flow_method,
+        raft_weights=args.raft_weights, depth_model=args.depth_model, input_size=args.input_size, init=args.init,
+    )
     report = run_features(
         args.workdir, flow_cfg, depth_cfg, workers=args.workers, device=args.device,
         limit=args.limit, only=args.only, overwrite=args.overwrite, progress=not args.quiet,
@@ -178,7 +185,7 @@ TRAIN_OPTIONS = {
     "--image-size": dict(type=int, help="backbone input side, multiple of 14 (224)"),
     "--seed": dict(type=int),
     "--workers": dict(type=int, help="DataLoader processes (2)"),
-    "--device": dict(help="cpu or cuda (cpu)"),
+    "--device": dict(type=_device, help="cpu or cuda (cpu)"),
     "--autocast": dict(choices=["auto", "bf16", "fp16", "off"], help="mixed precision on GPU (auto: bf16)"),
     "--patience": dict(type=int, help="epochs without improvement before stopping (3)"),
 }
@@ -200,9 +207,12 @@ def _option_keys(options: dict[str, dict]) -> list[str]:
 
 
 def _cmd_train(args: argparse.Namespace) -> int:
-    from .train import TrainConfig, train
+    from .train import TrainConfig, saved_config, train
 
-    cfg = _settings(TrainConfig, args, _option_keys(TRAIN_OPTIONS))
+    # A resumed run starts from its own saved settings; options given now go on top (and are
+    # checked: only what a resume may change is accepted).
+    base = saved_config(args.out) if args.resume else None
+    cfg = _settings(TrainConfig, args, _option_keys(TRAIN_OPTIONS), base)
     if args.quiet:
         cfg = cfg.updated({"progress": False})
     print(train(args.workdir, cfg, args.out, resume=args.resume).summary())
@@ -215,11 +225,11 @@ def _cmd_train(args: argparse.Namespace) -> int:
 def _add_evaluate(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("evaluate", help="metrics, report and plots of a trained detector")
     p.add_argument("run_dir")
-    p.add_argument("--split", default="test", help="train, val or test (test)")
+    p.add_argument("--split", default="test", choices=SPLIT_CHOICES, help="(test)")
     p.add_argument("--workdir", help="another indexed dataset (cross-dataset); default: the training one")
-    p.add_argument("--aggregation", default="mean", help="video score from frames: mean, median, max, top25")
+    p.add_argument("--aggregation", default="mean", choices=AGGREGATION_CHOICES, help="video score from frames (mean)")
     p.add_argument("--out", help="report directory (default: the run directory)")
-    p.add_argument("--device", default="cpu")
+    p.add_argument("--device", type=_device, default="cpu")
     p.add_argument("-q", "--quiet", action="store_true")
     p.set_defaults(func=_cmd_evaluate)
 
@@ -245,8 +255,8 @@ def _add_detect(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--json", dest="json_out", help="write every verdict as JSON here")
     p.add_argument("--csv", dest="csv_out", help="write one row per video here")
     p.add_argument("--plot", dest="plot_dir", help="write a score-over-time PNG per video into this directory")
-    p.add_argument("--aggregation", default="mean", help="mean, median, max, top25 (mean)")
-    p.add_argument("--device", default="cpu")
+    p.add_argument("--aggregation", default="mean", choices=AGGREGATION_CHOICES, help="(mean)")
+    p.add_argument("--device", type=_device, default="cpu")
     p.add_argument("-q", "--quiet", action="store_true")
     p.set_defaults(func=_cmd_detect)
 
@@ -282,24 +292,24 @@ def _add_compress(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--epochs", type=int, help="distill: epochs (the teacher's)")
     p.add_argument("--init", choices=["pretrained", "random"], help="distill: student weights (the teacher's)")
     p.add_argument("--resume", action="store_true", help="distill: continue an interrupted run")
-    p.add_argument("--device", default="cpu")
+    p.add_argument("--device", type=_device, default="cpu")
     _common(p)
     p.set_defaults(func=_cmd_compress)
 
 
 def _cmd_compress(args: argparse.Namespace) -> int:
-    from .compress import compress, distill
+    from .compress import compress
+    from .distill import distill
 
     if args.method == "distill":
-        overrides = load_yaml(args.config) if args.config else {}
-        overrides.update({k: getattr(args, k) for k in ("distill_alpha", "distill_logit", "distill_temperature",
-                                                         "epochs", "init") if getattr(args, k) is not None})
-        overrides["device"] = args.device
-        if args.quiet:
-            overrides["progress"] = False
-        print(distill(args.teacher or args.run_dir, args.out, args.student, overrides=overrides,
-                      resume=args.resume).summary())
+        options = {k: getattr(args, k) for k in ("distill_alpha", "distill_logit", "distill_temperature", "epochs",
+                                                  "init")}
+        options.update(device=args.device, progress=False if args.quiet else None)
+        print(distill(args.teacher or args.run_dir, args.out, args.student, config_file=args.config,
+                      overrides=options, resume=args.resume).summary())
     else:
+        if args.config:
+            raise ConfigError(f"--config applies to --method distill only; {args.method} has no settings")
         print(compress(args.run_dir, args.method, args.out, device=args.device).summary())
     return 0
 
@@ -307,9 +317,9 @@ def _cmd_compress(args: argparse.Namespace) -> int:
 def _add_benchmark(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("benchmark", help="size, latency, throughput and accuracy of detector variants")
     p.add_argument("run_dirs", nargs="+", help="run directories; the first is the baseline of the speed-ups")
-    p.add_argument("--device", default="cpu")
-    p.add_argument("--split", default="test")
-    p.add_argument("--repeats", type=int, default=10, help="timed calls at batch 1 (10)")
+    p.add_argument("--device", type=_device, default="cpu")
+    p.add_argument("--split", default="test", choices=SPLIT_CHOICES)
+    p.add_argument("--repeats", type=_positive, default=10, help="timed calls at batch 1 (10)")
     p.add_argument("--out", help="where benchmark.md/json go (default: the first run directory)")
     p.set_defaults(func=_cmd_benchmark)
 
@@ -335,8 +345,8 @@ def _add_run(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--backbone", help="dinov2-small (default), dinov2-base, ...")
     p.add_argument("--epochs", type=int)
     p.add_argument("--name", help="run name under OUT/runs (default: backbone-modality)")
-    p.add_argument("--workers", type=int, default=1, help="processes for faces and features (1)")
-    p.add_argument("--device", default="cpu")
+    p.add_argument("--workers", type=_positive, default=1, help="processes for faces and features (1)")
+    p.add_argument("--device", type=_device, default="cpu")
     p.add_argument("--config", help="YAML with sections index, faces, flow, depth, train")
     p.add_argument("-q", "--quiet", action="store_true")
     p.set_defaults(func=_cmd_run)
@@ -345,9 +355,10 @@ def _add_run(sub: argparse._SubParsersAction) -> None:
 def _cmd_run(args: argparse.Namespace) -> int:
     from .pipeline import StudyConfig, run_study
 
-    cfg = StudyConfig.from_sections(load_yaml(args.config) if args.config else {})
-    cfg.index = cfg.index.updated({"format": args.format, "splits_dir": args.splits_dir})
-    cfg.train = cfg.train.updated({"modality": args.modality, "backbone": args.backbone, "epochs": args.epochs})
+    cfg = StudyConfig.from_sections(load_yaml(args.config) if args.config else {}).with_options(
+        format=args.format, splits_dir=args.splits_dir, modality=args.modality, backbone=args.backbone,
+        epochs=args.epochs,
+    )
     result = run_study(args.root, args.out, cfg, workers=args.workers, device=args.device,
                        run_name=args.name, progress=not args.quiet)
     print(result.summary())
@@ -394,11 +405,14 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
+    from .stage import sigterm_as_interrupt
+
     args = build_parser().parse_args(argv)
-    logging.basicConfig(
-        level=logging.WARNING if getattr(args, "quiet", False) else logging.INFO,
-        format="%(levelname)s %(name)s: %(message)s",
-    )
+    level = logging.WARNING if getattr(args, "quiet", False) else logging.INFO
+    logging.basicConfig(level=level, format="%(levelname)s %(name)s: %(message)s")
+    for handler in logging.getLogger().handlers:  # a library raising its own loggers' level (a
+        handler.setLevel(level)  # run's log file) must not make the console louder than asked
+    sigterm_as_interrupt()
     try:
         return args.func(args)
     except ConfigError as err:

@@ -10,8 +10,12 @@ cannot be decoded or shows no face gets a status and a reason instead of a score
 from __future__ import annotations
 
 import csv
+import io
 import json
 import logging
+import math
+import os
+import tempfile
 import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -30,7 +34,7 @@ from .metrics import AGGREGATIONS
 from .compress import inference_autocast, load_detector
 from .runtime import autocast_context
 
-__all__ = ["Scorer", "Verdict", "detect", "expand_inputs"]
+__all__ = ["Scorer", "Verdict", "check_outputs", "detect", "expand_inputs", "to_json"]
 
 log = logging.getLogger(__name__)
 
@@ -38,7 +42,7 @@ log = logging.getLogger(__name__)
 @dataclass
 class Verdict:
     video: str
-    status: str  # ok | no_face | unreadable | truncated | error
+    status: str  # ok | no_face | unreadable | truncated | too_short | too_large | non_finite | error
     reason: str = ""
     probability: float | None = None  # of fake
     label: str | None = None  # fake | real, at the detector's threshold
@@ -106,6 +110,7 @@ class Scorer:
         t1 = time.perf_counter()
         valid = faces.valid
         verdict.faces = {k: faces.meta[k] for k in ("tracks", "max_faces_per_frame", "coverage", "frames", "fps")}
+        verdict.faces["time_points"] = len(valid)  # distinct pairs; fewer than asked in a short video
         verdict.faces["time_points_with_face"] = int(valid.sum())
         timings = {"faces": t1 - t0}
         arrays: dict[str, np.ndarray] = {}
@@ -126,6 +131,12 @@ class Scorer:
             logits = self.model({m: x.to(self.device) for m, x in inputs.items()}).logit.float()
         probs = torch.sigmoid(logits).cpu().numpy()
         timings["detector"] = time.perf_counter() - t
+        if not np.isfinite(probs).all():
+            verdict.status = "non_finite"
+            verdict.reason = (f"the detector gave {int((~np.isfinite(probs)).sum())} non-finite scores of {len(probs)}: "
+                              "its weights are damaged or overflow; no verdict")
+            verdict.timings = {k: round(v, 4) for k, v in timings.items()}
+            return verdict
         timings["total"] = time.perf_counter() - t0
         scores: list[float | None] = [None] * len(valid)
         for i, p in zip(np.flatnonzero(valid), probs):
@@ -176,6 +187,62 @@ def plot_scores(verdict: Verdict, path: Path) -> Path:
     return path
 
 
+def check_outputs(inputs: Sequence[Path], *outputs: str | Path | None) -> None:
+    """Refuse, before any work, an output that cannot be written or that is one of the inputs."""
+    sources = {p.resolve() for p in inputs}
+    for out in outputs:
+        if out is None:
+            continue
+        path = Path(out)
+        if path.resolve() in sources:
+            raise ConfigError(f"{path} is one of the videos to score: choose another output file")
+        if path.is_dir():
+            raise ConfigError(f"{path} is a directory: give a file name for the output")
+        parent = path.parent
+        while not parent.exists() and parent != parent.parent:
+            parent = parent.parent
+        if not parent.is_dir() or not os.access(parent, os.W_OK | os.X_OK):
+            raise ConfigError(f"cannot write {path}: {parent} is not a writable directory")
+
+
+def to_json(verdicts: Sequence[Verdict]) -> str:
+    """Strict JSON (no NaN or Infinity tokens): a non-finite number becomes null."""
+    def clean(x: Any) -> Any:
+        if isinstance(x, float) and not math.isfinite(x):
+            return None
+        if isinstance(x, dict):
+            return {k: clean(v) for k, v in x.items()}
+        if isinstance(x, list):
+            return [clean(v) for v in x]
+        return x
+
+    return json.dumps([clean(asdict(v)) for v in verdicts], indent=2, allow_nan=False)
+
+
+def _write(path: Path, text: str) -> Path:
+    """Write ``text`` atomically; if that fails after the work is done, keep it beside in the
+    temporary directory and say where, rather than lose it."""
+    try:
+        atomic_write_text(path, text)
+        return path
+    except OSError as err:
+        fd, rescue = tempfile.mkstemp(prefix=f"tim-{path.stem}-", suffix=path.suffix)
+        with os.fdopen(fd, "w") as f:
+            f.write(text)
+        log.error("could not write %s (%s); the results are in %s", path, err, rescue)
+        return Path(rescue)
+
+
+def _plot_names(paths: Sequence[Path]) -> dict[Path, str]:
+    """A plot file name per video: its stem, with a short hash of its folder where stems repeat."""
+    import hashlib
+    from collections import Counter
+
+    stems = Counter(p.stem for p in paths)
+    return {p: p.stem if stems[p.stem] == 1 else
+            f"{p.stem}-{hashlib.sha1(str(p.resolve().parent).encode()).hexdigest()[:8]}" for p in paths}
+
+
 def detect(
     videos: Sequence[str | Path],
     run_dir: str | Path,
@@ -187,11 +254,19 @@ def detect(
     plot_dir: str | Path | None = None,
     progress: bool = True,
 ) -> list[Verdict]:
-    """Score every video; write JSON / CSV / plots where asked. Failures are verdicts, not errors."""
+    """Score every video; write JSON / CSV / plots where asked. Failures are verdicts, not errors.
+
+    Outputs are checked before any video is scored; if writing one still fails, the results go
+    to a file in the temporary directory and the log says where.
+    """
     from tqdm.auto import tqdm
 
     paths = expand_inputs(videos)
+    check_outputs(paths, json_out, csv_out)
+    if plot_dir is not None and Path(plot_dir).exists() and not Path(plot_dir).is_dir():
+        raise ConfigError(f"--plot {plot_dir} is a file: give a directory")
     scorer = Scorer(run_dir, device, aggregation)
+    names = _plot_names(paths)
     verdicts = []
     for p in tqdm(paths, desc="detect", unit="video", disable=not progress or len(paths) < 2):
         v = scorer(p)
@@ -199,20 +274,19 @@ def detect(
             log.warning("%s: %s: %s", p, v.status, v.reason)
         elif plot_dir:
             Path(plot_dir).mkdir(parents=True, exist_ok=True)
-            plot_scores(v, Path(plot_dir) / f"{p.stem}.png")
+            plot_scores(v, Path(plot_dir) / f"{names[p]}.png")
         verdicts.append(v)
     if json_out:
-        atomic_write_text(Path(json_out), json.dumps([asdict(v) for v in verdicts], indent=2))
+        _write(Path(json_out), to_json(verdicts))
     if csv_out:
-        fields = ["video", "status", "probability", "label", "threshold", "time_points_with_face", "seconds", "reason"]
-        rows = [{"video": v.video, "status": v.status, "probability": v.probability, "label": v.label,
-                 "threshold": v.threshold, "time_points_with_face": v.faces.get("time_points_with_face"),
-                 "seconds": v.timings.get("total"), "reason": v.reason} for v in verdicts]
-        from .io import atomic_path
-
-        with atomic_path(Path(csv_out)) as tmp:
-            with open(tmp, "w", newline="") as f:
-                w = csv.DictWriter(f, fieldnames=fields)
-                w.writeheader()
-                w.writerows(rows)
+        fields = ["video", "status", "probability", "label", "threshold", "time_points", "time_points_with_face",
+                  "seconds", "reason"]
+        buf = io.StringIO()
+        w = csv.DictWriter(buf, fieldnames=fields)
+        w.writeheader()
+        w.writerows({"video": v.video, "status": v.status, "probability": v.probability, "label": v.label,
+                     "threshold": v.threshold, "time_points": v.faces.get("time_points"),
+                     "time_points_with_face": v.faces.get("time_points_with_face"),
+                     "seconds": v.timings.get("total"), "reason": v.reason} for v in verdicts)
+        _write(Path(csv_out), buf.getvalue())
     return verdicts

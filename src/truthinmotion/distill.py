@@ -147,11 +147,12 @@ class Distiller:
 
 def distill(
     teacher_run: str | Path, out_dir: str | Path, student: str = "dinov2-small", *,
-    overrides: dict[str, Any] | None = None, resume: bool = False,
+    config_file: str | Path | None = None, overrides: dict[str, Any] | None = None, resume: bool = False,
 ):
     """Train ``student`` on the teacher's data and settings, distilling the teacher's embedding.
 
-    The teacher's ``config.yaml`` is the base; ``overrides`` (YAML, then command line) go on top.
+    The teacher's ``config.yaml`` is the base; ``config_file`` (YAML), then ``overrides`` (the
+    command line; ``None`` values are not given) go on top.
     The best epoch on validation is kept, as for any training run.
     """
     from .config import load_yaml
@@ -162,5 +163,6 @@ def distill(
     teacher.extra["run"] = str(teacher_run.resolve())
     cfg_path = teacher_run / "config.yaml"
     base = TrainConfig.from_dict(load_yaml(cfg_path)) if cfg_path.is_file() else TrainConfig(modality=teacher.cfg.modality)
-    cfg = dataclasses.replace(base, backbone=student, backbone_path=None).updated(overrides)
+    cfg = dataclasses.replace(base, backbone=student, backbone_path=None)
+    cfg = cfg.updated(load_yaml(config_file) if config_file else {}).updated(overrides)
     return train(teacher.extra["workdir"], cfg, out_dir, resume=resume, teacher=teacher)

@@ -22,8 +22,9 @@ from typing import Any, Sequence
 import cv2
 import numpy as np
 
-from .config import ConfigError, Settings, require
-from .io import StageError, WorkDir, load_npz, save_npz
+from .config import Settings, require
+from .io import StageError, WorkDir, check_settings, clean_temporaries, load_npz, save_npz, source_identity
+from .mtcnn import FaceDetector, box_iou, crop_square
 from .video import probe, read_frames, sample_points
 
 __all__ = [
@@ -54,9 +55,14 @@ class FacesConfig(Settings):
     batch_size: int = 16  # frames per MTCNN call
     max_frame_side: int = 1920  # kept frames are downscaled to this long side (bounds memory)
     compress: bool = True  # zlib-compress the artifact (about half the size, a little slower)
+    # Decoded frames a video may hold in memory at once (2 per time point, each at most
+    # max_frame_side on its long side, 3 bytes a pixel): a video that would need more is refused
+    # with status too_large rather than exhausting the machine. 32 points of 1080p need ~400 MB.
+    max_memory_mb: int = 4096
 
     def check(self) -> None:
-        require(self.num_points >= 1, "num_points: at least 1")
+        require(1 <= self.num_points <= 1024, "num_points: 1 to 1024 (a video gives at most one per frame pair)")
+        require(self.max_memory_mb >= 64, "max_memory_mb: at least 64")
         require(16 <= self.size <= 1024, "size: 16 to 1024 pixels")
         require(1.0 <= self.box_scale <= 3.0, "box_scale: 1.0 to 3.0")
         require(self.detect_side >= 64, "detect_side: at least 64 pixels")
@@ -70,127 +76,6 @@ class FacesConfig(Settings):
         require(1 <= self.refine_steps <= 5, "refine_steps: 1 to 5")
         require(self.batch_size >= 1, "batch_size: at least 1")
         require(self.max_frame_side >= self.size, "max_frame_side: at least size")
-
-
-# ---------------------------------------------------------------- geometry
-
-
-def box_iou(a: np.ndarray, b: np.ndarray) -> np.ndarray:
-    """Intersection over union of boxes ``[..., 4]`` (x1, y1, x2, y2), broadcast; NaN-safe (0)."""
-    x1 = np.maximum(a[..., 0], b[..., 0])
-    y1 = np.maximum(a[..., 1], b[..., 1])
-    x2 = np.minimum(a[..., 2], b[..., 2])
-    y2 = np.minimum(a[..., 3], b[..., 3])
-    inter = np.clip(x2 - x1, 0, None) * np.clip(y2 - y1, 0, None)
-    area = lambda z: (z[..., 2] - z[..., 0]) * (z[..., 3] - z[..., 1])  # noqa: E731
-    with np.errstate(invalid="ignore", divide="ignore"):
-        iou = inter / (area(a) + area(b) - inter)
-    return np.nan_to_num(iou, nan=0.0)
-
-
-def square_box(box: np.ndarray, scale: float) -> np.ndarray:
-    """The square of side ``scale`` x the longer side of ``box``, centred on it: ``[4]``."""
-    cx, cy = (box[0] + box[2]) / 2, (box[1] + box[3]) / 2
-    half = scale * max(box[2] - box[0], box[3] - box[1]) / 2
-    return np.array([cx - half, cy - half, cx + half, cy + half])
-
-
-def crop_square(frame: np.ndarray, box: np.ndarray, scale: float, size: int) -> np.ndarray:
-    """Crop ``frame [H, W, 3]`` to the scaled square around ``box``, zero-padded, ``[size, size, 3]``."""
-    return _crop(frame, np.round(square_box(box, scale)).astype(int), size)
-
-
-def _crop(frame: np.ndarray, square: np.ndarray, size: int) -> np.ndarray:
-    """Crop the integer square (x1, y1, x2, y2) of ``frame``, zero-padded, resized to ``size``."""
-    x1, y1, x2, y2 = square
-    side = max(x2 - x1, 1)
-    h, w = frame.shape[:2]
-    out = np.zeros((side, side, 3), dtype=frame.dtype)
-    sx1, sy1, sx2, sy2 = max(x1, 0), max(y1, 0), min(x1 + side, w), min(y1 + side, h)
-    if sx2 > sx1 and sy2 > sy1:
-        out[sy1 - y1 : sy2 - y1, sx1 - x1 : sx2 - x1] = frame[sy1:sy2, sx1:sx2]
-    interp = cv2.INTER_AREA if side > size else cv2.INTER_LINEAR
-    return cv2.resize(out, (size, size), interpolation=interp)
-
-
-# ---------------------------------------------------------------- detection
-
-
-class FaceDetector:
-    """MTCNN (facenet-pytorch, shipped weights) on batches of equally sized RGB frames."""
-
-    def __init__(
-        self,
-        min_face: int = 20,
-        min_score: float = 0.9,
-        thresholds: Sequence[float] = (0.6, 0.7),
-        device: str = "cpu",
-    ):
-        from facenet_pytorch import MTCNN
-
-        self.mtcnn = MTCNN(
-            keep_all=True, min_face_size=min_face, thresholds=[*thresholds, min_score],
-            device=device, post_process=False,
-        )
-        self.min_score = min_score
-        self.device = device
-
-    @classmethod
-    def from_config(cls, cfg: "FacesConfig", device: str = "cpu") -> "FaceDetector":
-        return cls(cfg.min_face, cfg.min_score, cfg.thresholds, device)
-
-    def __call__(
-        self, frames: Sequence[np.ndarray], batch_size: int = 16, min_face: int | None = None
-    ) -> list[np.ndarray]:
-        """Detect in ``frames`` (RGB uint8, same size): per frame ``[n, 5]`` (x1, y1, x2, y2, p).
-
-        ``min_face`` overrides the smallest face size (pixels) for this call.
-        """
-        default = self.mtcnn.min_face_size
-        if min_face is not None:
-            self.mtcnn.min_face_size = min_face
-        try:
-            return self._detect(frames, batch_size)
-        finally:
-            self.mtcnn.min_face_size = default
-
-    def refine(
-        self, frames: Sequence[np.ndarray], boxes: np.ndarray, bgr: bool = False
-    ) -> tuple[np.ndarray, np.ndarray]:
-        """One pass of MTCNN's last stage (O-net) on given face boxes: (boxes [N, 4], probs [N]).
-
-        Each box is made square (as the cascade does before O-net), cropped from its RGB frame,
-        resized to 48x48 and regressed. This is how a face found at one time point is followed to
-        the next: O-net sees the face where it was predicted and corrects the box, with no
-        image pyramid and no candidate search.
-        """
-        import torch
-
-        if len(boxes) == 0:
-            return np.zeros((0, 4), np.float32), np.zeros(0, np.float32)
-        squares = np.stack([np.round(square_box(b, 1.0)) for b in boxes]).astype(int)
-        crops = np.stack([_crop(f, sq, 48) for f, sq in zip(frames, squares)])
-        if bgr:
-            crops = np.ascontiguousarray(crops[..., ::-1])
-        x = torch.from_numpy(crops).permute(0, 3, 1, 2).float().to(self.device)
-        with torch.no_grad():
-            reg, _, prob = self.mtcnn.onet((x - 127.5) * 0.0078125)
-        reg, prob = reg.cpu().numpy(), prob[:, 1].cpu().numpy()
-        side = (squares[:, 2] - squares[:, 0] + 1)[:, None].astype(np.float32)  # MTCNN's +1 convention
-        return squares.astype(np.float32) + reg * side, prob
-
-    def _detect(self, frames: Sequence[np.ndarray], batch_size: int) -> list[np.ndarray]:
-        out: list[np.ndarray] = []
-        for i in range(0, len(frames), batch_size):
-            batch = np.stack(frames[i : i + batch_size])
-            boxes, probs = self.mtcnn.detect(batch)
-            for b, p in zip(boxes, probs):
-                if b is None:
-                    out.append(np.zeros((0, 5), np.float32))
-                    continue
-                det = np.concatenate([np.asarray(b, np.float32), np.asarray(p, np.float32)[:, None]], 1)
-                out.append(det[det[:, 4] >= self.min_score])
-        return out
 
 
 # ---------------------------------------------------------------- tracking
@@ -303,6 +188,11 @@ def extract_faces(path: str | Path, cfg: FacesConfig, detector: FaceDetector) ->
     points = sample_points(info.frames, cfg.num_points)
     k = len(points)
     wanted = np.unique(np.concatenate([points, points + 1]))
+    keep = min(1.0, cfg.max_frame_side / max(info.width, info.height))
+    need_mb = len(wanted) * round(info.width * keep) * round(info.height * keep) * 3 / 2**20
+    if need_mb > cfg.max_memory_mb:
+        raise StageError("too_large", f"{len(wanted)} frames of {info.width}x{info.height} need {need_mb:.0f} MB, over "
+                                      f"max_memory_mb={cfg.max_memory_mb}: lower --points or max_frame_side")
     frames = dict(read_frames(path, wanted, max_side=cfg.max_frame_side, rgb=False))  # BGR
     full_h, full_w = info.height, info.width
     keep_scale = frames[int(points[0])].shape[1] / full_w  # kept frames vs original pixels
@@ -340,6 +230,7 @@ def extract_faces(path: str | Path, cfg: FacesConfig, detector: FaceDetector) ->
         box = boxes[i] / keep_scale
         if probs[i] >= cfg.min_score and box_iou(box, pred[i]) >= 0.3:
             refined[i] = np.append(box, probs[i]).astype(np.float32)
+    confirmed = len(refined)  # points where O-net itself confirmed the face
     lost = [i for i in range(k) if i not in refined]
     if lost:  # O-net lost it (fast motion, occlusion): look at the whole frame
         detect_whole(lost)
@@ -365,12 +256,14 @@ def extract_faces(path: str | Path, cfg: FacesConfig, detector: FaceDetector) ->
     meta = {
         "stage": "faces",
         "video": str(path),
+        "source": source_identity(path),
+        "time_points": k,
         "frames": info.frames,
         "fps": info.fps,
         "width": full_w,
         "height": full_h,
         "whole_frame_detections": len(whole),
-        "refined_points": k,
+        "refined_points": confirmed,
         "tracks": len(tracks),
         "max_faces_per_frame": int(max((len(d) for d in whole.values()), default=0)),
         "coverage": float(np.mean(~np.isnan(boxes[:, 0]))),
@@ -402,17 +295,43 @@ def run_faces(
     device: str = "cpu",
     limit: int | None = None,
     only: Sequence[str] | None = None,
+    overwrite: bool = False,
     progress: bool = True,
 ):
-    """Crop faces for every video of ``WORKDIR/manifest.csv`` not already done."""
+    """Crop faces for every video of ``WORKDIR/manifest.csv`` not already done.
+
+    ``faces/settings.json`` records the settings: other settings are refused unless
+    ``overwrite``. A video whose file changed since its crops were made (another path, size or
+    modification time, e.g. after a re-index) is done again.
+    """
     from .index import read_manifest, select_rows
     from .stage import run_stage
 
     work = WorkDir(Path(workdir))
     rows = select_rows(read_manifest(workdir), only, limit)
+    folder = work.root / "faces"
+    check_settings(folder, cfg.to_dict(), overwrite)
+    removed = clean_temporaries(folder)
+    if removed:
+        log.info("removed %d unfinished temporary files of an interrupted run", removed)
     jobs = [(r["video_id"], r["path"], str(work.faces(r["video_id"]))) for r in rows]
-    todo = [j for j in jobs if not Path(j[2]).exists()]
+    todo = [j for j in jobs if overwrite or not _current(Path(j[2]), j[1])]
     return run_stage(
         "faces", todo, _one, init=_init, init_args=(cfg, device), workers=workers,
         errors=work.errors, skipped=len(jobs) - len(todo), progress=progress,
     )
+
+
+def _current(artifact: Path, video: str) -> bool:
+    """Whether ``artifact`` exists and was made from ``video`` as it is now."""
+    if not artifact.is_file():
+        return False
+    try:
+        made_from = load_npz(artifact, ())[1].get("source")
+        now = source_identity(video)
+    except (OSError, ValueError):
+        return False
+    if made_from != now:
+        log.info("%s: its video changed since the crops were made (%s); recomputing", artifact.name, now["path"])
+        return False
+    return True

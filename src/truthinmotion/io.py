@@ -27,7 +27,10 @@ __all__ = [
     "WorkDir",
     "atomic_path",
     "atomic_write_text",
+    "check_settings",
     "check_video_id",
+    "clean_temporaries",
+    "source_identity",
     "dir_size",
     "load_npz",
     "save_npz",
@@ -62,6 +65,43 @@ def atomic_path(path: Path, suffix: str = "") -> Iterator[Path]:
 def atomic_write_text(path: Path, text: str) -> None:
     with atomic_path(path) as tmp:
         tmp.write_text(text)
+
+
+def clean_temporaries(folder: Path) -> int:
+    """Remove what an earlier run killed mid-write left behind (``.NAME.*.tmp*`` files of
+    :func:`atomic_path`): a SIGKILL or power loss gives no chance to clean up. One run of a stage
+    per work directory at a time is assumed. Returns how many files were removed."""
+    folder = Path(folder)
+    removed = 0
+    if folder.is_dir():
+        for p in folder.glob(".*.tmp*"):
+            if p.is_file():
+                p.unlink(missing_ok=True)
+                removed += 1
+    return removed
+
+
+def check_settings(folder: Path, record: dict[str, Any], overwrite: bool) -> None:
+    """One settings record per artifact directory (``settings.json``): artifacts made with other
+    settings are refused unless ``overwrite`` (then everything in it is recomputed)."""
+    path = Path(folder) / "settings.json"
+    if path.is_file() and not overwrite:
+        old = json.loads(path.read_text())
+        if old != record:
+            changed = sorted(k for k in set(old) | set(record) if old.get(k) != record.get(k))
+            raise ConfigError(
+                f"{folder} holds artifacts made with other settings ({', '.join(f'{k}: {old.get(k)!r}' for k in changed)}); "
+                f"now asked for {', '.join(f'{k}: {record.get(k)!r}' for k in changed)}. Use another work or "
+                "artifact directory, or --overwrite to recompute them all."
+            )
+    atomic_write_text(path, json.dumps(record, indent=2, sort_keys=True))
+
+
+def source_identity(path: str | Path) -> dict[str, Any]:
+    """What identifies a source file cheaply: its resolved path, size and modification time."""
+    p = Path(path)
+    st = p.stat()
+    return {"path": str(p.resolve()), "size": st.st_size, "mtime_ns": st.st_mtime_ns}
 
 
 def dir_size(path: Path) -> int:

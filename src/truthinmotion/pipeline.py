@@ -46,6 +46,15 @@ class StudyConfig:
         base = cls()
         return cls(**{s: getattr(base, s).updated(data.get(s)) for s in SECTIONS})
 
+    def with_options(self, *, format: str | None = None, splits_dir: str | None = None, modality: str | None = None,
+                     backbone: str | None = None, epochs: int | None = None) -> "StudyConfig":
+        """These settings with ``tim run``'s command-line options on top (``None``: not given)."""
+        return StudyConfig(
+            index=self.index.updated({"format": format, "splits_dir": splits_dir}), faces=self.faces,
+            flow=self.flow, depth=self.depth,
+            train=self.train.updated({"modality": modality, "backbone": backbone, "epochs": epochs}),
+        )
+
 
 @dataclass
 class StudyResult:

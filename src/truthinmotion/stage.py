@@ -5,6 +5,11 @@ A stage is a function ``fn(job) -> dict`` that writes its own artifact atomicall
 processes (``spawn``, so no forked OpenMP state) that build their models once in ``init``.
 Failures become rows of ``errors.csv``; every other video is still processed, and an interrupted
 run keeps what finished.
+
+Interrupts: workers ignore SIGINT (the terminal sends it to the whole process group) and turn
+SIGTERM into ``KeyboardInterrupt``, so a worker that is ended cleans up its temporary file. The
+main process answers Ctrl-C (or SIGTERM, see :func:`sigterm_as_interrupt`) by terminating the
+workers at once: no wait for the videos in flight, which a re-run does again.
 """
 
 from __future__ import annotations
@@ -12,9 +17,9 @@ from __future__ import annotations
 import logging
 import multiprocessing as mp
 import os
+import signal
 import time
 import traceback
-from concurrent.futures import FIRST_COMPLETED, ProcessPoolExecutor, wait
 from dataclasses import dataclass, field
 from typing import Any, Callable, Sequence
 
@@ -22,7 +27,7 @@ from tqdm.auto import tqdm
 
 from .io import ErrorLog, StageError
 
-__all__ = ["StageReport", "run_stage"]
+__all__ = ["StageReport", "run_stage", "sigterm_as_interrupt"]
 
 log = logging.getLogger(__name__)
 
@@ -55,11 +60,27 @@ class StageReport:
         return text
 
 
+def _raise_interrupt(signum: int, frame: Any) -> None:
+    raise KeyboardInterrupt
+
+
+def sigterm_as_interrupt() -> None:
+    """Handle SIGTERM (``kill``, a scheduler, a container stop) as Ctrl-C: finally-blocks run,
+    temporary files are removed, finished work is kept."""
+    signal.signal(signal.SIGTERM, _raise_interrupt)
+
+
 def _init_worker(init: Callable[..., Any], args: tuple, threads: int) -> None:
     import torch
 
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+    sigterm_as_interrupt()
     torch.set_num_threads(threads)
     _STATE["state"] = init(*args)
+
+
+def _call_packed(args: tuple) -> tuple[str, dict | None, str | None, str | None]:
+    return _call(*args)
 
 
 def _call(fn: Callable[..., dict], job: Any) -> tuple[str, dict | None, str | None, str | None]:
@@ -114,18 +135,17 @@ def run_stage(
                 bar.update(1)
         else:
             threads = max(1, (os.cpu_count() or 1) // workers)
-            with ProcessPoolExecutor(
-                max_workers=workers,
-                mp_context=mp.get_context("spawn"),
-                initializer=_init_worker,
-                initargs=(init, init_args, threads),
-            ) as pool:
-                pending = {pool.submit(_call, fn, job) for job in jobs}
-                while pending:
-                    done, pending = wait(pending, return_when=FIRST_COMPLETED)
-                    for fut in done:
-                        record(*fut.result())
-                        bar.update(1)
+            pool = mp.get_context("spawn").Pool(min(workers, len(jobs)), _init_worker, (init, init_args, threads))
+            try:
+                for result in pool.imap_unordered(_call_packed, [(fn, job) for job in jobs]):
+                    record(*result)
+                    bar.update(1)
+                pool.close()
+            except BaseException:
+                pool.terminate()  # at once: a second Ctrl-C must never be needed, nor hang
+                raise
+            finally:
+                pool.join()
     finally:
         bar.close()
         _STATE.pop("state", None)

@@ -40,7 +40,7 @@ from .metrics import binary_metrics, video_level, youden_threshold
 from .models import Detector, DetectorConfig, Preprocess
 from .runtime import autocast_context, check_device, env_info, grad_scaler
 
-__all__ = ["RESUMABLE", "TrainConfig", "TrainResult", "predict", "train", "train_status"]
+__all__ = ["RESUMABLE", "TrainConfig", "TrainResult", "check_resume", "predict", "saved_config", "train", "train_status"]
 
 log = logging.getLogger(__name__)
 
@@ -217,12 +217,20 @@ def train_status(run_dir: str | Path, cfg: TrainConfig) -> str:
     return "done" if finished and (Path(run_dir) / "best").is_dir() else "partial"
 
 
+def saved_config(run_dir: str | Path) -> TrainConfig:
+    """The settings a run directory was trained with (its ``config.yaml``)."""
+    path = Path(run_dir) / "config.yaml"
+    if not path.is_file():
+        raise ConfigError(f"--resume: {run_dir} has no config.yaml: nothing to resume")
+    return TrainConfig.from_dict(load_yaml(path))
+
+
 def check_resume(run_dir: Path, cfg: TrainConfig) -> None:
     """Refuse a resume whose settings differ from the run's in anything but :data:`RESUMABLE`."""
     state = run_dir / "last" / "trainer_state.pt"
     if not state.is_file():
         raise ConfigError(f"--resume: nothing to resume in {run_dir} (no last/trainer_state.pt)")
-    saved = TrainConfig.from_dict(load_yaml(run_dir / "config.yaml"))
+    saved = saved_config(run_dir)
     diff = {f.name: (getattr(saved, f.name), getattr(cfg, f.name)) for f in dataclasses.fields(TrainConfig)
             if f.name not in RESUMABLE and getattr(saved, f.name) != getattr(cfg, f.name)}
     if diff:

@@ -39,33 +39,50 @@ def _open(path: str | Path) -> cv2.VideoCapture:
     return cap
 
 
+def _count(cap: cv2.VideoCapture) -> int:
+    n = 0
+    while cap.grab():
+        n += 1
+    return n
+
+
 def probe(path: str | Path) -> VideoInfo:
-    """Frame count, frame rate and size, from the container; errors for unreadable videos."""
+    """Frame count, frame rate and size; errors for unreadable videos.
+
+    The container's frame count is not trusted when it is missing or absurd (WebM/MKV written by
+    browsers and streams carry none, and OpenCV then reports 0 or a negative number): the frames
+    are counted by decoding them instead. A count that is too high (a truncated file) is found
+    when reading, as ``truncated``.
+    """
     cap = _open(path)
     try:
-        info = VideoInfo(
-            path=str(path),
-            frames=int(cap.get(cv2.CAP_PROP_FRAME_COUNT)),
-            fps=float(cap.get(cv2.CAP_PROP_FPS) or 0.0),
-            width=int(cap.get(cv2.CAP_PROP_FRAME_WIDTH)),
-            height=int(cap.get(cv2.CAP_PROP_FRAME_HEIGHT)),
-        )
+        frames = int(cap.get(cv2.CAP_PROP_FRAME_COUNT))
+        fps = float(cap.get(cv2.CAP_PROP_FPS) or 0.0)
+        width, height = int(cap.get(cv2.CAP_PROP_FRAME_WIDTH)), int(cap.get(cv2.CAP_PROP_FRAME_HEIGHT))
+        if frames <= 0 or frames > 10_000_000:
+            frames = _count(cap)
     finally:
         cap.release()
-    if info.frames < 2 or info.width <= 0 or info.height <= 0:
-        raise StageError("unreadable", f"{Path(path).name} has {info.frames} frames of {info.width}x{info.height}")
+    info = VideoInfo(path=str(path), frames=frames, fps=fps if 0 < fps < 1000 else 0.0, width=width, height=height)
+    if info.width <= 0 or info.height <= 0 or info.frames == 0:
+        raise StageError("unreadable", f"{Path(path).name} has no decodable frames ({info.width}x{info.height})")
+    if info.frames < 2:
+        raise StageError("too_short", f"{Path(path).name} has {info.frames} frame(s): a time point needs a pair "
+                                      "of consecutive frames")
     return info
 
 
 def sample_points(num_frames: int, k: int) -> np.ndarray:
-    """``k`` time points evenly spaced over the video, each with a following frame: ``[k]`` int.
+    """Up to ``k`` distinct time points evenly spaced over the video: ``[min(k, num_frames - 1)]``.
 
-    The first point is frame 0 and the last is ``num_frames - 2`` so that every pair (t, t+1)
-    exists; a video with fewer than ``k + 1`` frames repeats points rather than inventing frames.
+    The first point is frame 0 and the last ``num_frames - 2``, so that every pair (t, t+1)
+    exists; a video with fewer than ``k + 1`` frames gives one point per pair it holds, never
+    repeated points.
     """
     if num_frames < 2:
-        raise StageError("unreadable", f"{num_frames} frames: a pair needs at least 2")
-    return np.round(np.linspace(0, num_frames - 2, k)).astype(np.int64)
+        raise StageError("too_short", f"{num_frames} frame(s): a time point needs 2 consecutive frames")
+    n = min(k, num_frames - 1)
+    return np.unique(np.round(np.linspace(0, num_frames - 2, n)).astype(np.int64))
 
 
 def _fit(frame: np.ndarray, max_side: int | None) -> np.ndarray:

@@ -12,12 +12,14 @@ from __future__ import annotations
 
 import logging
 import os
+import re
 from pathlib import Path
 from typing import Any, Callable
 
 from .config import ConfigError
 
-__all__ = ["RANDOM_MARKER", "WeightsNotFound", "is_cached", "load_hf_model", "save_random_model", "INITS"]
+__all__ = ["RANDOM_MARKER", "WeightsNotFound", "is_cached", "load_hf_model", "looks_like_hub_id", "save_random_model",
+           "INITS"]
 
 log = logging.getLogger(__name__)
 
@@ -47,6 +49,18 @@ def is_cached(hub_id: str) -> bool:
 
 class WeightsNotFound(ConfigError):
     """Pretrained weights that are neither cached, nor local, nor downloadable."""
+
+
+_HUB_ID = re.compile(r"^[A-Za-z0-9][\w.-]*/[\w.-]+$")
+
+
+def looks_like_hub_id(name: str) -> bool:
+    """``org/model`` and nothing a user would type as a path: no leading ``.``, ``/`` or ``~``, one
+    slash, and no local directory named like its first part (``models/x`` where ``models/``
+    exists is a mistyped path, not a hub id). Only such names are looked up on the hub."""
+    if not _HUB_ID.match(name):
+        return False
+    return not Path(name.split("/")[0]).is_dir()
 
 
 def _offline() -> bool:
@@ -83,8 +97,9 @@ def load_hf_model(
             raise WeightsNotFound(f"{what}: {path} has no config.json (expected a Hugging Face model directory)")
         init_kind = "random-saved" if (path / RANDOM_MARKER).is_file() else "pretrained"
         return model_cls.from_pretrained(str(path)), {"name": str(path.resolve()), "init": init_kind}
-    if "/" not in name or name.startswith((".", "/", "~")):
-        raise WeightsNotFound(f"{what}: {name!r} is neither a local directory nor a hub id like 'org/model'")
+    if not looks_like_hub_id(name):
+        raise WeightsNotFound(f"{what}: {name!r} is not a local directory (looked for {path.resolve()}) and not a "
+                              "hub id like 'org/model'")
     try:
         return model_cls.from_pretrained(name, local_files_only=True), {"name": name, "init": "pretrained"}
     except OSError:

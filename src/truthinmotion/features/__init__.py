@@ -19,7 +19,7 @@ import numpy as np
 from ..config import ConfigError
 from ..faces import Faces
 from ..index import read_manifest, select_rows
-from ..io import WorkDir, atomic_write_text, load_npz, save_npz
+from ..io import WorkDir, check_settings, clean_temporaries, load_npz, save_npz
 from .depth import DEPTH_MODELS, DepthConfig, DepthEstimator, depth_anything_config, depth_to_rgb
 from .flow import FLOW_METHODS, FlowConfig, FlowEstimator, flow_to_rgb
 
@@ -33,6 +33,7 @@ __all__ = [
     "compute_features",
     "depth_anything_config",
     "depth_to_rgb",
+    "feature_configs",
     "flow_to_rgb",
     "load_feature",
     "run_features",
@@ -65,21 +66,12 @@ def _records(flow_cfg: FlowConfig | None, depth_cfg: DepthConfig | None, state: 
     if flow_cfg is not None:
         rec["flow"] = flow_cfg.record()
     if depth_cfg is not None:
-        rec["depth"] = {"model": depth_cfg.model, "init": depth_cfg.init, "input_size": depth_cfg.input_size}
+        # A local model is recorded by its absolute path, so the run directories trained on these
+        # artifacts rebuild it from any working directory.
+        local = Path(depth_cfg.model).expanduser()
+        model = str(local.resolve()) if local.is_dir() else depth_cfg.model
+        rec["depth"] = {"model": model, "init": depth_cfg.init, "input_size": depth_cfg.input_size}
     return rec
-
-
-def _check_settings(folder: Path, record: dict, overwrite: bool) -> None:
-    """One settings record per artifact directory: another is an error unless ``overwrite``."""
-    path = folder / "settings.json"
-    if path.is_file() and not overwrite:
-        old = json.loads(path.read_text())
-        if old != record:
-            raise ConfigError(
-                f"{folder} holds artifacts made with other settings ({old}); now asked for {record}. "
-                "Use another --flow/--depth name or directory, or --overwrite to recompute them all."
-            )
-    atomic_write_text(path, json.dumps(record, indent=2, sort_keys=True))
 
 
 def _init(flow_cfg: FlowConfig | None, depth_cfg: DepthConfig | None, device: str) -> tuple:
@@ -123,21 +115,27 @@ def run_features(
     work = WorkDir(Path(workdir))
     records = _records(flow_cfg, depth_cfg)
     if flow_cfg:
-        _check_settings(work.root / "flow" / flow_cfg.method, records["flow"], overwrite)
+        check_settings(work.root / "flow" / flow_cfg.method, records["flow"], overwrite)
     if depth_cfg:
-        _check_settings(work.root / "depth" / depth_cfg.key, records["depth"], overwrite)
+        check_settings(work.root / "depth" / depth_cfg.key, records["depth"], overwrite)
     rows = select_rows(read_manifest(workdir), only, limit)
+    if rows and not any(work.faces(r["video_id"]).exists() for r in rows):
+        raise ConfigError(f"no face crops in {work.root / 'faces'} for these videos: run `tim faces {work.root}` first")
+    for cfg, kind in ((flow_cfg, "flow"), (depth_cfg, "depth")):
+        if cfg is not None:
+            clean_temporaries(work.root / kind / (cfg.method if kind == "flow" else cfg.key))
     jobs, skipped, no_faces = [], 0, 0
     for r in rows:
         vid = r["video_id"]
-        if not work.faces(vid).exists():
+        faces_path = work.faces(vid)
+        if not faces_path.exists():
             no_faces += 1
             continue
         f_out = str(work.flow(flow_cfg.method, vid)) if flow_cfg else ""
         d_out = str(work.depth(depth_cfg.key, vid)) if depth_cfg else ""
-        if not overwrite:
-            f_out = "" if f_out and Path(f_out).exists() else f_out
-            d_out = "" if d_out and Path(d_out).exists() else d_out
+        if not overwrite:  # done, unless its faces were made again since
+            f_out = "" if f_out and _newer(Path(f_out), faces_path) else f_out
+            d_out = "" if d_out and _newer(Path(d_out), faces_path) else d_out
         if f_out or d_out:
             jobs.append((vid, str(work.faces(vid)), f_out, d_out, records))
         else:
@@ -148,6 +146,30 @@ def run_features(
         "features", jobs, _one, init=_init, init_args=(flow_cfg, depth_cfg, device),
         workers=workers, errors=work.errors, skipped=skipped, progress=progress,
     )
+
+
+def feature_configs(
+    sections: dict[str, Any] | None = None, *, flow_method: str | None = None, raft_weights: str | None = None,
+    depth_model: str | None = None, input_size: int | None = None, init: str | None = None,
+) -> tuple[FlowConfig | None, DepthConfig | None]:
+    """(FlowConfig | None, DepthConfig | None): defaults < YAML sections ``flow:``/``depth:`` <
+    options (``None``: not given). ``flow_method``/``depth_model`` ``"none"`` switch one off."""
+    sections = sections or {}
+    unknown = set(sections) - {"flow", "depth"}
+    if unknown:
+        raise ConfigError(f"unknown section(s) {sorted(unknown)} for features; allowed: flow, depth")
+    flow_cfg = depth_cfg = None
+    if flow_method != "none":
+        flow_cfg = FlowConfig().updated(sections.get("flow")).updated(
+            {"method": flow_method, "raft_weights": raft_weights, "init": init})
+    if depth_model != "none":
+        depth_cfg = DepthConfig().updated(sections.get("depth")).updated(
+            {"model": depth_model, "input_size": input_size, "init": init})
+    return flow_cfg, depth_cfg
+
+
+def _newer(artifact: Path, source: Path) -> bool:
+    return artifact.exists() and artifact.stat().st_mtime_ns >= source.stat().st_mtime_ns
 
 
 def load_feature(
