@@ -4,33 +4,11 @@ import json
 import shutil
 
 import pytest
-import torch
 
 from conftest import DFDC, FFPP, need_shared
-from synthetic import make_workdir
 from truthinmotion.cli import main
 from truthinmotion.config import ConfigError
 from truthinmotion.detect import Scorer
-from truthinmotion.features import DepthConfig, depth_anything_config
-from truthinmotion.train import TrainConfig, train
-from truthinmotion.weights import save_random_model
-
-
-@pytest.fixture(scope="module")
-def run_dir(tmp_path_factory):
-    """A tiny flow+depth detector trained on synthetic data, depth from a saved tiny model."""
-    from transformers import DepthAnythingForDepthEstimation
-
-    root = tmp_path_factory.mktemp("detect")
-    torch.manual_seed(0)
-    depth_dir = save_random_model(
-        DepthAnythingForDepthEstimation(depth_anything_config("depth-anything-v2-tiny")), root / "da-tiny")
-    depth = DepthConfig(model=str(depth_dir), input_size=56)
-    work = make_workdir(root / "w", depth=depth)
-    cfg = TrainConfig(backbone="dinov2-tiny", init="random", image_size=56, workers=0, progress=False,
-                      modality="flow+depth", depth=depth.key, epochs=2, batch_size=6, lr=1e-3, train_points=4)
-    train(work, cfg, root / "run")
-    return root / "run"
 
 
 @pytest.mark.slow

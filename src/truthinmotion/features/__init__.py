@@ -9,7 +9,6 @@ same directory is an error, so artifacts of different settings are never mixed s
 
 from __future__ import annotations
 
-import json
 import logging
 from pathlib import Path
 from typing import Any, Sequence
