@@ -146,12 +146,8 @@ def test_faces_follow_the_video_and_the_settings(tmp_path, clips, capsys):
     stale.write_bytes(b"half")
     run_faces(work, cfg.updated({"num_points": 6}), progress=False)
     assert not stale.exists()
-    assert faces_refined_points_counts(work)
-
-
-def faces_refined_points_counts(work: Path) -> bool:
     meta = Faces.load(WorkDir(work).faces("x")).meta
-    return meta["time_points"] == 6 and 0 < meta["refined_points"] <= 6
+    assert meta["time_points"] == 6 and 0 < meta["refined_points"] <= 6  # O-net's confirmed points, not K
 
 
 def test_outputs_are_checked_before_scoring(run_dir, clips, tmp_path, capsys):
