@@ -8,10 +8,16 @@ depend on them), saved to a temporary run directory and loaded the way `tim dete
   small-224  dinov2-small + Depth Anything V2 small at input 224 (the crops' own size)
   small-224-int8  the same with the detector as ONNX Runtime dynamic int8 (`tim compress --method int8`)
 
-Prints JSON: seconds per stage for each video and detector, the video's duration, and the
-speed-up of each detector over small-518 in the same run.
+The small detectors share one set of weights (same seed), so the input size of depth is the only
+difference between small-224 and small-518, and int8 the only one between small-224-int8 and
+small-224: each speed option is reported with its effect on the verdicts' probabilities (the
+largest and mean absolute difference against its reference). The weights are random and recorded
+as such: these figures are of the computation, not of accuracy.
 
-    python benchmarks/detect.py [--device cpu|cuda] [--detectors tiny,small-224,small-518]
+Prints JSON: seconds per stage for each video and detector, the video's duration, the speed-up
+of each detector over small-518 in the same run, and the effects on scores.
+
+    python benchmarks/detect.py [--device cpu|cuda] [--detectors tiny,small-224,small-518] [--data DIR]
 """
 
 from __future__ import annotations
@@ -53,6 +59,7 @@ def make_run(root: Path, name: str) -> Path:
                  "poly_n": 5, "poly_sigma": 1.2},
         "depth": {"model": str(depth_dir), "init": "pretrained", "input_size": size},
     }
+    torch.manual_seed(1)  # the same detector weights for every small setup
     model = Detector.build(DetectorConfig(backbone=backbone, modality="flow+depth"), init="random",
                            extra={"features": features}).eval()
     if name.endswith("-int8"):
@@ -62,15 +69,33 @@ def make_run(root: Path, name: str) -> Path:
     return model.save_pretrained(root / name)
 
 
+# (option, reference): the detectors that differ by one speed option only
+EFFECTS = [("small-224", "small-518"), ("small-224-int8", "small-224")]
+
+
+def score_effects(probs: dict[tuple[str, str], float | None], videos: list[str]) -> dict[str, dict]:
+    """Per speed option: the largest and mean |probability difference| against its reference."""
+    effects = {}
+    for option, ref in EFFECTS:
+        diffs = [abs(probs[option, v] - probs[ref, v]) for v in videos
+                 if probs.get((option, v)) is not None and probs.get((ref, v)) is not None]
+        if diffs:
+            effects[f"{option} vs {ref}"] = {"videos": len(diffs), "max_abs_diff": round(max(diffs), 4),
+                                             "mean_abs_diff": round(sum(diffs) / len(diffs), 4)}
+    return effects
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--device", default="cpu")
     ap.add_argument("--detectors", default="tiny,small-224,small-224-int8,small-518")
+    ap.add_argument("--data", default=str(DATA), help="folder searched for 1080p videos (../shared/data)")
     args = ap.parse_args()
-    videos = [v for v in sorted(glob.glob(f"{DATA}/**/*.mp4", recursive=True)) if max(probe(v).width, probe(v).height) >= 1920]
+    videos = [v for v in sorted(glob.glob(f"{args.data}/**/*.mp4", recursive=True))
+              if max(probe(v).width, probe(v).height) >= 1920]
     if not videos:
-        raise SystemExit(f"no 1080p videos under {DATA}")
-    rows, totals = [], {}
+        raise SystemExit(f"no 1080p videos under {args.data}")
+    rows, totals, probs = [], {}, {}
     with tempfile.TemporaryDirectory() as tmp:
         for name in args.detectors.split(","):
             scorer = Scorer(make_run(Path(tmp), name), device=args.device)
@@ -83,10 +108,12 @@ def main() -> None:
                              "video_seconds": round(info.frames / info.fps, 2), "status": verdict.status,
                              **{f"{k}_s": round(t, 3) for k, t in verdict.timings.items()}})
                 totals[name] += verdict.timings["total"]
+                probs[name, Path(v).name] = verdict.probability
     base = totals.get("small-518")
     print(json.dumps({
         "benchmark": "detect", "device": args.device, "threads": torch.get_num_threads(),
-        "time_points": 32, "modality": "flow+depth",
+        "time_points": 32, "modality": "flow+depth", "weights": "random (detector and depth model)",
+        "score_effects": score_effects(probs, [Path(v).name for v in videos]),
         "mean_seconds_per_video": {k: round(t / len(videos), 3) for k, t in totals.items()},
         "speedup_vs_small_518": {k: round(base / t, 2) for k, t in totals.items()} if base else None,
         "rows": rows,

@@ -27,7 +27,7 @@ from .io import atomic_write_text, dir_size
 from .runtime import autocast_context
 from .train import predict
 
-__all__ = ["BenchmarkResult", "benchmark_runs"]
+__all__ = ["BenchmarkResult", "benchmark_runs", "time_calls"]
 
 
 @dataclass
@@ -40,7 +40,9 @@ class BenchmarkResult:
         return self.markdown + f"\nwritten to {self.out_dir / 'benchmark.md'} and benchmark.json"
 
 
-def _time(model: Any, inputs: dict[str, torch.Tensor], batch: int, device: str, amp: str, repeats: int) -> list[float]:
+def time_calls(model: Any, inputs: dict[str, torch.Tensor], batch: int, device: str, amp: str, repeats: int) -> list[float]:
+    """Seconds of ``repeats`` calls of ``model`` on ``batch`` pictures (the inputs cycled), after
+    a warm-up; CUDA is synchronised around each call."""
     n = len(next(iter(inputs.values())))
     idx = torch.arange(batch) % n
     x = {m: t[idx].to(device) for m, t in inputs.items()}
@@ -55,7 +57,7 @@ def _time(model: Any, inputs: dict[str, torch.Tensor], batch: int, device: str, 
             torch.cuda.synchronize()
         return time.perf_counter() - t
 
-    for _ in range(2):  # warm-up (and compilation for torch.compile variants)
+    for _ in range(3):  # warm-up (and compilation for this batch size, for torch.compile variants)
         once()
     return [once() for _ in range(repeats)]
 
@@ -72,8 +74,8 @@ def benchmark_runs(
     for run in runs:
         model = load_detector(run, device)
         amp = inference_autocast(model)
-        lat = sorted(_time(model, inputs, 1, device, amp, repeats))
-        thr = {b: b / float(np.median(_time(model, inputs, b, device, amp, max(3, repeats // 3)))) for b in batches}
+        lat = sorted(time_calls(model, inputs, 1, device, amp, repeats))
+        thr = {b: b / float(np.median(time_calls(model, inputs, b, device, amp, max(3, repeats // 3)))) for b in batches}
         best_batch = max(thr, key=thr.get)
         ds = VideoDataset(work, split, model.cfg.modality, DataConfig.from_dict(model.extra.get("data", {})),
                           model.preprocess, expect=model.extra.get("features"))

@@ -274,7 +274,9 @@ def train(
                           "or continue it (tim train --resume)")
     if resume:
         check_resume(run_dir, cfg)
-    distributed = int(os.environ.get("WORLD_SIZE", "1")) > 1
+    # Under torchrun (which sets these), also with one process: the same collectives then run
+    # at world size 1, so a single-GPU machine exercises the NCCL path too.
+    distributed = "WORLD_SIZE" in os.environ and "LOCAL_RANK" in os.environ
     rank, world = 0, 1
     device = check_device(cfg.device)
     if distributed:
@@ -297,6 +299,8 @@ def train(
             pkg_log.addHandler(handler)
             if pkg_log.getEffectiveLevel() > logging.INFO:
                 pkg_log.setLevel(logging.INFO)
+            if distributed:
+                log.info("distributed: %s backend, %d process(es)", dist.get_backend(), world)
         cfg_run = dataclasses.replace(cfg, device=device, progress=cfg.progress and main_proc)
         return _train(Path(workdir), cfg, cfg_run, run_dir, resume, distributed, rank, world, teacher)
     finally:
