@@ -51,9 +51,12 @@ def synthetic_pairs(fake: bool, k: int, size: int, rng: np.random.Generator) -> 
 
 def make_workdir(
     root: Path, n_per_class: int = 24, k: int = 6, size: int = 56, seed: int = 0,
-    splits: tuple[int, int, int] = (12, 8, 4), shuffle_labels: bool = False, depth=None,
+    splits: tuple[int, int, int] = (12, 8, 4), shuffle_labels: bool | tuple[str, ...] = False, depth=None,
 ) -> Path:
-    """A work directory with manifest, faces and farneback flow; ``splits`` counts per class."""
+    """A work directory with manifest, faces and farneback flow; ``splits`` counts per class.
+
+    ``shuffle_labels``: True shuffles every label (no signal left), a tuple of split names the
+    labels of those splits only (noisy training labels, clean validation and test)."""
     rng = np.random.default_rng(seed)
     work = WorkDir(root)
     rows = []
@@ -70,9 +73,11 @@ def make_workdir(
             rows.append({"video_id": vid, "path": f"/synthetic/{vid}.mp4", "label": label, "dataset": "synthetic",
                          "method": method, "group": vid, "split": split})
     if shuffle_labels:
-        labels = [r["label"] for r in rows]
+        names = ("train", "val", "test") if shuffle_labels is True else shuffle_labels
+        chosen = [r for r in rows if r["split"] in names]
+        labels = [r["label"] for r in chosen]
         rng.shuffle(labels)
-        for r, lab in zip(rows, labels):
+        for r, lab in zip(chosen, labels):
             r["label"] = lab
     root.mkdir(parents=True, exist_ok=True)
     with open(work.manifest, "w", newline="") as f:

@@ -97,6 +97,41 @@ def test_distillation_kl_decreases_and_student_reloads(base, tmp_path):
     assert result.best_epoch >= 1
 
 
+def _agreement(student_run, teacher: Detector, work) -> float:
+    """Share of held-out (test) pictures on which the student and the teacher give the same class."""
+    from torch.utils.data import DataLoader
+
+    from truthinmotion.data import DataConfig, VideoDataset, collate
+    from truthinmotion.train import predict
+
+    student = Detector.from_pretrained(student_run)
+    loader = DataLoader(VideoDataset(work, "test", "flow", DataConfig(), student.preprocess), batch_size=4,
+                        collate_fn=collate)
+    s, t = predict(student, loader, "cpu"), predict(teacher, loader, "cpu")
+    return float(np.mean((s["prob"] >= 0.5) == (t["prob"] >= 0.5)))
+
+
+def test_distilled_student_agrees_with_the_teacher_more_often(base, tmp_path):
+    """Transfer, not just a falling loss: the student's training labels are shuffled, so only the
+    teacher (trained on clean labels) can tell it which pictures are fake. With distillation the
+    student agrees with the teacher on held-out pictures far more often than without."""
+    teacher_dir = tmp_path / "teacher"
+    train(base / "w", TrainConfig(backbone="dinov2-tiny-wide", epochs=4, **TINY), teacher_dir)
+    teacher = Detector.from_pretrained(teacher_dir)
+    noisy = make_workdir(tmp_path / "noisy", n_per_class=16, splits=(8, 4, 4), seed=5, shuffle_labels=("train",))
+    agreement = {}
+    for name, with_teacher in (("plain", None), ("distilled", teacher)):
+        runs = []
+        for seed in (0, 1):
+            run = tmp_path / f"{name}{seed}"
+            cfg = TrainConfig(backbone="dinov2-tiny", epochs=6, patience=6, seed=seed, **TINY)
+            train(noisy, cfg, run, teacher=with_teacher)
+            runs.append(_agreement(run, teacher, noisy))
+        agreement[name] = float(np.mean(runs))
+    assert agreement["distilled"] >= 0.75, agreement
+    assert agreement["distilled"] >= agreement["plain"] + 0.2, agreement
+
+
 def test_distillation_projection_is_fixed_and_cannot_be_met_half_way(base, tmp_path):
     """The embedding term's target is the teacher's own principal components, fixed before
     training: a student that collapses to a constant embedding keeps a positive KL, and the

@@ -287,7 +287,7 @@ def _add_compress(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--teacher", help="distill: teacher run directory (default: RUN_DIR)")
     p.add_argument("--student", default="dinov2-small", help="distill: student backbone (dinov2-small)")
     p.add_argument("--alpha", dest="distill_alpha", type=float, help="distill: weight of the embedding KL (1.0)")
-    p.add_argument("--logit-weight", dest="distill_logit", type=float, help="distill: logit distillation weight (0)")
+    p.add_argument("--logit-weight", dest="distill_logit", type=float, help="distill: logit distillation weight (1; the study: 0)")
     p.add_argument("--temperature", dest="distill_temperature", type=float, help="distill: temperature T (2)")
     p.add_argument("--epochs", type=int, help="distill: epochs (the teacher's)")
     p.add_argument("--init", choices=["pretrained", "random"], help="distill: student weights (the teacher's)")
