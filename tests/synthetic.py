@@ -14,7 +14,7 @@ from pathlib import Path
 import cv2
 import numpy as np
 
-from truthinmotion.faces import Faces
+from truthinmotion.faces import Faces, Track
 from truthinmotion.features import FlowConfig, run_features
 from truthinmotion.io import WorkDir
 
@@ -52,11 +52,13 @@ def synthetic_pairs(fake: bool, k: int, size: int, rng: np.random.Generator) -> 
 def make_workdir(
     root: Path, n_per_class: int = 24, k: int = 6, size: int = 56, seed: int = 0,
     splits: tuple[int, int, int] = (12, 8, 4), shuffle_labels: bool | tuple[str, ...] = False, depth=None,
+    second_face: bool = False,
 ) -> Path:
     """A work directory with manifest, faces and farneback flow; ``splits`` counts per class.
 
     ``shuffle_labels``: True shuffles every label (no signal left), a tuple of split names the
-    labels of those splits only (noisy training labels, clean validation and test)."""
+    labels of those splits only (noisy training labels, clean validation and test).
+    ``second_face``: every video also shows a real-style face (a second track) at half its points."""
     rng = np.random.default_rng(seed)
     work = WorkDir(root)
     rows = []
@@ -67,8 +69,13 @@ def make_workdir(
             vid = f"{'fake' if label else 'real'}{j:03d}"
             pairs = synthetic_pairs(bool(label), k, size, rng)
             boxes = np.tile(np.array([[0, 0, size, size]], np.float32), (k, 1))
+            more = []
+            if second_face:
+                half = np.arange(k) < k // 2
+                other = np.where(half[:, None], boxes + size, np.nan).astype(np.float32)
+                more = [Track(other, half.astype(np.float32), half, synthetic_pairs(False, k, size, rng) * half[:, None, None, None, None])]
             Faces(np.arange(k) * 2, boxes, np.ones(k, np.float32), np.ones(k, bool), pairs,
-                  {"stage": "faces", "config": {}}).save(work.faces(vid))
+                  {"stage": "faces", "config": {}}, more).save(work.faces(vid))
             method = "swap" if label else "real"
             rows.append({"video_id": vid, "path": f"/synthetic/{vid}.mp4", "label": label, "dataset": "synthetic",
                          "method": method, "group": vid, "split": split})

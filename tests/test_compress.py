@@ -48,6 +48,10 @@ def test_onnx_and_int8_agree_with_fp32(base, variants):
     assert abs(auc["int8"] - auc["fp32"]) <= 0.05 and abs(auc["onnx"] - auc["fp32"]) <= 1e-6
     cfg = json.loads((base / "int8" / "best" / "config.json").read_text())
     assert cfg["inference"]["runtime"] == "onnx" and cfg["inference"]["checked_on"] > 0
+    # every variant keeps the original's thresholds and calibration
+    original = json.loads((base / "fp32" / "best" / "config.json").read_text())["verdict"]
+    for m in ("onnx", "int8", "bf16"):
+        assert json.loads((base / m / "best" / "config.json").read_text())["verdict"] == original, m
 
 
 def test_bf16_halves_the_weights_and_stays_close(base, variants):

@@ -114,3 +114,28 @@ def test_cross_dataset_evaluation_checks_feature_settings(trained, tmp_path):
     run_features(other, FlowConfig(winsize=21), None, progress=False)
     with pytest.raises(ConfigError, match="other settings"):
         evaluate(run, "test", workdir=other, progress=False)
+
+
+def test_every_face_is_scored_and_the_video_takes_its_highest(tmp_path):
+    """Videos with a second face: evaluate scores both (predictions.csv, track 0 and 1), and a
+    video's score is the highest of its faces' aggregated scores; training on all faces trains on
+    both."""
+    import csv
+
+    work = make_workdir(tmp_path / "w", second_face=True)
+    cfg = TrainConfig(backbone="dinov2-tiny", init="random", image_size=56, workers=0, progress=False,
+                      epochs=1, batch_size=6, lr=1e-3, train_points=2, train_faces="all")
+    result = train(work, cfg, tmp_path / "run")
+    assert "train: 48 faces of 24 videos" in (tmp_path / "run" / "train.log").read_text()
+    m = evaluate(tmp_path / "run", "test", aggregation="median", out_dir=tmp_path / "ev", progress=False).metrics
+    with open(tmp_path / "ev" / "predictions.csv", newline="") as f:
+        rows = list(csv.DictReader(f))
+    faces: dict[tuple[str, str], list[float]] = {}
+    for r in rows:
+        faces.setdefault((r["video_id"], r["track"]), []).append(float(r["score"]))
+    assert {t for _, t in faces} == {"0", "1"}
+    assert all(len(v) == (6 if t == "0" else 3) for (_, t), v in faces.items())
+    for v in m["videos"]:
+        expected = max(float(np.median(s)) for (vid, _), s in faces.items() if vid == v["video_id"])
+        assert v["score"] == pytest.approx(expected, abs=1e-6) and v["faces"] == 2
+    assert m["overall"]["video"]["count"] == 8 and result.epochs_run == 1

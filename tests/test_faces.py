@@ -165,3 +165,73 @@ def test_parallel_workers_give_the_same_crops(tmp_path, clips, faceless):
     # Worker processes use another thread count: MTCNN's sums may differ in the last bits.
     np.testing.assert_allclose(parallel.boxes, serial.boxes, atol=1e-3)
     assert np.abs(parallel.crops.astype(int) - serial.crops).max() <= 1
+
+
+def _side_by_side(tmp_path: Path, frames: int = 40, height: int = 360) -> tuple[Path, list[Path], int]:
+    """Two real FF++ videos next to each other, each scaled to ``height``: (video, sources, left width)."""
+    from truthinmotion.synth import write_video
+
+    sources = [FFPP / "original_sequences/youtube/c23/videos/004.mp4",
+               FFPP / "original_sequences/youtube/c23/videos/634.mp4"]
+    halves = []
+    for src in sources:
+        cols = [cv2.resize(f, (round(f.shape[1] * height / f.shape[0]) // 2 * 2, height), interpolation=cv2.INTER_AREA)
+                for _, f in read_frames(src, range(frames))]
+        halves.append(np.stack(cols))
+    video = write_video(tmp_path / "two.mp4", np.concatenate(halves, axis=2))
+    for i, (src, half) in enumerate(zip(sources, halves)):
+        write_video(tmp_path / f"half{i}.mp4", half)
+    return video, [tmp_path / "half0.mp4", tmp_path / "half1.mp4"], halves[0].shape[2]
+
+
+def test_two_people_give_two_tracks_each_on_its_face(tmp_path, detector, run_dir):
+    need_shared()
+    from truthinmotion.detect import Scorer
+
+    video, halves, left_w = _side_by_side(tmp_path)
+    cfg = FacesConfig(num_points=8)
+    faces = extract_faces(video, cfg, detector)
+    assert len(faces.tracks) == 2 and faces.meta["tracks"] == 2
+    # each track follows one person: the same boxes as that person's video alone (shifted)
+    centres = []
+    for track in faces.tracks:
+        assert track.valid.mean() >= 0.75
+        centres.append(np.nanmedian((track.boxes[:, 0] + track.boxes[:, 2]) / 2))
+    sides = [int(c > left_w) for c in centres]
+    assert sorted(sides) == [0, 1]
+    for track, side in zip(faces.tracks, sides):
+        alone = extract_faces(halves[side], cfg, detector)
+        shifted = track.boxes - np.array([left_w * side, 0, left_w * side, 0], np.float32)
+        both = track.valid & alone.valid
+        assert np.median(box_iou(shifted[both].astype(float), alone.boxes[both].astype(float))) > 0.8
+    # saved and loaded with its track axis; max_faces 1 keeps the main face alone
+    faces.save(tmp_path / "two.npz")
+    again = Faces.load(tmp_path / "two.npz")
+    assert len(again.tracks) == 2 and np.array_equal(again.tracks[1].crops, faces.tracks[1].crops)
+    assert len(extract_faces(video, cfg.updated({"max_faces": 1}), detector).tracks) == 1
+
+    # detect scores both faces; the video is as fake as its most fake face
+    verdict = Scorer(run_dir)(video)
+    assert verdict.ok and [t["track"] for t in verdict.tracks] == [0, 1]
+    assert verdict.probability == max(t["probability"] for t in verdict.tracks)
+    for t in verdict.tracks:
+        assert t["time_points"] >= 0.75 * verdict.faces["time_points"]  # its own 32 points
+        assert abs((t["box"][0] + t["box"][2]) / 2 - centres[t["track"]]) < 20
+
+
+def test_faces_artifacts_of_schema_1_are_read_as_one_track(tmp_path):
+    """Artifacts written before the track axis (the main face alone) still load."""
+    from truthinmotion.io import save_npz
+
+    k, s = 3, 16
+    crops = np.random.default_rng(0).integers(0, 255, (k, 2, s, s, 3), dtype=np.uint8)
+    boxes = np.tile(np.array([[0, 0, 8, 8]], np.float32), (k, 1))
+    save_npz(tmp_path / "old.npz", {"stage": "faces"}, frame_index=np.arange(k), boxes=boxes,
+             scores=np.ones(k, np.float32), detected=np.ones(k, bool), crops=crops)
+    old = Faces.load(tmp_path / "old.npz")
+    assert len(old.tracks) == 1 and np.array_equal(old.crops, crops) and old.boxes.shape == (k, 4)
+    save_npz(tmp_path / "future.npz", {"stage": "faces", "schema": 9}, frame_index=np.arange(k), boxes=boxes[None])
+    from truthinmotion.io import StageError
+
+    with pytest.raises(StageError, match="schema 9"):
+        Faces.load(tmp_path / "future.npz")

@@ -180,13 +180,14 @@ def test_features_over_real_face_crops_resumable(tmp_path, tiny_depth_dir):
     for vid in ("real-a", "fake-a"):
         flow, valid, meta = load_feature(work / "flow" / "farneback" / f"{vid}.npz", {"method": "farneback"})
         faces = Faces.load(work / "faces" / f"{vid}.npz")
-        assert flow.shape == (6, 224, 224, 2) and flow.dtype == np.float16 and valid.all()
+        # one face (track) in these videos: the track axis comes first
+        assert flow.shape == (1, 6, 224, 224, 2) and flow.dtype == np.float16 and valid.all()
         # Consecutive frames of a talking head: some motion, of a few pixels at most.
         mag = np.linalg.norm(flow.astype(np.float32), axis=-1)
         assert 0.01 < mag.mean() < 5.0
-        np.testing.assert_allclose(flow[0], FlowEstimator(FlowConfig())(faces.crops[:1])[0], atol=2e-2)
+        np.testing.assert_allclose(flow[0, 0], FlowEstimator(FlowConfig())(faces.crops[:1])[0], atol=2e-2)
         depth, _, dmeta = load_feature(work / "depth" / depth_cfg.key / f"{vid}.npz")
-        assert depth.shape == (6, 224, 224) and np.isfinite(depth.astype(np.float32)).all()
+        assert depth.shape == (1, 6, 224, 224) and np.isfinite(depth.astype(np.float32)).all()
         assert dmeta["weights"]["init"] == "pretrained" and meta["winsize"] == 15
     with pytest.raises(ConfigError, match="other settings"):
         load_feature(work / "flow" / "farneback" / "real-a.npz", {"method": "dis"})

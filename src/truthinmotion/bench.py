@@ -80,7 +80,7 @@ def benchmark_runs(
         ds = VideoDataset(work, split, model.cfg.modality, DataConfig.from_dict(model.extra.get("data", {})),
                           model.preprocess, expect=model.extra.get("features"))
         pred = predict(model, DataLoader(ds, batch_size=4, collate_fn=collate), device, amp)
-        _, vs, vl = video_level(pred["prob"], pred["video"], pred["label"])
+        _, vs, vl = video_level(pred["prob"], pred["video"], pred["label"], groups=ds.video_ids(pred["video"]))
         video = binary_metrics(vl, vs, model.threshold)
         best = run / "best" if (run / "best").is_dir() else run
         inf = model.extra.get("inference", {})

@@ -106,6 +106,7 @@ def _add_faces(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--box-scale", type=float, help="crop side / face box side (1.3)")
     p.add_argument("--detect-side", type=int, help="short side of detection frames (300)")
     p.add_argument("--detect-every", type=int, help="first-pass detection stride over time points (8)")
+    p.add_argument("--max-faces", type=int, help="faces (tracks) kept per video, the main one first (4)")
     p.add_argument("--overwrite", action="store_true", help="recompute every video, also with other settings")
     _stage_options(p)
     p.set_defaults(func=_cmd_faces)
@@ -129,7 +130,7 @@ def _finish(report: Any, workdir: str) -> int:
 def _cmd_faces(args: argparse.Namespace) -> int:
     from .faces import FacesConfig, run_faces
 
-    cfg = _settings(FacesConfig, args, ["num_points", "size", "box_scale", "detect_side", "detect_every"])
+    cfg = _settings(FacesConfig, args, ["num_points", "size", "box_scale", "detect_side", "detect_every", "max_faces"])
     report = run_faces(
         args.workdir, cfg, workers=args.workers, device=args.device, limit=args.limit,
         only=args.only, overwrite=args.overwrite, progress=not args.quiet,
@@ -183,6 +184,7 @@ TRAIN_OPTIONS = {
     "--flow": dict(help="flow artifacts to use: WORKDIR/flow/<name> (farneback)"),
     "--depth": dict(help="depth artifacts to use: WORKDIR/depth/<name> (depth-anything-v2-small)"),
     "--image-size": dict(type=int, help="backbone input side, multiple of 14 (224)"),
+    "--train-faces": dict(choices=["main", "all"], help="faces trained on: each video's main face (default) or all"),
     "--seed": dict(type=int),
     "--workers": dict(type=int, help="DataLoader processes (2)"),
     "--device": dict(type=_device, help="cpu or cuda (cpu)"),

@@ -1,7 +1,8 @@
 """Training data over a work directory: videos of a split, their valid time points, encoded inputs.
 
-An item is one video: ``points`` time points drawn from its valid ones (a fresh draw each epoch
-for training; every valid point, in order, for evaluation). Flow, depth and RGB are encoded at
+An item is one face of one video (a track of the faces stage; training uses the main face unless
+``train_faces: all``, evaluation every face): ``points`` time points drawn from its valid ones (a
+fresh draw each epoch for training; every valid point, in order, for evaluation). Flow, depth and RGB are encoded at
 load time (flow -> HSV -> RGB, depth -> grey x 3, RGB = the crop of frame t) and normalised for
 the backbone, so encodings can change without recomputing features.
 
@@ -22,6 +23,7 @@ import torch
 from torch.utils.data import Dataset
 
 from .config import ConfigError, Settings, require
+from .faces import with_track_axis
 from .features import depth_to_rgb, flow_to_rgb, load_feature
 from .index import read_manifest
 from .io import WorkDir, load_npz
@@ -39,11 +41,13 @@ class DataConfig(Settings):
     flow_max: float | None = None  # flow picture scaling in pixels; None: each picture's own maximum
     train_points: int = 8  # time points drawn per video per training step
     flip: float = 0.5  # probability of a horizontal flip (training only)
+    train_faces: str = "main"  # faces trained on: main (the main face of each video) or all
 
     def check(self) -> None:
         require(self.flow_max is None or self.flow_max > 0, "flow_max: positive, or null for per-picture scaling")
         require(self.train_points >= 1, "train_points: at least 1")
         require(0.0 <= self.flip <= 1.0, "flip: a probability")
+        require(self.train_faces in ("main", "all"), "train_faces: main or all")
 
 
 def flip_flow(flow: np.ndarray) -> np.ndarray:
@@ -82,10 +86,12 @@ class VideoItem:
     method: str
     dataset: str
     valid: np.ndarray  # [K] bool
+    track: int = 0  # the face: 0 is the main one
 
 
 class VideoDataset(Dataset):
-    """Videos of ``split`` that have every artifact the modalities need."""
+    """Faces of the videos of ``split`` that have every artifact the modalities need: one item per
+    face (``faces="all"``) or per video (``"main"``)."""
 
     def __init__(
         self,
@@ -97,6 +103,7 @@ class VideoDataset(Dataset):
         train: bool = False,
         seed: int = 0,
         expect: dict[str, dict[str, Any]] | None = None,
+        faces: str = "all",
     ):
         self.work = WorkDir(Path(workdir))
         self.modalities = parse_modalities(modality)
@@ -116,11 +123,13 @@ class VideoDataset(Dataset):
             if not all(p.exists() for p in paths.values()):
                 self.missing.append(r["video_id"])
                 continue
-            valid = self._valid(paths)
-            if not valid.any():
+            valid = self._valid(paths)  # [T, K]
+            if not valid[0].any():
                 self.missing.append(r["video_id"])
                 continue
-            self.videos.append(VideoItem(r["video_id"], r["label"], r["method"], r["dataset"], valid))
+            for track in range(len(valid) if faces == "all" else 1):
+                if valid[track].any():
+                    self.videos.append(VideoItem(r["video_id"], r["label"], r["method"], r["dataset"], valid[track], track))
         if self.missing:
             log.warning(
                 "%s split: %d of %d videos lack %s artifacts or faces; left out (see errors.csv)",
@@ -159,13 +168,17 @@ class VideoDataset(Dataset):
         for m, p in paths.items():
             if m == "rgb":
                 arrays, meta = load_npz(p, ("boxes",))  # not the crops: only which points have a face
-                v, faces_cfg = ~np.isnan(arrays["boxes"][:, 0]), meta.get("config")
+                boxes = with_track_axis(arrays, meta)["boxes"]
+                v, faces_cfg = ~np.isnan(boxes[..., 0]), meta.get("config")
             else:
                 _, v, meta = load_feature(p, self.expect.get(m), values=False)
                 self._check_meta(m, meta, p)
                 faces_cfg = meta.get("faces")
             if self.faces_config is None and faces_cfg:
                 self.faces_config = faces_cfg
+            if valid is not None and len(v) != len(valid):  # faces redone with other tracks since
+                raise ConfigError(f"{p}: {len(v)} faces, other artifacts of the video {len(valid)}; "
+                                  "recompute the features (tim features --overwrite)")
             valid = v if valid is None else valid & v
         return valid
 
@@ -182,6 +195,11 @@ class VideoDataset(Dataset):
         """Draws depend on (seed, epoch, video) only: the same in any DataLoader worker."""
         self.epoch = epoch
 
+    def video_ids(self, items: np.ndarray) -> np.ndarray:
+        """The video of each item index in ``items``."""
+        ids = np.array([v.video_id for v in self.videos])
+        return ids[np.asarray(items, dtype=int)] if len(ids) else np.zeros(0, str)
+
     @property
     def labels(self) -> np.ndarray:
         return np.array([v.label for v in self.videos])
@@ -190,14 +208,16 @@ class VideoDataset(Dataset):
         return len(self.videos)
 
     def load_arrays(self, i: int) -> dict[str, np.ndarray]:
-        """Raw arrays of video ``i`` at all K points: flow, depth, rgb as its modalities need."""
-        paths = self._paths(self.videos[i].video_id)
+        """Raw arrays of item ``i`` (one face) at all K points: flow, depth, rgb as needed."""
+        item = self.videos[i]
+        paths = self._paths(item.video_id)
         arrays = {}
         for m, p in paths.items():
             if m == "rgb":
-                arrays["rgb"] = load_npz(p, ("crops",))[0]["crops"][:, 0]
+                crops, meta = load_npz(p, ("crops",))
+                arrays["rgb"] = with_track_axis(crops, meta)["crops"][item.track][:, 0]
             else:
-                arrays[m] = load_feature(p)[0]
+                arrays[m] = load_feature(p)[0][item.track]
         return arrays
 
     def __getitem__(self, i: int) -> dict[str, Any]:
@@ -210,7 +230,8 @@ class VideoDataset(Dataset):
         if self.train and rng.random() < self.cfg.flip:
             arrays = {k: (flip_flow(v) if k == "flow" else np.ascontiguousarray(v[:, :, ::-1])) for k, v in arrays.items()}
         inputs = encode_inputs(arrays, self.modalities, self.pre, self.cfg.flow_max)
-        return {"inputs": inputs, "label": video.label, "video": i, "points": torch.from_numpy(points)}
+        return {"inputs": inputs, "label": video.label, "video": i, "track": video.track,
+                "points": torch.from_numpy(points)}
 
 
 def collate(items: list[dict[str, Any]]) -> dict[str, Any]:
@@ -221,4 +242,6 @@ def collate(items: list[dict[str, Any]]) -> dict[str, Any]:
     counts = [len(it["points"]) for it in items]
     label = torch.cat([torch.full((n,), float(it["label"])) for n, it in zip(counts, items)])
     video = torch.cat([torch.full((n,), it["video"], dtype=torch.long) for n, it in zip(counts, items)])
-    return {"inputs": inputs, "label": label, "video": video, "points": torch.cat([it["points"] for it in items])}
+    track = torch.cat([torch.full((n,), it.get("track", 0), dtype=torch.long) for n, it in zip(counts, items)])
+    return {"inputs": inputs, "label": label, "video": video, "track": track,
+            "points": torch.cat([it["points"] for it in items])}

@@ -1,10 +1,12 @@
 """``tim detect``: score videos with a trained detector, every stage in memory, no work directory.
 
 The run directory says everything: the faces settings, the flow and depth settings and weights
-the detector was trained on, its preprocessing and its threshold. For each video: the
-probability that its face was manipulated (mean over time points), a label at the detector's
-threshold, per-time-point scores, the faces found and the time each stage took. A video that
-cannot be decoded or shows no face gets a status and a reason instead of a score.
+the detector was trained on, its preprocessing, and its verdict rule for each aggregation
+(threshold and calibration, :mod:`truthinmotion.calibration`). For each video: the score
+(the frame probabilities aggregated, the mean by default), the calibrated probability that its
+face was manipulated, a label at the aggregation's threshold, per-time-point scores, the faces
+found and the time each stage took. A video that cannot be decoded or shows no face gets a
+status and a reason instead of a score.
 """
 
 from __future__ import annotations
@@ -24,6 +26,7 @@ from typing import Any, Iterable, Sequence
 import numpy as np
 import torch
 
+from .calibration import verdict_rule
 from .config import ConfigError
 from .data import DataConfig, encode_inputs
 from .faces import FaceDetector, FacesConfig, extract_faces
@@ -44,9 +47,15 @@ class Verdict:
     video: str
     status: str  # ok | no_face | unreadable | truncated | too_short | too_large | non_finite | error
     reason: str = ""
-    probability: float | None = None  # of fake
-    label: str | None = None  # fake | real, at the detector's threshold
-    threshold: float | None = None
+    probability: float | None = None  # calibrated probability that the video is fake
+    label: str | None = None  # fake | real: probability >= threshold
+    threshold: float | None = None  # on the probability (the score threshold, calibrated)
+    score: float | None = None  # the frame scores aggregated, uncalibrated
+    score_threshold: float | None = None  # chosen on validation videos for this aggregation
+    aggregation: str = "mean"
+    calibration: str = "identity"  # platt | identity (a detector trained without calibration)
+    track: int | None = None  # the face that decided the verdict; frame_scores are its own
+    tracks: list[dict[str, Any]] = field(default_factory=list)  # every face: see the README
     frame_index: list[int] = field(default_factory=list)
     frame_scores: list[float | None] = field(default_factory=list)  # None: no face at that point
     faces: dict[str, Any] = field(default_factory=dict)
@@ -85,6 +94,7 @@ class Scorer:
         self.model = load_detector(run_dir, device)
         self.amp = inference_autocast(self.model)
         self.device, self.aggregation = device, aggregation
+        self.rule = verdict_rule(self.model.extra, aggregation)
         extra = self.model.extra
         known = set(FacesConfig.__dataclass_fields__)
         self.faces_cfg = FacesConfig.from_dict({k: v for k, v in extra.get("faces", {}).items() if k in known})
@@ -96,7 +106,10 @@ class Scorer:
         self.data_cfg = DataConfig.from_dict(extra.get("data", {}))
 
     def __call__(self, path: str | Path) -> Verdict:
-        verdict = Verdict(video=str(path), status="ok", threshold=self.model.threshold)
+        rule = self.rule
+        verdict = Verdict(video=str(path), status="ok", threshold=rule.probability_threshold,
+                          score_threshold=rule.threshold, aggregation=self.aggregation,
+                          calibration=rule.calibration.method)
         t0 = time.perf_counter()
         try:
             faces = extract_faces(path, self.faces_cfg, self.face_detector)
@@ -108,23 +121,25 @@ class Scorer:
             verdict.status, verdict.reason = "error", f"{type(err).__name__}: {err}"
             return verdict
         t1 = time.perf_counter()
-        valid = faces.valid
+        tracks = faces.tracks
+        valid = np.stack([tr.valid for tr in tracks])  # [T, K]
+        crops = np.stack([tr.crops for tr in tracks])[valid]  # the valid points of every face
         verdict.faces = {k: faces.meta[k] for k in ("tracks", "max_faces_per_frame", "coverage", "frames", "fps")}
-        verdict.faces["time_points"] = len(valid)  # distinct pairs; fewer than asked in a short video
-        verdict.faces["time_points_with_face"] = int(valid.sum())
+        verdict.faces["time_points"] = valid.shape[1]  # distinct pairs; fewer than asked in a short video
+        verdict.faces["time_points_with_face"] = int(valid[0].sum())
         timings = {"faces": t1 - t0}
         arrays: dict[str, np.ndarray] = {}
-        # Only the points with a face: no zero-filled arrays to index back down.
+        # Only the points with a face, of all faces at once: no zero-filled arrays to index back down.
         if self.flow is not None:
             t = time.perf_counter()
-            arrays["flow"] = self.flow(faces.crops[valid])
+            arrays["flow"] = self.flow(crops)
             timings["flow"] = time.perf_counter() - t
         if self.depth is not None:
             t = time.perf_counter()
-            arrays["depth"] = self.depth(faces.crops[valid, 0])
+            arrays["depth"] = self.depth(crops[:, 0])
             timings["depth"] = time.perf_counter() - t
         if "rgb" in self.model.cfg.modalities:
-            arrays["rgb"] = faces.crops[valid, 0]
+            arrays["rgb"] = crops[:, 0]
         t = time.perf_counter()
         inputs = encode_inputs(arrays, self.model.cfg.modalities, self.model.preprocess, self.data_cfg.flow_max)
         with torch.no_grad(), autocast_context(self.device, self.amp):
@@ -138,13 +153,25 @@ class Scorer:
             verdict.timings = {k: round(v, 4) for k, v in timings.items()}
             return verdict
         timings["total"] = time.perf_counter() - t0
-        scores: list[float | None] = [None] * len(valid)
-        for i, p in zip(np.flatnonzero(valid), probs):
-            scores[i] = float(p)
+        # Each face is judged on its own; the video is as fake as its most fake face.
+        per_track = np.split(probs, np.cumsum(valid.sum(1))[:-1])
+        for j, (tr, p) in enumerate(zip(tracks, per_track)):
+            scores: list[float | None] = [None] * valid.shape[1]
+            for i, x in zip(np.flatnonzero(valid[j]), p):
+                scores[i] = float(x)
+            score = AGGREGATIONS[self.aggregation](p)
+            verdict.tracks.append({
+                "track": j, "probability": float(rule.calibration(score)), "score": score,
+                "label": "fake" if score >= rule.threshold else "real", "time_points": int(valid[j].sum()),
+                "box": [round(float(c), 1) for c in np.nanmedian(tr.boxes, axis=0)], "frame_scores": scores,
+            })
+        top = max(verdict.tracks, key=lambda r: r["score"])
         verdict.frame_index = [int(x) for x in faces.frame_index]
-        verdict.frame_scores = scores
-        verdict.probability = AGGREGATIONS[self.aggregation](probs)
-        verdict.label = "fake" if verdict.probability >= self.model.threshold else "real"
+        verdict.frame_scores = top["frame_scores"]
+        verdict.track = top["track"]
+        verdict.score = top["score"]
+        verdict.probability = top["probability"]
+        verdict.label = top["label"]
         verdict.timings = {k: round(v, 4) for k, v in timings.items()}
         return verdict
 
@@ -166,7 +193,7 @@ def expand_inputs(items: Iterable[str | Path]) -> list[Path]:
 
 
 def plot_scores(verdict: Verdict, path: Path) -> Path:
-    """Score over time PNG: per-time-point probabilities, threshold and video probability."""
+    """Score over time PNG: per-time-point scores, the video's score and its threshold."""
     import matplotlib
 
     matplotlib.use("Agg")
@@ -177,9 +204,10 @@ def plot_scores(verdict: Verdict, path: Path) -> Path:
     s = [x for x in verdict.frame_scores if x is not None]
     fig, ax = plt.subplots(figsize=(6, 3))
     ax.plot(t, s, "o-", ms=3, label="time point")
-    ax.axhline(verdict.threshold, color="k", ls="--", lw=0.8, label="threshold")
-    ax.axhline(verdict.probability, color="r", lw=1, label=f"video: {verdict.probability:.3f} ({verdict.label})")
-    ax.set(ylim=(0, 1), xlabel="seconds", ylabel="probability of fake", title=Path(verdict.video).name)
+    ax.axhline(verdict.score_threshold, color="k", ls="--", lw=0.8, label=f"threshold ({verdict.aggregation})")
+    ax.axhline(verdict.score, color="r", lw=1,
+               label=f"video {verdict.aggregation}: {verdict.score:.3f}; probability {verdict.probability:.3f} ({verdict.label})")
+    ax.set(ylim=(0, 1), xlabel="seconds", ylabel="score (uncalibrated)", title=Path(verdict.video).name)
     ax.legend(fontsize=7, loc="upper right")
     fig.tight_layout()
     fig.savefig(path, dpi=100)
@@ -279,13 +307,14 @@ def detect(
     if json_out:
         _write(Path(json_out), to_json(verdicts))
     if csv_out:
-        fields = ["video", "status", "probability", "label", "threshold", "time_points", "time_points_with_face",
-                  "seconds", "reason"]
+        fields = ["video", "status", "probability", "label", "threshold", "score", "score_threshold", "aggregation",
+                  "time_points", "time_points_with_face", "seconds", "reason"]
         buf = io.StringIO()
         w = csv.DictWriter(buf, fieldnames=fields)
         w.writeheader()
         w.writerows({"video": v.video, "status": v.status, "probability": v.probability, "label": v.label,
-                     "threshold": v.threshold, "time_points": v.faces.get("time_points"),
+                     "threshold": v.threshold, "score": v.score, "score_threshold": v.score_threshold,
+                     "aggregation": v.aggregation, "time_points": v.faces.get("time_points"),
                      "time_points_with_face": v.faces.get("time_points_with_face"),
                      "seconds": v.timings.get("total"), "reason": v.reason} for v in verdicts)
         _write(Path(csv_out), buf.getvalue())

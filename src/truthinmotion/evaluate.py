@@ -1,7 +1,10 @@
 """Evaluation of a trained detector: frame- and video-level metrics, per method, with a report.
 
 Video scores aggregate frame probabilities (``mean`` by default). Accuracy is given at 0.5 and at
-the threshold chosen on validation videos during training. Per-method rows pair every real video
+the threshold chosen on validation videos for that aggregation during training (frames: at the
+threshold chosen on validation frames). Video probabilities are calibrated
+(:mod:`truthinmotion.calibration`); expected calibration error and Brier score are reported
+before and after, with a reliability diagram. ``predictions.csv`` holds every scored point. Per-method rows pair every real video
 of the split with the fakes of one method (the usual FaceForensics++ breakdown). Evaluating on
 another indexed dataset (``workdir``) is cross-dataset evaluation; its features must have been
 computed with the settings the detector was trained on, which is checked.
@@ -9,6 +12,8 @@ computed with the settings the detector was trained on, which is checked.
 
 from __future__ import annotations
 
+import csv
+import io
 import json
 import logging
 from dataclasses import dataclass
@@ -18,9 +23,10 @@ from typing import Any
 import numpy as np
 from torch.utils.data import DataLoader
 
+from .calibration import brier, expected_calibration_error, verdict_rule
 from .config import ConfigError
 from .data import DataConfig, VideoDataset, collate
-from .io import atomic_write_text
+from .io import WorkDir, atomic_write_text, load_npz
 from .metrics import binary_metrics, video_level
 from .compress import inference_autocast, load_detector
 from .train import predict
@@ -36,12 +42,13 @@ class EvalResult:
     metrics: dict[str, Any]
 
     def summary(self) -> str:
-        o = self.metrics["overall"]
+        o, c = self.metrics["overall"], self.metrics["calibration"]
         return (
             f"{self.metrics['split']} split of {self.metrics['workdir']}: {o['video']['count']} videos, "
             f"video AUC {o['video']['auc']:.4f}, AP {o['video']['ap']:.4f}, EER {o['video']['eer']:.4f}, "
             f"accuracy {o['video']['acc@thr']:.4f} at threshold {self.metrics['threshold']:.3f}; "
-            f"frame AUC {o['frame']['auc']:.4f}\nreport: {self.out_dir / 'report.md'}"
+            f"frame AUC {o['frame']['auc']:.4f}; calibration error (ECE) {_fmt(c['ece_before'])} -> "
+            f"{_fmt(c['ece_after'])} ({c['method']})\nreport: {self.out_dir / 'report.md'}"
         )
 
 
@@ -80,6 +87,44 @@ def _plots(out: Path, vlabels: np.ndarray, vscores: np.ndarray, title: str) -> l
     return names
 
 
+def _reliability(out: Path, labels: np.ndarray, before: np.ndarray, after: np.ndarray, bins: int = 15) -> str:
+    """Reliability diagram: fake rate against mean probability per bin, before and after calibration."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, ax = plt.subplots(figsize=(4.5, 4.5))
+    ax.plot([0, 1], [0, 1], "k--", lw=0.8, label="perfect")
+    for probs, name in ((before, "score (uncalibrated)"), (after, "calibrated probability")):
+        idx = np.minimum((probs * bins).astype(int), bins - 1)
+        used = [b for b in range(bins) if (idx == b).any()]
+        ax.plot([probs[idx == b].mean() for b in used], [labels[idx == b].mean() for b in used], "o-", label=name)
+    ax.set(xlim=(0, 1), ylim=(0, 1), xlabel="predicted probability of fake", ylabel="fraction fake",
+           title=f"Reliability, videos ({bins} bins)")
+    ax.legend(fontsize=7, loc="upper left")
+    fig.tight_layout()
+    fig.savefig(out / "reliability.png", dpi=100)
+    plt.close(fig)
+    return "reliability.png"
+
+
+def _write_predictions(path: Path, work: Path, ds: VideoDataset, pred: dict[str, np.ndarray],
+                       video_prob: dict[str, float], split: str) -> None:
+    """One row per scored time point of each face: its frame, score, its video's probability and
+    true label."""
+    wd = WorkDir(work)
+    frames = {v: load_npz(wd.faces(v), ("frame_index",))[0]["frame_index"] for v in video_prob}
+    buf = io.StringIO()
+    w = csv.writer(buf)
+    w.writerow(["video_id", "track", "frame_index", "score", "probability", "label", "split"])
+    for i, point, score in zip(pred["video"], pred["point"], pred["prob"]):
+        item = ds.videos[i]
+        w.writerow([item.video_id, item.track, int(frames[item.video_id][point]), f"{score:.6f}",
+                    f"{video_prob[item.video_id]:.6f}", item.label, split])
+    atomic_write_text(path, buf.getvalue())
+
+
 def evaluate(
     run_dir: str | Path,
     split: str = "test",
@@ -108,14 +153,21 @@ def evaluate(
         raise ConfigError(f"no {split} videos with {model.cfg.modality} artifacts in {work}")
     loader = DataLoader(ds, batch_size=batch_videos, shuffle=False, collate_fn=collate, num_workers=workers)
     pred = predict(model, loader, device, inference_autocast(model), progress=progress, desc=f"evaluate {split}")
-    threshold = model.threshold
-    ids, vscores, vlabels = video_level(pred["prob"], pred["video"], pred["label"], aggregation)
-    methods = np.array([ds.videos[i].method for i in ids])
+    rule = verdict_rule(model.extra, aggregation)
+    threshold = rule.threshold
+    frame_threshold = float(model.extra.get("verdict", {}).get("frame_threshold", threshold))
+    # every face is scored; a video's score is its highest face's
+    ids, vscores, vlabels = video_level(pred["prob"], pred["video"], pred["label"], aggregation,
+                                        groups=ds.video_ids(pred["video"]))
+    vprobs = rule.calibration(vscores)
+    info = {item.video_id: item for item in ds.videos if item.track == 0}
+    faces = {v: sum(item.video_id == v for item in ds.videos) for v in ids}
+    methods = np.array([info[v].method for v in ids])
     frame_methods = np.array([ds.videos[i].method for i in pred["video"]])
 
     def block(vmask: np.ndarray, fmask: np.ndarray) -> dict[str, Any]:
         return {"video": binary_metrics(vlabels[vmask], vscores[vmask], threshold),
-                "frame": binary_metrics(pred["label"][fmask], pred["prob"][fmask], threshold)}
+                "frame": binary_metrics(pred["label"][fmask], pred["prob"][fmask], frame_threshold)}
 
     real_v, real_f = vlabels == 0, pred["label"] == 0
     per_method = {
@@ -130,6 +182,15 @@ def evaluate(
         "split": split,
         "aggregation": aggregation,
         "threshold": threshold,
+        "frame_threshold": frame_threshold,
+        "calibration": {
+            **rule.calibration.record(),
+            "probability_threshold": rule.probability_threshold,
+            "ece_before": expected_calibration_error(vlabels, vscores),
+            "ece_after": expected_calibration_error(vlabels, vprobs),
+            "brier_before": brier(vlabels, vscores),
+            "brier_after": brier(vlabels, vprobs),
+        },
         "modality": model.cfg.modality,
         "backbone": model.cfg.backbone,
         "backbone_weights": weights,
@@ -138,11 +199,14 @@ def evaluate(
         "left_out": ds.missing,
         "overall": block(np.ones(len(ids), bool), np.ones(len(pred["prob"]), bool)),
         "per_method": per_method,
-        "videos": [{"video_id": ds.videos[i].video_id, "method": ds.videos[i].method,
-                    "label": int(ds.videos[i].label), "score": float(s)} for i, s in zip(ids, vscores)],
+        "videos": [{"video_id": str(v), "method": info[v].method, "label": int(info[v].label),
+                    "faces": int(faces[v]), "score": float(s), "probability": float(q)}
+                   for v, s, q in zip(ids, vscores, vprobs)],
     }
     atomic_write_text(out / "metrics.json", json.dumps(metrics, indent=2))
+    _write_predictions(out / "predictions.csv", work, ds, pred, dict(zip(ids.tolist(), vprobs.tolist())), split)
     plots = _plots(out, vlabels, vscores, f"{work.name}/{split}")
+    plots.append(_reliability(out, vlabels, vscores, vprobs))
     atomic_write_text(out / "report.md", _report(metrics, plots))
     return EvalResult(out, metrics)
 
@@ -152,6 +216,16 @@ def _describe_feature(record: dict[str, Any]) -> str:
     weights = record.get("weights")
     source = weights.get("init", "?") if isinstance(weights, dict) else weights
     return f"{record.get('method') or record.get('model')} ({source})"
+
+
+def _calibration_line(c: dict[str, Any]) -> str:
+    if c["method"] == "identity":
+        head = "- Probability: **not calibrated** (the detector holds no calibration: scores are reported as they are)"
+    else:
+        head = (f"- Probability: Platt scaling fitted on validation videos, sigmoid({c['a']:.3f} logit(score) "
+                f"{c['b']:+.3f}); the threshold is {c['probability_threshold']:.3f} in probability")
+    return (f"{head}. Expected calibration error (15 bins) {_fmt(c['ece_before'])} before, "
+            f"{_fmt(c['ece_after'])} after; Brier score {_fmt(c['brier_before'])} before, {_fmt(c['brier_after'])} after")
 
 
 def _report(m: dict[str, Any], plots: list[str]) -> str:
@@ -177,7 +251,8 @@ def _report(m: dict[str, Any], plots: list[str]) -> str:
         f"{m['overall']['video']['real']} real and {m['overall']['video']['fake']} fake videos, "
         f"{m['overall']['frame']['count']} time points; {len(m['left_out'])} videos left out for missing artifacts",
         f"- Video score: {m['aggregation']} of frame probabilities; threshold {m['threshold']:.3f} "
-        "(chosen on validation videos)",
+        f"(chosen on validation videos for the {m['aggregation']}); frames: threshold {m['frame_threshold']:.3f}",
+        _calibration_line(m["calibration"]),
         "",
         "| subset | level | count | real | fake | AUC | AP | EER | acc@0.5 | acc@thr |",
         "| --- | --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: |",

@@ -1,15 +1,20 @@
-"""Faces stage: sampled frame pairs, the main face tracked through them, square crops.
+"""Faces stage: sampled frame pairs, every face tracked through them, square crops.
 
 For K evenly spaced time points t the frames t and t+1 are decoded as a stream. Faces are found
 with MTCNN (Zhang et al., "Joint Face Detection and Alignment using Multi-task Cascaded
 Convolutional Networks", 2016; the facenet-pytorch weights, as in the original study) on whole
 frames downscaled so their short side is ``detect_side``, at every ``detect_every``-th point.
-Detections are linked into tracks by overlap and the main track (largest and most confident over
-time) is kept. The face is then followed to every point by MTCNN's last stage (O-net), which
-regresses the box from where the track predicts it on the full-resolution frame, in one batch:
-boxes as precise as full-resolution MTCNN for a small fraction of its cost. Points where the
-face is lost are interpolated inside the track. Both frames of a pair are cropped with the same square box,
+Detections are linked into tracks by overlap; up to ``max_faces`` tracks are kept, the main one
+(largest and most confident over time) first, then the others by the same weight. Each face is
+then followed to every point by MTCNN's last stage (O-net), which regresses the box from where
+its track predicts it on the full-resolution frame, in one batch: boxes as precise as
+full-resolution MTCNN for a small fraction of its cost. Points where a face is lost are
+interpolated inside its track. Both frames of a pair are cropped with the same square box,
 ``box_scale`` times the face box, resized to ``size``.
+
+The artifact (``faces/<id>.npz``, schema 2) has a track axis T (1 to ``max_faces``, the main face
+first): ``frame_index [K]``, ``boxes [T, K, 4]``, ``scores [T, K]``, ``detected [T, K]``,
+``crops [T, K, 2, S, S, 3]``. Schema 1 (no track axis: the main face alone) is read as T = 1.
 """
 
 from __future__ import annotations
@@ -30,11 +35,13 @@ from .video import probe, read_frames, sample_points
 __all__ = [
     "FaceDetector",
     "Faces",
+    "Track",
     "FacesConfig",
     "box_iou",
     "crop_square",
     "extract_faces",
     "run_faces",
+    "with_track_axis",
 ]
 
 log = logging.getLogger(__name__)
@@ -53,6 +60,8 @@ class FacesConfig(Settings):
     refine_steps: int = 3  # O-net passes that follow the face from its predicted box at each point
     smooth: bool = False  # 1-2-1 smoothing over neighbouring points (a pair shares its box anyway)
     batch_size: int = 16  # frames per MTCNN call
+    max_faces: int = 4  # tracks kept per video, the main face first
+    min_track: float = 0.25  # a further track needs this share of the main track's detections
     max_frame_side: int = 1920  # kept frames are downscaled to this long side (bounds memory)
     compress: bool = True  # zlib-compress the artifact (about half the size, a little slower)
     # Decoded frames a video may hold in memory at once (2 per time point, each at most
@@ -75,6 +84,8 @@ class FacesConfig(Settings):
         require(self.detect_every >= 1, "detect_every: at least 1")
         require(1 <= self.refine_steps <= 5, "refine_steps: 1 to 5")
         require(self.batch_size >= 1, "batch_size: at least 1")
+        require(1 <= self.max_faces <= 16, "max_faces: 1 to 16")
+        require(0.0 < self.min_track <= 1.0, "min_track: above 0, at most 1")
         require(self.max_frame_side >= self.size, "max_frame_side: at least size")
 
 
@@ -138,32 +149,72 @@ def _smooth(boxes: np.ndarray) -> np.ndarray:
 # ---------------------------------------------------------------- extraction
 
 
-@dataclass
-class Faces:
-    """Face crops of one video. Shapes use K time points and crop side S."""
+SCHEMA = 2  # faces artifacts with a track axis (see the module docstring)
 
-    frame_index: np.ndarray  # [K] int64: t of each pair (t, t+1)
+
+@dataclass
+class Track:
+    """One face through the K time points of a video."""
+
     boxes: np.ndarray  # [K, 4] float32: face box x1, y1, x2, y2 in original pixels, NaN: no face
     scores: np.ndarray  # [K] float32: MTCNN probability (interpolated where not detected)
     detected: np.ndarray  # [K] bool: the box came from a detection at this point
     crops: np.ndarray  # [K, 2, S, S, 3] uint8 RGB: frames t and t+1, same square box
-    meta: dict[str, Any] = field(default_factory=dict)
 
     @property
     def valid(self) -> np.ndarray:
-        """``[K]`` bool: time points with a face."""
+        """``[K]`` bool: time points with this face."""
         return ~np.isnan(self.boxes[:, 0])
 
+
+@dataclass
+class Faces:
+    """Face crops of one video: the main face in the fields below (shapes use K time points and
+    crop side S), any further faces in ``more``; :attr:`tracks` lists them all."""
+
+    frame_index: np.ndarray  # [K] int64: t of each pair (t, t+1)
+    boxes: np.ndarray  # [K, 4] float32: the main face's box in original pixels, NaN: no face
+    scores: np.ndarray  # [K] float32: MTCNN probability (interpolated where not detected)
+    detected: np.ndarray  # [K] bool: the box came from a detection at this point
+    crops: np.ndarray  # [K, 2, S, S, 3] uint8 RGB: frames t and t+1, same square box
+    meta: dict[str, Any] = field(default_factory=dict)
+    more: list[Track] = field(default_factory=list)  # the other faces, by weight
+
+    @property
+    def valid(self) -> np.ndarray:
+        """``[K]`` bool: time points with the main face."""
+        return ~np.isnan(self.boxes[:, 0])
+
+    @property
+    def tracks(self) -> list[Track]:
+        return [Track(self.boxes, self.scores, self.detected, self.crops), *self.more]
+
     def save(self, path: Path, compress: bool = True) -> None:
+        tracks = self.tracks
         save_npz(
-            path, self.meta, compress=compress, frame_index=self.frame_index, boxes=self.boxes,
-            scores=self.scores, detected=self.detected, crops=self.crops,
+            path, {**self.meta, "schema": SCHEMA}, compress=compress, frame_index=self.frame_index,
+            boxes=np.stack([t.boxes for t in tracks]), scores=np.stack([t.scores for t in tracks]),
+            detected=np.stack([t.detected for t in tracks]), crops=np.stack([t.crops for t in tracks]),
         )
 
     @classmethod
     def load(cls, path: Path) -> "Faces":
         a, meta = load_npz(path)
-        return cls(a["frame_index"], a["boxes"], a["scores"], a["detected"], a["crops"], meta)
+        a = with_track_axis(a, meta)
+        main, *more = [Track(a["boxes"][i], a["scores"][i], a["detected"][i], a["crops"][i])
+                       for i in range(len(a["boxes"]))]
+        return cls(a["frame_index"], main.boxes, main.scores, main.detected, main.crops, meta, more)
+
+
+def with_track_axis(arrays: dict[str, np.ndarray], meta: dict[str, Any]) -> dict[str, np.ndarray]:
+    """Faces arrays of any schema with the track axis first (schema 1 had the main face alone)."""
+    schema = meta.get("schema", 1)
+    if schema == SCHEMA:
+        return arrays
+    if schema == 1:
+        return {k: v if k == "frame_index" else v[None] for k, v in arrays.items()}
+    raise StageError("error", f"faces artifact of schema {schema}, this version reads 1 and {SCHEMA}: "
+                              "run `tim faces --overwrite` with this version")
 
 
 def _hold(track: dict[int, np.ndarray], k: int) -> np.ndarray:
@@ -174,15 +225,17 @@ def _hold(track: dict[int, np.ndarray], k: int) -> np.ndarray:
 
 
 def extract_faces(path: str | Path, cfg: FacesConfig, detector: FaceDetector) -> Faces:
-    """Decode, detect, track and crop the main face of one video (see the module docstring).
+    """Decode, detect, track and crop every face of one video (see the module docstring).
 
     1. Whole-frame MTCNN on frames downscaled to a ``detect_side`` short side, at every
-       ``detect_every``-th time point: finds the faces and the main track.
-    2. At every time point, MTCNN's last stage (O-net) on the full-resolution face at the track's
-       predicted box, ``refine_steps`` times, one batch for the whole video: the box is
-       regressed as the cascade would, without an image pyramid or a candidate search.
+       ``detect_every``-th time point: finds the faces and their tracks; the main one and up to
+       ``max_faces - 1`` others seen at least ``min_track`` as often are kept.
+    2. For each kept face, at every time point, MTCNN's last stage (O-net) on the
+       full-resolution face at the track's predicted box, ``refine_steps`` times, one batch for
+       the whole video: the box is regressed as the cascade would, without an image pyramid or
+       a candidate search.
     3. Points where O-net no longer sees a face get a whole-frame detection; points still
-       without the main face are interpolated inside the track, NaN outside it.
+       without that face are interpolated inside its track, NaN outside it.
     """
     info = probe(path)
     points = sample_points(info.frames, cfg.num_points)
@@ -217,14 +270,58 @@ def extract_faces(path: str | Path, cfg: FacesConfig, detector: FaceDetector) ->
         tracks = _link(whole)
     if not tracks:
         raise StageError("no_face", f"no face with probability >= {cfg.min_score} at {k} time points")
-    main = max(tracks, key=_track_weight)
+    tracks = sorted(tracks, key=_track_weight, reverse=True)
+    least = cfg.min_track * len(tracks[0])  # a further face must be seen about as often
+    kept = [tracks[0]] + [t for t in tracks[1:] if len(t) >= least][: cfg.max_faces - 1]
 
-    # Pass 2: follow the main face to every point with MTCNN's O-net, from the predicted box.
-    pred = _hold(main, k)
+    frames_t = [frames[int(t)] for t in points]
+    followed = [_follow(track, k, frames_t, whole, detect_whole, keep_scale, cfg, detector) for track in kept]
+    if followed[0] is None:
+        raise StageError("no_face", f"the main face was lost at all {k} time points")
+    followed = [f for f in followed if f is not None]
+    results = []
+    for boxes, scores, detected, _ in followed:
+        crops = np.zeros((k, 2, cfg.size, cfg.size, 3), np.uint8)
+        for i, t in enumerate(points):
+            if np.isnan(boxes[i, 0]):
+                continue
+            for j in (0, 1):
+                crop = crop_square(frames[int(t) + j], boxes[i] * keep_scale, cfg.box_scale, cfg.size)
+                crops[i, j] = cv2.cvtColor(crop, cv2.COLOR_BGR2RGB)
+        results.append(Track(boxes.astype(np.float32), scores.astype(np.float32), detected, crops))
+    main = results[0]
+    meta = {
+        "stage": "faces",
+        "video": str(path),
+        "source": source_identity(path),
+        "time_points": k,
+        "frames": info.frames,
+        "fps": info.fps,
+        "width": full_w,
+        "height": full_h,
+        "whole_frame_detections": len(whole),
+        "refined_points": followed[0][3],
+        "refined_points_per_track": [f[3] for f in followed],
+        "tracks": len(results),
+        "tracks_found": len(tracks),
+        "max_faces_per_frame": int(max((len(d) for d in whole.values()), default=0)),
+        "coverage": float(np.mean(main.valid)),
+        "config": cfg.to_dict(),
+    }
+    return Faces(points, main.boxes, main.scores, main.detected, main.crops, meta, results[1:])
+
+
+def _follow(
+    track: dict[int, np.ndarray], k: int, frames: list[np.ndarray], whole: dict[int, np.ndarray],
+    detect_whole, keep_scale: float, cfg: FacesConfig, detector: FaceDetector,
+) -> tuple[np.ndarray, np.ndarray, np.ndarray, int] | None:
+    """Follow one face to every point with MTCNN's O-net, from the box its track predicts:
+    (boxes [k, 4], scores [k], detected [k], points O-net confirmed), or None where it is lost
+    at every point."""
+    pred = _hold(track, k)
     boxes = pred * keep_scale
-    kept = [frames[int(t)] for t in points]
     for _ in range(cfg.refine_steps):
-        boxes, probs = detector.refine(kept, boxes, bgr=True)
+        boxes, probs = detector.refine(frames, boxes, bgr=True)
     refined: dict[int, np.ndarray] = {}
     for i in range(k):
         box = boxes[i] / keep_scale
@@ -241,35 +338,11 @@ def extract_faces(path: str | Path, cfg: FacesConfig, detector: FaceDetector) ->
                 if iou[j] >= 0.3:
                     refined[i] = whole[i][j]
     if not refined:
-        raise StageError("no_face", f"the main face was lost at all {k} time points")
+        return None
     boxes, scores, detected = _fill(refined, k)
     if cfg.smooth:
         boxes = _smooth(boxes)
-
-    crops = np.zeros((k, 2, cfg.size, cfg.size, 3), np.uint8)
-    for i, t in enumerate(points):
-        if np.isnan(boxes[i, 0]):
-            continue
-        for j in (0, 1):
-            crop = crop_square(frames[int(t) + j], boxes[i] * keep_scale, cfg.box_scale, cfg.size)
-            crops[i, j] = cv2.cvtColor(crop, cv2.COLOR_BGR2RGB)
-    meta = {
-        "stage": "faces",
-        "video": str(path),
-        "source": source_identity(path),
-        "time_points": k,
-        "frames": info.frames,
-        "fps": info.fps,
-        "width": full_w,
-        "height": full_h,
-        "whole_frame_detections": len(whole),
-        "refined_points": confirmed,
-        "tracks": len(tracks),
-        "max_faces_per_frame": int(max((len(d) for d in whole.values()), default=0)),
-        "coverage": float(np.mean(~np.isnan(boxes[:, 0]))),
-        "config": cfg.to_dict(),
-    }
-    return Faces(points, boxes.astype(np.float32), scores.astype(np.float32), detected, crops, meta)
+    return boxes, scores, detected, confirmed
 
 
 # ---------------------------------------------------------------- stage

@@ -78,15 +78,28 @@ def binary_metrics(labels: np.ndarray, scores: np.ndarray, threshold: float = 0.
 
 
 def video_level(
-    probs: np.ndarray, videos: np.ndarray, labels: np.ndarray, how: str = "mean"
+    probs: np.ndarray, videos: np.ndarray, labels: np.ndarray, how: str = "mean", groups: np.ndarray | None = None,
 ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """Aggregate frame probabilities per video: (video ids in first-seen order, scores, labels)."""
+    """Aggregate frame probabilities per video: (video ids in first-seen order, scores, labels).
+
+    ``videos`` gives each frame's item. With ``groups`` (each frame's video, when items are the
+    faces of videos), each face is aggregated on its own and a video's score is the maximum over
+    its faces: one manipulated face among real ones makes the video fake.
+    """
     if how not in AGGREGATIONS:
         raise ValueError(f"aggregation {how!r} not one of {', '.join(AGGREGATIONS)}")
     videos = np.asarray(videos)
     ids, first = np.unique(videos, return_index=True)
-    ids = ids[np.argsort(first)]
+    order = np.argsort(first)
+    ids, first = ids[order], first[order]
     agg = AGGREGATIONS[how]
     scores = np.array([agg(np.asarray(probs)[videos == v]) for v in ids])
-    vlabels = np.array([np.asarray(labels)[videos == v][0] for v in ids])
-    return ids, scores, vlabels
+    vlabels = np.asarray(labels)[first]
+    if groups is None:
+        return ids, scores, vlabels
+    item_group = np.asarray(groups)[first]
+    gids, gfirst = np.unique(item_group, return_index=True)
+    gids = gids[np.argsort(gfirst)]
+    gscores = np.array([scores[item_group == g].max() for g in gids])
+    glabels = np.array([vlabels[item_group == g][0] for g in gids])
+    return gids, gscores, glabels

@@ -32,6 +32,7 @@ import torch.distributed as dist
 from torch.utils.data import DataLoader, Subset
 from tqdm.auto import tqdm
 
+from .calibration import fit_verdict_rules
 from .config import ConfigError, load_yaml, require, save_yaml
 from .data import DataConfig, VideoDataset, collate
 from .distill import DistillConfig, Distiller
@@ -135,9 +136,10 @@ def _seed(seed: int) -> None:
 def predict(
     model: Any, loader: DataLoader, device: str, amp: str = "auto", progress: bool = False, desc: str = "eval"
 ) -> dict[str, np.ndarray]:
-    """Frame scores over a loader: ``prob``, ``logit``, ``label``, ``video``, ``point`` arrays [N]."""
+    """Frame scores over a loader: ``prob``, ``logit``, ``label``, ``video`` (the dataset item: a
+    face of a video), ``track``, ``point`` arrays [N]."""
     model.eval()
-    out: dict[str, list] = {"prob": [], "label": [], "video": [], "point": [], "logit": []}
+    out: dict[str, list] = {"prob": [], "label": [], "video": [], "track": [], "point": [], "logit": []}
     for batch in tqdm(loader, desc=desc, disable=not progress, leave=False):
         inputs = {m: x.to(device, non_blocking=True) for m, x in batch["inputs"].items()}
         with autocast_context(device, amp):
@@ -146,6 +148,7 @@ def predict(
         out["prob"].append(torch.sigmoid(logit).cpu().numpy())
         out["label"].append(batch["label"].numpy())
         out["video"].append(batch["video"].numpy())
+        out["track"].append(batch["track"].numpy())
         out["point"].append(batch["points"].numpy())
     return {k: np.concatenate(v) if v else np.zeros(0) for k, v in out.items()}
 
@@ -186,8 +189,10 @@ def _append_csv(path: Path, row: dict[str, Any]) -> None:
         f.flush()
 
 
-def _validate(model: Detector, ds: VideoDataset, cfg: TrainConfig, pos_weight, rank: int, world: int) -> dict:
-    """Validation metrics; under DDP each rank scores its shard and every rank gets all scores."""
+def _validate(model: Detector, ds: VideoDataset, cfg: TrainConfig, pos_weight, rank: int, world: int
+              ) -> tuple[dict, dict[str, np.ndarray]]:
+    """(validation metrics, frame predictions); under DDP each rank scores its shard and every
+    rank gets all scores."""
     shard = Subset(ds, range(rank, len(ds), world)) if world > 1 else ds
     loader = DataLoader(shard, batch_size=max(1, cfg.batch_size // 2), shuffle=False, collate_fn=collate,
                         num_workers=cfg.workers)
@@ -201,10 +206,11 @@ def _validate(model: Detector, ds: VideoDataset, cfg: TrainConfig, pos_weight, r
         torch.from_numpy(pred["logit"]), label, pos_weight=pos_weight.cpu()
     ).item()
     frame = binary_metrics(pred["label"], pred["prob"])
-    _, vscore, vlabel = video_level(pred["prob"], pred["video"], pred["label"])
+    groups = ds.video_ids(pred["video"])
+    _, vscore, vlabel = video_level(pred["prob"], pred["video"], pred["label"], groups=groups)
     video = binary_metrics(vlabel, vscore)
     return {"loss": loss, "frame_auc": frame["auc"], "video_auc": video["auc"],
-            "video_acc": video["acc@0.5"], "threshold": youden_threshold(vlabel, vscore)}
+            "video_acc": video["acc@0.5"], "threshold": youden_threshold(vlabel, vscore)}, {**pred, "group": groups}
 
 
 def train_status(run_dir: str | Path, cfg: TrainConfig) -> str:
@@ -320,7 +326,8 @@ def _train(
     _seed(cfg.seed + rank)
     det_cfg, data_cfg = cfg.detector, cfg.data
     pre = Preprocess(size=cfg.image_size)
-    train_ds = VideoDataset(workdir, "train", cfg.modality, data_cfg, pre, train=True, seed=cfg.seed)
+    train_ds = VideoDataset(workdir, "train", cfg.modality, data_cfg, pre, train=True, seed=cfg.seed,
+                            faces=cfg.train_faces)
     val_ds = VideoDataset(workdir, "val", cfg.modality, data_cfg, pre, train=False)
     _check_split("train", train_ds, workdir, cfg.modality)
     _check_split("val", val_ds, workdir, cfg.modality)
@@ -340,8 +347,9 @@ def _train(
     n_real, n_fake = int((labels == 0).sum()), int((labels == 1).sum())
     weight = n_real / n_fake if cfg.balance == "loss" else 1.0
     pos_weight = torch.tensor(weight, device=cfg.device)
-    log.info("train: %d videos (%d real, %d fake), positive weight %.3f; val: %d videos",
-             len(train_ds), n_real, n_fake, weight, len(val_ds))
+    log.info("train: %d faces of %d videos (%d real, %d fake faces), positive weight %.3f; val: %d faces of %d videos",
+             len(train_ds), len({v.video_id for v in train_ds.videos}), n_real, n_fake, weight,
+             len(val_ds), len({v.video_id for v in val_ds.videos}))
 
     sampler = torch.utils.data.DistributedSampler(train_ds, world, rank, seed=cfg.seed) if distributed else None
     gen = torch.Generator().manual_seed(cfg.seed)
@@ -381,7 +389,7 @@ def _train(
         log.info("resuming after epoch %d (best so far: epoch %d)", state["epoch"], best["epoch"])
     elif distiller is not None:
         # Every point of every training video, unaugmented: the projection describes the teacher, not a draw.
-        plain = VideoDataset(workdir, "train", cfg.modality, data_cfg, pre, train=False)
+        plain = VideoDataset(workdir, "train", cfg.modality, data_cfg, pre, train=False, faces=cfg.train_faces)
         fit_loader = DataLoader(Subset(plain, range(rank, len(plain), world)), batch_size=cfg.batch_size,
                                 collate_fn=collate, num_workers=cfg.workers)
         distiller.fit((b for b in fit_loader), model.embed_dim, distributed)
@@ -420,7 +428,7 @@ def _train(
             total += loss.item() * len(label)
             count += len(label)
             bar.set_postfix(loss=f"{total / count:.4f}")
-        val = _validate(model, val_ds, cfg, pos_weight, rank, world)  # every rank gets the same figures
+        val, val_pred = _validate(model, val_ds, cfg, pos_weight, rank, world)  # the same on every rank
         # Ties in AUC (common on small validation sets) go to the lower validation loss.
         improved = val["video_auc"] > best["video_auc"] or (
             val["video_auc"] == best["video_auc"] and val["loss"] < best["loss"])
@@ -432,6 +440,9 @@ def _train(
         if main_proc:
             if improved:
                 model.extra["threshold"] = val["threshold"]
+                # thresholds per aggregation and calibrated probabilities, from these val scores
+                model.extra["verdict"] = fit_verdict_rules(val_pred["prob"], val_pred["video"], val_pred["label"],
+                                                           val_pred["group"])
                 model.extra["trained"] = {"epoch": epoch + 1, "val": val, "train_videos": len(train_ds)}
                 model.save_pretrained(run_dir / "best")
             row = {"epoch": epoch + 1, "lr": opt.param_groups[0]["lr"], "train_loss": total / max(count, 1),

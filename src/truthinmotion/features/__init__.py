@@ -1,8 +1,9 @@
 """Features stage: optical flow and relative depth for every face pair of the work directory.
 
-Reads ``faces/<video_id>.npz`` and writes ``flow/<method>/<video_id>.npz`` (``flow (K,S,S,2)``
-float16 pixels) and ``depth/<model>/<video_id>.npz`` (``depth (K,S,S)`` float16, of frame t's
-crop), each with ``valid (K,)`` and a ``meta`` record of the settings and weights that made it.
+Reads ``faces/<video_id>.npz`` and writes ``flow/<method>/<video_id>.npz`` (``flow (T,K,S,S,2)``
+float16 pixels) and ``depth/<model>/<video_id>.npz`` (``depth (T,K,S,S)`` float16, of frame t's
+crop) for each of the video's T faces, each with ``valid (T,K)`` and a ``meta`` record of the
+settings and weights that made it (``schema`` 2; schema 1 had no track axis and reads as T = 1).
 A directory of artifacts also holds ``settings.json``: running again with other settings into the
 same directory is an error, so artifacts of different settings are never mixed silently.
 """
@@ -16,7 +17,7 @@ from typing import Any, Sequence
 import numpy as np
 
 from ..config import ConfigError
-from ..faces import Faces
+from ..faces import SCHEMA, Faces, with_track_axis
 from ..index import read_manifest, select_rows
 from ..io import WorkDir, check_settings, clean_temporaries, load_npz, save_npz
 from .depth import DEPTH_MODELS, DepthConfig, DepthEstimator, depth_anything_config, depth_to_rgb
@@ -44,19 +45,23 @@ log = logging.getLogger(__name__)
 def compute_features(
     faces: Faces, flow: FlowEstimator | None, depth: DepthEstimator | None
 ) -> dict[str, np.ndarray]:
-    """Flow ``[K, S, S, 2]`` and depth ``[K, S, S]`` (float32) of a video's valid time points.
+    """Flow ``[T, K, S, S, 2]`` and depth ``[T, K, S, S]`` (float32) of every face's valid time
+    points (T tracks, the main face first), each estimator called once for all of them.
 
     Points without a face get zeros (and ``valid`` False in the artifacts).
     """
-    k, s = faces.crops.shape[0], faces.crops.shape[2]
-    valid = faces.valid
+    tracks = faces.tracks
+    t, (k, _, s) = len(tracks), faces.crops.shape[:3]
+    valid = np.stack([tr.valid for tr in tracks])
+    crops = np.stack([tr.crops for tr in tracks])[valid]  # [N, 2, S, S, 3] of the valid points
     out: dict[str, np.ndarray] = {}
     if flow is not None:
-        out["flow"] = np.zeros((k, s, s, 2), np.float32)
-        out["flow"][valid] = flow(faces.crops[valid])
+        out["flow"] = np.zeros((t, k, s, s, 2), np.float32)
+        out["flow"][valid] = flow(crops)
     if depth is not None:
-        out["depth"] = np.zeros((k, s, s), np.float32)
-        out["depth"][valid] = depth(faces.crops[valid, 0])
+        out["depth"] = np.zeros((t, k, s, s), np.float32)
+        out["depth"][valid] = depth(crops[:, 0])
+    out["valid"] = valid
     return out
 
 
@@ -84,13 +89,13 @@ def _one(state: tuple, job: tuple) -> dict:
     video_id, faces_path, flow_out, depth_out, records = job
     faces = Faces.load(Path(faces_path))
     feats = compute_features(faces, flow if flow_out else None, depth if depth_out else None)
-    base = {"video_id": video_id, "faces": faces.meta.get("config", {})}
+    base = {"video_id": video_id, "faces": faces.meta.get("config", {}), "schema": SCHEMA}
     if flow_out:
         meta = {**base, "stage": "flow", **records["flow"], "weights": flow.weights}
-        save_npz(Path(flow_out), meta, flow=feats["flow"].astype(np.float16), valid=faces.valid)
+        save_npz(Path(flow_out), meta, flow=feats["flow"].astype(np.float16), valid=feats["valid"])
     if depth_out:
         meta = {**base, "stage": "depth", **records["depth"], "weights": depth.weights}
-        save_npz(Path(depth_out), meta, depth=feats["depth"].astype(np.float16), valid=faces.valid)
+        save_npz(Path(depth_out), meta, depth=feats["depth"].astype(np.float16), valid=feats["valid"])
     return {}
 
 
@@ -176,12 +181,15 @@ def load_feature(
 ) -> tuple[np.ndarray | None, np.ndarray, dict]:
     """(values, valid, meta) of a flow or depth artifact; ``expect`` keys must match its meta.
 
-    ``values=False`` reads only ``valid`` and the metadata (values come back as None).
+    Values are ``[T, K, ...]`` and valid ``[T, K]``, one row per face, the main face first
+    (artifacts of schema 1 held the main face alone: T = 1). ``values=False`` reads only
+    ``valid`` and the metadata (values come back as None).
     """
     arrays, meta = load_npz(path, None if values else ("valid",))
     if expect:
         diff = {k: (meta.get(k), v) for k, v in expect.items() if meta.get(k) != v}
         if diff:
             raise ConfigError(f"{path} was made with other settings: {diff} (artifact, expected)")
+    arrays = with_track_axis(arrays, meta)
     data = arrays.get("flow", arrays.get("depth"))
     return data, arrays["valid"], meta
