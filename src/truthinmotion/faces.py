@@ -30,6 +30,7 @@ import numpy as np
 from .config import Settings, require
 from .io import StageError, WorkDir, check_settings, clean_temporaries, load_npz, save_npz, source_identity
 from .mtcnn import FaceDetector, box_iou, crop_square
+from .tracking import fill, hold, link, smooth, track_weight
 from .video import probe, read_frames, sample_points
 
 __all__ = [
@@ -87,63 +88,6 @@ class FacesConfig(Settings):
         require(1 <= self.max_faces <= 16, "max_faces: 1 to 16")
         require(0.0 < self.min_track <= 1.0, "min_track: above 0, at most 1")
         require(self.max_frame_side >= self.size, "max_frame_side: at least size")
-
-
-# ---------------------------------------------------------------- tracking
-
-
-def _link(dets: dict[int, np.ndarray], min_iou: float = 0.3) -> list[dict[int, np.ndarray]]:
-    """Greedy linking of per-point detections into tracks: each a {point: [5]} mapping."""
-    tracks: list[dict[int, np.ndarray]] = []
-    for k in sorted(dets):
-        free = list(range(len(tracks)))
-        for det in sorted(dets[k], key=lambda d: -d[4]):
-            if not free:
-                tracks.append({k: det})
-                continue
-            last = np.stack([tracks[t][max(tracks[t])][:4] for t in free])
-            ious = box_iou(last, det[None, :4])
-            # A face seen again after a miss may have moved further: fall back to centre distance.
-            j = int(np.argmax(ious))
-            if ious[j] < min_iou:
-                size = max(det[2] - det[0], det[3] - det[1])
-                centre = (det[:2] + det[2:4]) / 2
-                dist = np.linalg.norm((last[:, :2] + last[:, 2:4]) / 2 - centre, axis=1)
-                j = int(np.argmin(dist))
-                if dist[j] > 0.5 * size:
-                    tracks.append({k: det})
-                    continue
-            tracks[free.pop(j)][k] = det
-    return tracks
-
-
-def _track_weight(track: dict[int, np.ndarray]) -> float:
-    """Largest and most confident over time: sum of probability x sqrt(area) of its detections."""
-    return float(sum(d[4] * np.sqrt(max((d[2] - d[0]) * (d[3] - d[1]), 0.0)) for d in track.values()))
-
-
-def _fill(track: dict[int, np.ndarray], k: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """Boxes ``[k, 4]``, scores ``[k]`` and detected ``[k]``: detections, interpolated inside the
-    track's span, NaN (score 0) outside it."""
-    pts = np.array(sorted(track))
-    boxes = _hold(track, k)
-    scores = np.interp(np.arange(k), pts, [track[p][4] for p in pts])
-    outside = (np.arange(k) < pts[0]) | (np.arange(k) > pts[-1])
-    boxes[outside], scores[outside] = np.nan, 0.0
-    detected = np.zeros(k, bool)
-    detected[pts] = True
-    return boxes, scores, detected
-
-
-def _smooth(boxes: np.ndarray) -> np.ndarray:
-    """Weights 1-2-1 over neighbouring points, on valid boxes only (NaN stays NaN)."""
-    valid = ~np.isnan(boxes[:, 0])
-    out = boxes.copy()
-    for i in np.flatnonzero(valid):
-        idx = [j for j in (i - 1, i, i + 1) if 0 <= j < len(boxes) and valid[j]]
-        w = np.array([2.0 if j == i else 1.0 for j in idx])
-        out[i] = (boxes[idx] * w[:, None]).sum(0) / w.sum()
-    return out
 
 
 # ---------------------------------------------------------------- extraction
@@ -217,13 +161,6 @@ def with_track_axis(arrays: dict[str, np.ndarray], meta: dict[str, Any]) -> dict
                               "run `tim faces --overwrite` with this version")
 
 
-def _hold(track: dict[int, np.ndarray], k: int) -> np.ndarray:
-    """Predicted box at every point ``[k, 4]``: interpolated inside the track, held outside it."""
-    pts = np.array(sorted(track))
-    vals = np.stack([track[p][:4] for p in pts])
-    return np.stack([np.interp(np.arange(k), pts, vals[:, c]) for c in range(4)], 1)
-
-
 def extract_faces(path: str | Path, cfg: FacesConfig, detector: FaceDetector) -> Faces:
     """Decode, detect, track and crop every face of one video (see the module docstring).
 
@@ -264,13 +201,13 @@ def extract_faces(path: str | Path, cfg: FacesConfig, detector: FaceDetector) ->
             whole[i] = d * np.array([1 / det_scale] * 4 + [1], np.float32)
 
     detect_whole(sorted(set(range(0, k, cfg.detect_every)) | {k - 1}))
-    tracks = _link(whole)
+    tracks = link(whole)
     if not tracks:  # the face may appear only between the first pass's points
         detect_whole(range(k))
-        tracks = _link(whole)
+        tracks = link(whole)
     if not tracks:
         raise StageError("no_face", f"no face with probability >= {cfg.min_score} at {k} time points")
-    tracks = sorted(tracks, key=_track_weight, reverse=True)
+    tracks = sorted(tracks, key=track_weight, reverse=True)
     least = cfg.min_track * len(tracks[0])  # a further face must be seen about as often
     kept = [tracks[0]] + [t for t in tracks[1:] if len(t) >= least][: cfg.max_faces - 1]
 
@@ -318,7 +255,7 @@ def _follow(
     """Follow one face to every point with MTCNN's O-net, from the box its track predicts:
     (boxes [k, 4], scores [k], detected [k], points O-net confirmed), or None where it is lost
     at every point."""
-    pred = _hold(track, k)
+    pred = hold(track, k)
     boxes = pred * keep_scale
     for _ in range(cfg.refine_steps):
         boxes, probs = detector.refine(frames, boxes, bgr=True)
@@ -339,9 +276,9 @@ def _follow(
                     refined[i] = whole[i][j]
     if not refined:
         return None
-    boxes, scores, detected = _fill(refined, k)
+    boxes, scores, detected = fill(refined, k)
     if cfg.smooth:
-        boxes = _smooth(boxes)
+        boxes = smooth(boxes)
     return boxes, scores, detected, confirmed
 
 
