@@ -111,8 +111,13 @@ def test_resume_continues_from_the_saved_epoch(work, tmp_path, monkeypatch):
         train(work, cfg, tmp_path / "cut")
     assert len(_metrics(tmp_path / "cut")) == 2
     monkeypatch.setattr(train_mod, "_validate", real_eval)
-    with pytest.raises(ConfigError, match="already holds"):
+    with pytest.raises(ConfigError, match="already holds a trained detector.*--resume"):
         train(work, cfg, tmp_path / "cut")
+    import shutil
+
+    shutil.copytree(tmp_path / "cut" / "best", tmp_path / "copied" / "best")  # a detector alone: not resumable
+    with pytest.raises(ConfigError, match="cannot be resumed"):
+        train(work, cfg, tmp_path / "copied")
     resumed = train(work, cfg, tmp_path / "cut", resume=True)
     rows = _metrics(tmp_path / "cut")
     assert [int(r["epoch"]) for r in rows] == [1, 2, 3] and resumed.epochs_run == 3

@@ -168,8 +168,11 @@ def train(
     run_dir = Path(run_dir)
     # Checked on every rank, before any collective: a refusal stops all ranks alike.
     if (run_dir / "best").exists() and not resume:
-        raise ConfigError(f"{run_dir} already holds a trained detector: choose another output directory, "
-                          "or continue it (tim train --resume)")
+        if (run_dir / "last" / "trainer_state.pt").is_file():
+            raise ConfigError(f"{run_dir} already holds a trained detector: choose another output directory "
+                              "(tim run: --name), or continue it (tim train --resume)")
+        raise ConfigError(f"{run_dir} already holds a detector that cannot be resumed (no last/trainer_state.pt): "
+                          "choose another output directory (tim run: --name) or move it away")
     if resume:
         check_resume(run_dir, cfg)
     # Under torchrun (which sets these), also with one process: the same collectives then run
