@@ -12,7 +12,7 @@ from synthetic import make_workdir
 from truthinmotion.cli import main
 from truthinmotion.compress import OnnxDetector, compress, load_detector
 from truthinmotion.config import ConfigError
-from truthinmotion.data import encode_inputs
+from truthinmotion.data import DataConfig, encode_inputs
 from truthinmotion.evaluate import evaluate
 from truthinmotion.faces import FaceDetector, FacesConfig, extract_faces
 from truthinmotion.features import FlowConfig, FlowEstimator
@@ -20,7 +20,9 @@ from truthinmotion.models import Detector
 from truthinmotion.distill import distill, distill_loss
 from truthinmotion.train import TrainConfig, train
 
-TINY = dict(init="random", image_size=56, workers=0, progress=False, batch_size=6, lr=1e-3, train_points=4)
+# per-picture flow scaling: the synthetic disc's signal (see tests/test_train.py's TINY)
+TINY = dict(init="random", image_size=56, workers=0, progress=False, batch_size=6, lr=1e-3, train_points=4,
+            flow_encoding="hsv-per-picture", flow_relative=False)
 
 
 @pytest.fixture(scope="module")
@@ -77,7 +79,7 @@ def test_int8_on_real_face_flow(base, variants):
     faces = extract_faces(FFPP / "original_sequences/youtube/c23/videos/634.mp4", cfg, FaceDetector.from_config(cfg))
     flow = FlowEstimator(FlowConfig())(faces.crops)
     fp32 = Detector.from_pretrained(base / "fp32")
-    x = encode_inputs({"flow": flow}, ("flow",), fp32.preprocess, None)
+    x = encode_inputs({"flow": flow}, ("flow",), fp32.preprocess, DataConfig())
     with torch.no_grad():
         ref = torch.sigmoid(fp32(x).logit).numpy()
     for name, tol in (("onnx", 1e-4), ("int8", 0.05)):
@@ -109,8 +111,8 @@ def _agreement(student_run, teacher: Detector, work) -> float:
     from truthinmotion.train import predict
 
     student = Detector.from_pretrained(student_run)
-    loader = DataLoader(VideoDataset(work, "test", "flow", DataConfig(), student.preprocess), batch_size=4,
-                        collate_fn=collate)
+    data = DataConfig.from_saved(student.extra["data"])  # the teacher's encodings too
+    loader = DataLoader(VideoDataset(work, "test", "flow", data, student.preprocess), batch_size=4, collate_fn=collate)
     s, t = predict(student, loader, "cpu"), predict(teacher, loader, "cpu")
     return float(np.mean((s["prob"] >= 0.5) == (t["prob"] >= 0.5)))
 
@@ -148,7 +150,7 @@ def test_distillation_projection_is_fixed_and_cannot_be_met_half_way(base, tmp_p
     work = base / "w"
     train(work, TrainConfig(backbone="dinov2-tiny-wide", epochs=1, **TINY), tmp_path / "teacher")
     teacher = Detector.from_pretrained(tmp_path / "teacher")
-    ds = VideoDataset(work, "train", "flow", DataConfig(), teacher.preprocess)
+    ds = VideoDataset(work, "train", "flow", DataConfig.from_saved(teacher.extra["data"]), teacher.preprocess)
     distiller = Distiller(teacher, DistillConfig(), "cpu")
     distiller.fit(DataLoader(ds, batch_size=6, collate_fn=collate), width=64)
     assert distiller.proj.shape == (64, 128) and not distiller.proj.requires_grad

@@ -62,7 +62,8 @@ def trained(tmp_path_factory):
     root = tmp_path_factory.mktemp("eval")
     work = make_workdir(root / "w")
     cfg = TrainConfig(backbone="dinov2-tiny", init="random", image_size=56, workers=0, progress=False,
-                      epochs=3, batch_size=6, lr=1e-3, train_points=4)
+                      epochs=3, batch_size=6, lr=1e-3, train_points=4, flow_encoding="hsv-per-picture",
+                      flow_relative=False)
     train(work, cfg, root / "run")
     return work, root / "run"
 

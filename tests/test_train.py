@@ -17,7 +17,10 @@ from truthinmotion.data import DataConfig, VideoDataset, collate, encode_inputs,
 from truthinmotion.models import BACKBONES, Detector, DetectorConfig, Preprocess
 from truthinmotion.train import TrainConfig, train
 
-TINY = dict(backbone="dinov2-tiny", init="random", image_size=56, workers=0, progress=False)
+# The synthetic disc (tests/synthetic.py) is learnt within a few epochs with per-picture flow
+# scaling; the default fixed scale of real face motion leaves its 1-2 px jitter dim at 56 px.
+TINY = dict(backbone="dinov2-tiny", init="random", image_size=56, workers=0, progress=False,
+            flow_encoding="hsv-per-picture", flow_relative=False)
 
 
 @pytest.fixture(scope="module")
@@ -142,7 +145,7 @@ def test_flip_negates_flow_x_and_mirrors_every_modality(work):
     raw = ds.load_arrays(0)
     points = item["points"].numpy()
     expect = encode_inputs({"flow": flip_flow(raw["flow"][points].astype(np.float32)),
-                            "rgb": raw["rgb"][points][:, :, ::-1]}, ("flow", "rgb"), pre, None)
+                            "rgb": raw["rgb"][points][:, :, ::-1]}, ("flow", "rgb"), pre, cfg)
     for m in ("flow", "rgb"):
         torch.testing.assert_close(item["inputs"][m], expect[m])
     unflipped = VideoDataset(work, "train", "flow", cfg.updated({"flip": 0.0}), pre, train=True)[0]

@@ -77,7 +77,7 @@ def benchmark_runs(
         lat = sorted(time_calls(model, inputs, 1, device, amp, repeats))
         thr = {b: b / float(np.median(time_calls(model, inputs, b, device, amp, max(3, repeats // 3)))) for b in batches}
         best_batch = max(thr, key=thr.get)
-        ds = VideoDataset(work, split, model.cfg.modality, DataConfig.from_dict(model.extra.get("data", {})),
+        ds = VideoDataset(work, split, model.cfg.modality, DataConfig.from_saved(model.extra.get("data", {})),
                           model.preprocess, expect=model.extra.get("features"))
         pred = predict(model, DataLoader(ds, batch_size=4, collate_fn=collate), device, amp)
         _, vs, vl = video_level(pred["prob"], pred["video"], pred["label"], groups=ds.video_ids(pred["video"]))

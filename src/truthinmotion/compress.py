@@ -132,7 +132,7 @@ def sample_inputs(model: Detector, split: str = "val", max_pictures: int = 64) -
     work = Path(model.extra.get("workdir", ""))
     if not work.is_dir():
         raise ConfigError(f"the detector's work directory {work} is gone: real inputs are needed to check it")
-    ds = VideoDataset(work, split, model.cfg.modality, DataConfig.from_dict(model.extra.get("data", {})),
+    ds = VideoDataset(work, split, model.cfg.modality, DataConfig.from_saved(model.extra.get("data", {})),
                       model.preprocess, expect=model.extra.get("features"))
     if len(ds) == 0:
         raise ConfigError(f"no {split} videos in {work} to check the compressed detector on")

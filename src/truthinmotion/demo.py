@@ -76,10 +76,9 @@ def demo_config(out: Path, points: int = 16, epochs: int = 10) -> tuple[StudyCon
         train=TrainConfig(
             backbone=backbone, init=init, image_size=image_size, modality="flow+depth", epochs=epochs,
             batch_size=6, train_points=6, lr=1e-3 if init == "random" else 1e-4, workers=0, patience=4,
-            # Fixed flow scaling keeps the magnitude of the re-rendered face's jitter visible; the
-            # study's per-picture scaling (the default) amplifies the real clips' noise to full
-            # brightness, which a tiny random encoder cannot see past in ten epochs.
-            flow_max=4.0,
+            # The default fixed flow scale (4 px) keeps the magnitude of the re-rendered face's
+            # jitter visible; the study's per-picture scaling amplifies the real clips' noise to
+            # full brightness, which a tiny random encoder cannot see past in ten epochs.
         ),
     )
     return cfg, pretrained

@@ -103,7 +103,7 @@ class Scorer:
         mods = self.model.cfg.modalities
         self.flow = FlowEstimator(_flow_config(feats["flow"]), device) if "flow" in mods else None
         self.depth = DepthEstimator(_depth_config(feats["depth"]), device) if "depth" in mods else None
-        self.data_cfg = DataConfig.from_dict(extra.get("data", {}))
+        self.data_cfg = DataConfig.from_saved(extra.get("data", {}))
 
     def __call__(self, path: str | Path) -> Verdict:
         rule = self.rule
@@ -141,7 +141,8 @@ class Scorer:
         if "rgb" in self.model.cfg.modalities:
             arrays["rgb"] = crops[:, 0]
         t = time.perf_counter()
-        inputs = encode_inputs(arrays, self.model.cfg.modalities, self.model.preprocess, self.data_cfg.flow_max)
+        inputs = encode_inputs(arrays, self.model.cfg.modalities, self.model.preprocess, self.data_cfg,
+                               self.faces_cfg.box_scale)
         with torch.no_grad(), autocast_context(self.device, self.amp):
             logits = self.model({m: x.to(self.device) for m, x in inputs.items()}).logit.float()
         probs = torch.sigmoid(logits).cpu().numpy()

@@ -146,7 +146,7 @@ def evaluate(
     cross = own.resolve() != work.resolve()
     out = Path(out_dir) if out_dir else (run_dir / f"eval-{work.name}-{split}" if cross else run_dir)
     out.mkdir(parents=True, exist_ok=True)
-    data_cfg = DataConfig.from_dict(model.extra.get("data", {}))
+    data_cfg = DataConfig.from_saved(model.extra.get("data", {}))
     ds = VideoDataset(work, split, model.cfg.modality, data_cfg, model.preprocess, train=False,
                       expect=model.extra.get("features"))
     if len(ds) == 0:

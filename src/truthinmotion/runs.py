@@ -113,7 +113,7 @@ def saved_config(run_dir: str | Path) -> TrainConfig:
     path = Path(run_dir) / "config.yaml"
     if not path.is_file():
         raise ConfigError(f"--resume: {run_dir} has no config.yaml: nothing to resume")
-    return TrainConfig.from_dict(load_yaml(path))
+    return TrainConfig.from_saved(load_yaml(path))
 
 
 def check_resume(run_dir: Path, cfg: TrainConfig) -> None:

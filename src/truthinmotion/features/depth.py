@@ -128,13 +128,8 @@ class DepthEstimator:
 
 
 def depth_to_rgb(depth: np.ndarray) -> np.ndarray:
-    """Normalise each map ``[..., H, W]`` to 0-255 (min to max) and copy it to 3 channels: uint8.
+    """The study's depth picture: each map min-max normalised over the whole crop, grey x 3
+    (``encode_depth(depth, "crop-minmax")``)."""
+    from ..encodings import encode_depth
 
-    A flat map (no depth variation) becomes black rather than dividing by zero.
-    """
-    d = np.asarray(depth, np.float32)
-    lo = d.min(axis=(-2, -1), keepdims=True)
-    span = d.max(axis=(-2, -1), keepdims=True) - lo
-    grey = np.where(span > 0, (d - lo) / np.where(span > 0, span, 1.0), 0.0)
-    grey = np.round(grey * 255.0).astype(np.uint8)
-    return np.repeat(grey[..., None], 3, axis=-1)
+    return encode_depth(depth, "crop-minmax")

@@ -17,10 +17,12 @@ from typing import Any
 import cv2
 import numpy as np
 
-from ..config import ConfigError, Settings, require
+from ..config import Settings, require
 from ..weights import INITS, WeightsNotFound
 
 __all__ = ["FLOW_METHODS", "FlowConfig", "FlowEstimator", "flow_to_rgb"]
+
+from ..encodings import flow_to_rgb  # noqa: E402 - re-exported: the encodings live there
 
 log = logging.getLogger(__name__)
 
@@ -147,28 +149,3 @@ def _load_raft(cfg: FlowConfig, device: str) -> tuple[Any, str]:
     return model.eval().to(device), source
 
 
-def flow_to_rgb(flow: np.ndarray, max_magnitude: float | None = None) -> np.ndarray:
-    """Encode flow ``[..., H, W, 2]`` as RGB uint8 ``[..., H, W, 3]`` through HSV.
-
-    Hue is the direction, measured counter-clockwise as seen on screen (y points down in images,
-    so up is -dy): right 0°, up 90°, left 180°, down 270°, so those four come in increasing hue.
-    Saturation is full. Value is the magnitude divided by ``max_magnitude`` (pixels), clipped to
-    1; ``None`` uses each picture's own maximum (per-clip scaling). Zero motion is black.
-    """
-    flow = np.asarray(flow, np.float32)
-    dx, dy = flow[..., 0], flow[..., 1]
-    mag = np.hypot(dx, dy)
-    angle = np.degrees(np.arctan2(-dy, dx)) % 360.0
-    if max_magnitude is None:
-        peak = mag.reshape(*mag.shape[:-2], -1).max(-1)[..., None, None] if mag.ndim >= 2 else mag
-        scale = np.where(peak > 0, peak, 1.0)
-    else:
-        if max_magnitude <= 0:
-            raise ConfigError("max_magnitude: must be positive")
-        scale = max_magnitude
-    value = np.clip(mag / scale, 0.0, 1.0)
-    hsv = np.stack([angle / 2.0, np.full_like(mag, 255.0), value * 255.0], -1)  # OpenCV: H in [0, 180)
-    hsv = np.round(hsv).astype(np.uint8)
-    hsv[..., 0] %= 180
-    flat = hsv.reshape(-1, 1, 3)
-    return cv2.cvtColor(flat, cv2.COLOR_HSV2RGB).reshape(hsv.shape)
