@@ -15,7 +15,9 @@ largest and mean absolute difference against its reference). The weights are ran
 as such: these figures are of the computation, not of accuracy.
 
 Prints JSON: seconds per stage for each video and detector, the video's duration, the speed-up
-of each detector over small-518 in the same run, and the effects on scores.
+of each detector over small-518 in the same run, the effects on scores, and what `--report`
+adds: the small-224 verdict again with its evidence (6 time points with saliency) and the page
+written, against the verdict alone.
 
     python benchmarks/detect.py [--device cpu|cuda] [--detectors tiny,small-224,small-518] [--data DIR]
 """
@@ -26,12 +28,14 @@ import argparse
 import glob
 import json
 import tempfile
+import time
 from pathlib import Path
 
 import torch
 
 from truthinmotion.compress import write_variant
 from truthinmotion.detect import Scorer
+from truthinmotion.report import write_report
 from truthinmotion.features import depth_anything_config
 from truthinmotion.models import Detector, DetectorConfig
 from truthinmotion.video import probe
@@ -90,12 +94,13 @@ def main() -> None:
     ap.add_argument("--device", default="cpu")
     ap.add_argument("--detectors", default="tiny,small-224,small-224-int8,small-518")
     ap.add_argument("--data", default=str(DATA), help="folder searched for 1080p videos (../shared/data)")
+    ap.add_argument("--report", default="small-224", help="detector whose evidence page is also timed ('' : none)")
     args = ap.parse_args()
     videos = [v for v in sorted(glob.glob(f"{args.data}/**/*.mp4", recursive=True))
               if max(probe(v).width, probe(v).height) >= 1920]
     if not videos:
         raise SystemExit(f"no 1080p videos under {args.data}")
-    rows, totals, probs = [], {}, {}
+    rows, totals, probs, pages = [], {}, {}, []
     with tempfile.TemporaryDirectory() as tmp:
         for name in args.detectors.split(","):
             scorer = Scorer(make_run(Path(tmp), name), device=args.device)
@@ -109,11 +114,21 @@ def main() -> None:
                              **{f"{k}_s": round(t, 3) for k, t in verdict.timings.items()}})
                 totals[name] += verdict.timings["total"]
                 probs[name, Path(v).name] = verdict.probability
+                if name == args.report:  # the same video again, with evidence and its page
+                    t = time.perf_counter()
+                    again, evidence = scorer.score(v, evidence=4)
+                    write_report(again, evidence, scorer.model_info, Path(tmp) / f"{Path(v).stem}.html")
+                    with_page = time.perf_counter() - t
+                    pages.append({"video": Path(v).name, "verdict_s": round(verdict.timings["total"], 3),
+                                  "with_report_s": round(with_page, 3),
+                                  "overhead": round(with_page / verdict.timings["total"] - 1, 3)})
     base = totals.get("small-518")
     print(json.dumps({
         "benchmark": "detect", "device": args.device, "threads": torch.get_num_threads(),
         "time_points": 32, "modality": "flow+depth", "weights": "random (detector and depth model)",
         "score_effects": score_effects(probs, [Path(v).name for v in videos]),
+        "report_overhead": {"detector": args.report, "videos": pages,
+                            "mean": round(sum(p["overhead"] for p in pages) / len(pages), 3) if pages else None},
         "mean_seconds_per_video": {k: round(t / len(videos), 3) for k, t in totals.items()},
         "speedup_vs_small_518": {k: round(base / t, 2) for k, t in totals.items()} if base else None,
         "rows": rows,

@@ -31,11 +31,15 @@ def _shift(img: np.ndarray, dx: float, dy: float) -> np.ndarray:
     return cv2.warpAffine(img, m, img.shape[1::-1], flags=cv2.INTER_LINEAR, borderMode=cv2.BORDER_REFLECT)
 
 
-def synthetic_pairs(fake: bool, k: int, size: int, rng: np.random.Generator) -> np.ndarray:
-    """``[k, 2, size, size, 3]`` uint8 crop pairs."""
+def synthetic_pairs(fake: bool, k: int, size: int, rng: np.random.Generator, region: str = "disc") -> np.ndarray:
+    """``[k, 2, size, size, 3]`` uint8 crop pairs; a fake's own motion is in ``region``: a
+    central ``disc``, or an ellipse inside the ``left`` half only."""
     tex = _texture(rng, size)
     yy, xx = np.mgrid[0:size, 0:size]
-    disc = (((xx - size / 2) ** 2 + (yy - size / 2) ** 2) < (size * 0.25) ** 2)[..., None]
+    if region == "left":
+        disc = ((((xx - size / 4) / (size * 0.2)) ** 2 + ((yy - size / 2) / (size * 0.35)) ** 2) < 1)[..., None]
+    else:
+        disc = (((xx - size / 2) ** 2 + (yy - size / 2) ** 2) < (size * 0.25) ** 2)[..., None]
     out = np.empty((k, 2, size, size, 3), np.uint8)
     for i in range(k):
         ox, oy = rng.uniform(0, size, 2)
@@ -52,7 +56,7 @@ def synthetic_pairs(fake: bool, k: int, size: int, rng: np.random.Generator) -> 
 def make_workdir(
     root: Path, n_per_class: int = 24, k: int = 6, size: int = 56, seed: int = 0,
     splits: tuple[int, int, int] = (12, 8, 4), shuffle_labels: bool | tuple[str, ...] = False, depth=None,
-    second_face: bool = False,
+    second_face: bool = False, region: str = "disc",
 ) -> Path:
     """A work directory with manifest, faces and farneback flow; ``splits`` counts per class.
 
@@ -67,7 +71,7 @@ def make_workdir(
         assert len(names) == n_per_class
         for j, split in enumerate(names):
             vid = f"{'fake' if label else 'real'}{j:03d}"
-            pairs = synthetic_pairs(bool(label), k, size, rng)
+            pairs = synthetic_pairs(bool(label), k, size, rng, region)
             boxes = np.tile(np.array([[0, 0, size, size]], np.float32), (k, 1))
             more = []
             if second_face:

@@ -257,6 +257,7 @@ def _add_detect(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--json", dest="json_out", help="write every verdict as JSON here")
     p.add_argument("--csv", dest="csv_out", help="write one row per video here")
     p.add_argument("--plot", dest="plot_dir", help="write a score-over-time PNG per video into this directory")
+    p.add_argument("--report", dest="report_dir", help="write an evidence page (HTML, one file) per video here")
     p.add_argument("--aggregation", default="mean", choices=AGGREGATION_CHOICES, help="(mean)")
     p.add_argument("--device", type=_device, default="cpu")
     p.add_argument("-q", "--quiet", action="store_true")
@@ -268,6 +269,7 @@ def _cmd_detect(args: argparse.Namespace) -> int:
 
     verdicts = detect(args.videos, args.model, device=args.device, aggregation=args.aggregation,
                       json_out=args.json_out, csv_out=args.csv_out, plot_dir=args.plot_dir,
+                      report_dir=args.report_dir,
                       progress=not args.quiet)
     for v in verdicts:
         if v.ok:

@@ -30,7 +30,7 @@ from .index import read_manifest
 from .io import WorkDir, load_npz
 from .models import Preprocess, parse_modalities
 
-__all__ = ["DataConfig", "VideoDataset", "collate", "encode_inputs", "flip_flow"]
+__all__ = ["DataConfig", "VideoDataset", "collate", "encode_inputs", "encode_pictures", "flip_flow", "to_backbone"]
 
 log = logging.getLogger(__name__)
 
@@ -82,28 +82,43 @@ def flip_flow(flow: np.ndarray) -> np.ndarray:
     return out
 
 
-def encode_inputs(
-    arrays: dict[str, np.ndarray], modalities: tuple[str, ...], pre: Preprocess, cfg: DataConfig,
-    box_scale: float = 1.3,
-) -> dict[str, torch.Tensor]:
-    """Backbone inputs ``{modality: [N, 3, S, S] float32}`` from raw ``flow [N,S,S,2]``,
-    ``depth [N,S,S]`` and ``rgb [N,S,S,3]`` arrays, encoded as ``cfg`` says (``box_scale``: the
-    crops' size relative to the face box, from the faces settings)."""
+def encode_pictures(
+    arrays: dict[str, np.ndarray], modalities: tuple[str, ...], cfg: DataConfig, box_scale: float = 1.3,
+) -> dict[str, np.ndarray]:
+    """The pictures a detector sees, uint8 ``{modality: [N, S, S, 3]}``, from raw ``flow
+    [N,S,S,2]``, ``depth [N,S,S]`` and ``rgb [N,S,S,3]`` arrays, encoded as ``cfg`` says
+    (``box_scale``: the crops' size relative to the face box, from the faces settings)."""
+    pics = {}
+    for m in modalities:
+        if m == "flow":
+            pics[m] = encode_flow(arrays["flow"], cfg.flow_encoding, cfg.flow_max, cfg.flow_relative, box_scale)
+        elif m == "depth":
+            pics[m] = encode_depth(arrays["depth"], cfg.depth_encoding, cfg.depth_max, box_scale)
+        else:
+            pics[m] = arrays["rgb"]
+    return pics
+
+
+def to_backbone(pictures: dict[str, np.ndarray], pre: Preprocess) -> dict[str, torch.Tensor]:
+    """uint8 pictures ``[N, S, S, 3]`` as backbone inputs ``[N, 3, size, size]`` float32, normalised."""
     mean = torch.tensor(pre.mean).view(1, 3, 1, 1)
     std = torch.tensor(pre.std).view(1, 3, 1, 1)
     out = {}
-    for m in modalities:
-        if m == "flow":
-            pic = encode_flow(arrays["flow"], cfg.flow_encoding, cfg.flow_max, cfg.flow_relative, box_scale)
-        elif m == "depth":
-            pic = encode_depth(arrays["depth"], cfg.depth_encoding, cfg.depth_max, box_scale)
-        else:
-            pic = arrays["rgb"]
+    for m, pic in pictures.items():
         x = torch.from_numpy(np.ascontiguousarray(pic)).permute(0, 3, 1, 2).float() / 255.0
         if x.shape[-1] != pre.size:
             x = torch.nn.functional.interpolate(x, size=(pre.size, pre.size), mode="bilinear", align_corners=False)
         out[m] = (x - mean) / std
     return out
+
+
+def encode_inputs(
+    arrays: dict[str, np.ndarray], modalities: tuple[str, ...], pre: Preprocess, cfg: DataConfig,
+    box_scale: float = 1.3,
+) -> dict[str, torch.Tensor]:
+    """Backbone inputs ``{modality: [N, 3, size, size] float32}`` from raw arrays:
+    :func:`encode_pictures` then :func:`to_backbone`."""
+    return to_backbone(encode_pictures(arrays, modalities, cfg, box_scale), pre)
 
 
 @dataclass

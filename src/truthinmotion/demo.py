@@ -18,6 +18,7 @@ from pathlib import Path
 import torch
 
 from .detect import Scorer, plot_scores
+from .report import write_report
 from .faces import FacesConfig
 from .features import DEPTH_MODELS, DepthConfig, FlowConfig, depth_anything_config
 from .index import IndexConfig
@@ -105,10 +106,11 @@ def run_demo(out: str | Path = "demo-out", clips: int = 20, points: int = 16, ep
         if vid is None:
             continue
         path = data / kind / f"{vid.split('-', 1)[1]}.mp4"
-        verdict = scorer(path)
+        verdict, evidence = scorer.score(path, evidence=4)
         png = plot_scores(verdict, out / f"detect-{vid}.png")
+        page = write_report(verdict, evidence, scorer.model_info, out / f"detect-{vid}.html")
         result.lines.append(
             f"detect {path.name} ({kind}): {verdict.label}, p={verdict.probability:.3f} in "
-            f"{verdict.timings['total']:.2f}s; plot {png}"
+            f"{verdict.timings['total']:.2f}s; plot {png}; evidence page {page}"
         )
     return result

@@ -28,11 +28,13 @@ import torch
 
 from .calibration import verdict_rule
 from .config import ConfigError
-from .data import DataConfig, encode_inputs
+from .data import DataConfig, encode_pictures, to_backbone
 from .faces import FaceDetector, FacesConfig, extract_faces
 from .features import DepthConfig, DepthEstimator, FlowConfig, FlowEstimator
 from .index import VIDEO_SUFFIXES
 from .io import StageError, atomic_write_text
+from .explain import neutral_inputs
+from .report import Evidence, build_evidence, write_report
 from .metrics import AGGREGATIONS
 from .compress import inference_autocast, load_detector
 from .runtime import autocast_context
@@ -104,8 +106,14 @@ class Scorer:
         self.flow = FlowEstimator(_flow_config(feats["flow"]), device) if "flow" in mods else None
         self.depth = DepthEstimator(_depth_config(feats["depth"]), device) if "depth" in mods else None
         self.data_cfg = DataConfig.from_saved(extra.get("data", {}))
+        self.model_info = {**extra, "detector": self.model.cfg.to_dict(), "data": self.data_cfg.to_dict()}
 
     def __call__(self, path: str | Path) -> Verdict:
+        return self.score(path)[0]
+
+    def score(self, path: str | Path, evidence: int = 0) -> tuple[Verdict, Evidence | None]:
+        """The verdict, and with ``evidence`` > 0 what backs it: the ``evidence`` most and the 2
+        least suspicious time points of the deciding face, with saliency (:mod:`.report`)."""
         rule = self.rule
         verdict = Verdict(video=str(path), status="ok", threshold=rule.probability_threshold,
                           score_threshold=rule.threshold, aggregation=self.aggregation,
@@ -116,10 +124,10 @@ class Scorer:
         except StageError as err:
             verdict.status, verdict.reason = err.status, err.reason
             verdict.timings["faces"] = time.perf_counter() - t0
-            return verdict
+            return verdict, None
         except Exception as err:  # noqa: BLE001 - report, and let the other videos go on
             verdict.status, verdict.reason = "error", f"{type(err).__name__}: {err}"
-            return verdict
+            return verdict, None
         t1 = time.perf_counter()
         tracks = faces.tracks
         valid = np.stack([tr.valid for tr in tracks])  # [T, K]
@@ -141,8 +149,8 @@ class Scorer:
         if "rgb" in self.model.cfg.modalities:
             arrays["rgb"] = crops[:, 0]
         t = time.perf_counter()
-        inputs = encode_inputs(arrays, self.model.cfg.modalities, self.model.preprocess, self.data_cfg,
-                               self.faces_cfg.box_scale)
+        pictures = encode_pictures(arrays, self.model.cfg.modalities, self.data_cfg, self.faces_cfg.box_scale)
+        inputs = to_backbone(pictures, self.model.preprocess)
         with torch.no_grad(), autocast_context(self.device, self.amp):
             logits = self.model({m: x.to(self.device) for m, x in inputs.items()}).logit.float()
         probs = torch.sigmoid(logits).cpu().numpy()
@@ -152,7 +160,7 @@ class Scorer:
             verdict.reason = (f"the detector gave {int((~np.isfinite(probs)).sum())} non-finite scores of {len(probs)}: "
                               "its weights are damaged or overflow; no verdict")
             verdict.timings = {k: round(v, 4) for k, v in timings.items()}
-            return verdict
+            return verdict, None
         timings["total"] = time.perf_counter() - t0
         # Each face is judged on its own; the video is as fake as its most fake face.
         per_track = np.split(probs, np.cumsum(valid.sum(1))[:-1])
@@ -173,8 +181,20 @@ class Scorer:
         verdict.score = top["score"]
         verdict.probability = top["probability"]
         verdict.label = top["label"]
+        found = None
+        if evidence > 0:
+            t = time.perf_counter()
+            start = int(valid[: top["track"]].sum())  # the deciding face's rows among all faces'
+            rows = start + np.arange(int(valid[top["track"]].sum()))
+            base = neutral_inputs(self.model.cfg.modalities, self.data_cfg, self.model.preprocess,
+                                  crops.shape[2], self.faces_cfg.box_scale)
+            found = build_evidence(
+                path, self.model, faces, rows, np.flatnonzero(valid[top["track"]]), probs, crops, pictures, inputs,
+                evidence, self.device, self.amp, base)
+            timings["evidence"] = time.perf_counter() - t
+            timings["total"] = time.perf_counter() - t0
         verdict.timings = {k: round(v, 4) for k, v in timings.items()}
-        return verdict
+        return verdict, found
 
 
 def expand_inputs(items: Iterable[str | Path]) -> list[Path]:
@@ -281,9 +301,12 @@ def detect(
     json_out: str | Path | None = None,
     csv_out: str | Path | None = None,
     plot_dir: str | Path | None = None,
+    report_dir: str | Path | None = None,
+    evidence_points: int = 4,
     progress: bool = True,
 ) -> list[Verdict]:
-    """Score every video; write JSON / CSV / plots where asked. Failures are verdicts, not errors.
+    """Score every video; write JSON / CSV / plots / report pages where asked. Failures are
+    verdicts, not errors.
 
     Outputs are checked before any video is scored; if writing one still fails, the results go
     to a file in the temporary directory and the log says where.
@@ -292,18 +315,22 @@ def detect(
 
     paths = expand_inputs(videos)
     check_outputs(paths, json_out, csv_out)
-    if plot_dir is not None and Path(plot_dir).exists() and not Path(plot_dir).is_dir():
-        raise ConfigError(f"--plot {plot_dir} is a file: give a directory")
+    for flag, folder in (("--plot", plot_dir), ("--report", report_dir)):
+        if folder is not None and Path(folder).exists() and not Path(folder).is_dir():
+            raise ConfigError(f"{flag} {folder} is a file: give a directory")
     scorer = Scorer(run_dir, device, aggregation)
     names = _plot_names(paths)
     verdicts = []
     for p in tqdm(paths, desc="detect", unit="video", disable=not progress or len(paths) < 2):
-        v = scorer(p)
+        v, evidence = scorer.score(p, evidence=evidence_points if report_dir else 0)
         if not v.ok:
             log.warning("%s: %s: %s", p, v.status, v.reason)
         elif plot_dir:
             Path(plot_dir).mkdir(parents=True, exist_ok=True)
             plot_scores(v, Path(plot_dir) / f"{names[p]}.png")
+        if report_dir:
+            Path(report_dir).mkdir(parents=True, exist_ok=True)
+            write_report(v, evidence, scorer.model_info, Path(report_dir) / f"{names[p]}.html")
         verdicts.append(v)
     if json_out:
         _write(Path(json_out), to_json(verdicts))

@@ -28,6 +28,7 @@ from .config import ConfigError
 from .data import DataConfig, VideoDataset, collate
 from .io import WorkDir, atomic_write_text, load_npz
 from .metrics import binary_metrics, video_level
+from .report import error_analysis
 from .compress import inference_autocast, load_detector
 from .train import predict
 
@@ -207,7 +208,9 @@ def evaluate(
     _write_predictions(out / "predictions.csv", work, ds, pred, dict(zip(ids.tolist(), vprobs.tolist())), split)
     plots = _plots(out, vlabels, vscores, f"{work.name}/{split}")
     plots.append(_reliability(out, vlabels, vscores, vprobs))
-    atomic_write_text(out / "report.md", _report(metrics, plots))
+    errors = error_analysis(out, model, ds, pred, metrics["videos"], threshold,
+                            (ds.faces_config or {}).get("box_scale", 1.3))
+    atomic_write_text(out / "report.md", _report(metrics, plots) + "\n".join(errors) + "\n")
     return EvalResult(out, metrics)
 
 
