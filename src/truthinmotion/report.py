@@ -81,18 +81,21 @@ def overlay(crop: np.ndarray, saliency: np.ndarray) -> np.ndarray:
 
 
 def _frame_with_boxes(ev: Evidence, tracks: list[dict[str, Any]]) -> np.ndarray:
+    """The frame, shown 480 to 960 pixels wide, with every face's box and probability."""
     img = cv2.cvtColor(ev.frame, cv2.COLOR_RGB2BGR)
+    scale = min(max(480 / img.shape[1], 1.0), 960 / max(img.shape[:2]))
+    img = cv2.resize(img, None, fx=scale, fy=scale, interpolation=cv2.INTER_AREA if scale < 1 else cv2.INTER_LINEAR)
     prob = {t["track"]: t["probability"] for t in tracks}
-    thick = max(2, img.shape[1] // 400)
+    font, thick = 0.5, 2
     for j, box in ev.boxes.items():
-        x1, y1, x2, y2 = (int(round(c)) for c in box)
-        colour = (0, 0, 255) if prob.get(j, 0) >= 0.5 else (0, 200, 0)
+        x1, y1, x2, y2 = (int(round(c * scale)) for c in box)
+        colour = (0, 0, 255) if prob.get(j, 0) >= 0.5 else (0, 160, 0)
         cv2.rectangle(img, (x1, y1), (x2, y2), colour, thick)
-        cv2.putText(img, f"face {j}: p={prob.get(j, float('nan')):.2f}", (x1, max(15, y1 - 8)),
-                    cv2.FONT_HERSHEY_SIMPLEX, 0.5 * thick, colour, thick)
-    side = max(img.shape[:2])
-    if side > 960:
-        img = cv2.resize(img, None, fx=960 / side, fy=960 / side, interpolation=cv2.INTER_AREA)
+        text = f"face {j}: p={prob.get(j, float('nan')):.2f}"
+        (w, h), _ = cv2.getTextSize(text, cv2.FONT_HERSHEY_SIMPLEX, font, 1)
+        x = min(max(0, x1), img.shape[1] - w - 2)
+        y = y1 - 6 if y1 - 6 - h >= 0 else y2 + h + 6
+        cv2.putText(img, text, (x, y), cv2.FONT_HERSHEY_SIMPLEX, font, colour, 1, cv2.LINE_AA)
     return cv2.cvtColor(img, cv2.COLOR_BGR2RGB)
 
 
