@@ -8,6 +8,7 @@ unknown keys and out-of-range values are errors. Exit codes: 0 success, 1 some v
 from __future__ import annotations
 
 import argparse
+import os
 import logging
 import sys
 from pathlib import Path
@@ -390,11 +391,45 @@ def _cmd_demo(args: argparse.Namespace) -> int:
     return 0
 
 
+# ---------------------------------------------------------------- serve
+
+
+def _add_serve(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser("serve", help="an HTTP service: JSON API, web page, evidence pages")
+    p.add_argument("--model", required=True, help="run directory (or its best/ directory)")
+    p.add_argument("--host", default="127.0.0.1", help="(127.0.0.1)")
+    p.add_argument("--port", type=int, default=8000, help="(8000)")
+    p.add_argument("--workers", type=_positive, default=1, help="scoring threads, each with its own models (1)")
+    p.add_argument("--queue", type=_positive, default=32, help="jobs queued or running at most; beyond: 503 (32)")
+    p.add_argument("--max-upload-mb", type=float, default=200.0, help="(200)")
+    p.add_argument("--max-seconds", type=float, default=600.0, help="longest video accepted, seconds (600)")
+    p.add_argument("--data-dir", default="tim-serve-data", help="jobs database, uploads, pages (tim-serve-data)")
+    p.add_argument("--token", default=os.environ.get("TIM_TOKEN"), help="require Authorization: Bearer TOKEN "
+                   "(default: $TIM_TOKEN)")
+    p.add_argument("--keep-uploads", action="store_true", help="keep uploaded videos after scoring")
+    p.add_argument("--device", type=_device, default="cpu")
+    p.set_defaults(func=_cmd_serve)
+
+
+def _cmd_serve(args: argparse.Namespace) -> int:
+    try:
+        from .serve import ServeConfig, serve
+    except ImportError as err:
+        raise ConfigError(f"tim serve needs the serve extra ({err.name} is missing): "
+                          "pip install 'truthinmotion[serve]'") from None
+
+    cfg = ServeConfig(model=args.model, data_dir=Path(args.data_dir), device=args.device, workers=args.workers,
+                      queue=args.queue, max_upload_mb=args.max_upload_mb, max_seconds=args.max_seconds,
+                      token=args.token or None, keep_uploads=args.keep_uploads)
+    serve(cfg, args.host, args.port)
+    return 0
+
+
 # ---------------------------------------------------------------- main
 
 COMMANDS: list[Callable[[argparse._SubParsersAction], None]] = [
     _add_index, _add_faces, _add_features, _add_train, _add_evaluate, _add_detect, _add_compress,
-    _add_benchmark, _add_run, _add_demo,
+    _add_benchmark, _add_run, _add_demo, _add_serve,
 ]
 
 
