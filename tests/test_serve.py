@@ -113,13 +113,14 @@ def test_a_video_gets_the_verdict_of_tim_detect(server, run_dir):
 
 
 def test_bad_uploads_get_their_status_and_the_server_goes_on(run_dir, tmp_path, clips, faceless):
-    server = Server(run_dir, tmp_path / "data", "--max-upload-mb", "0.2")
+    server = Server(run_dir, tmp_path / "data", "--max-upload-mb", "0.2", "--max-seconds", "1.0")
     try:
         cases = {
             "text named .mp4": (b"this is not a video\n" * 10, 415, "not_a_video"),
             "zero bytes": (b"", 415, "not_a_video"),
             "truncated": (clips["fake"].read_bytes()[:2000], 415, "not_a_video"),
             "oversize": (np.random.default_rng(0).bytes(300_000), 413, "too_large"),
+            "too long": (clips["fake"].read_bytes(), 422, "too_long"),  # 30 frames at 25 fps: 1.2 s
         }
         for name, (data, code, err) in cases.items():
             got, body, _ = server.upload(data)
