@@ -18,11 +18,10 @@ import cv2
 import numpy as np
 
 from ..config import Settings, require
+from ..encodings import flow_to_rgb  # re-exported: the encodings live in truthinmotion.encodings
 from ..weights import INITS, WeightsNotFound
 
 __all__ = ["FLOW_METHODS", "FlowConfig", "FlowEstimator", "flow_to_rgb"]
-
-from ..encodings import flow_to_rgb  # noqa: E402 - re-exported: the encodings live there
 
 log = logging.getLogger(__name__)
 
