@@ -155,7 +155,7 @@ def test_outputs_are_checked_before_scoring(run_dir, clips, tmp_path, capsys):
     shutil.copy(clips["real"], video)
     original = video.read_bytes()
     for target, message in ((video, "is one of the videos"), (tmp_path, "is a directory"),
-                            (video / "v.json", "not a writable directory")):
+                            (video / "v.json", "keep.mp4 is a file, not a directory")):
         start = time.perf_counter()
         assert main(["detect", str(video), "--model", str(run_dir), "--json", str(target), "-q"]) == 2
         assert message in capsys.readouterr().err and time.perf_counter() - start < 5  # before any scoring

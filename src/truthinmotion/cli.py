@@ -89,10 +89,12 @@ def _add_index(sub: argparse._SubParsersAction) -> None:
 
 def _cmd_index(args: argparse.Namespace) -> int:
     from .index import IndexConfig, index_dataset
+    from .preflight import estimate
 
     cfg = _settings(IndexConfig, args, ["format", "compression", "methods", "splits_dir", "ratios", "seed"])
     result = index_dataset(args.root, args.out, cfg)
     print(result.summary())
+    print("\n".join(estimate(len(result.records)).lines()))  # at the default settings of the stages
     return 1 if result.missing else 0
 
 
@@ -110,6 +112,7 @@ def _add_faces(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--max-faces", type=int, help="faces (tracks) kept per video, the main one first (4)")
     p.add_argument("--overwrite", action="store_true", help="recompute every video, also with other settings")
     _stage_options(p)
+    _space_option(p)
     p.set_defaults(func=_cmd_faces)
 
 
@@ -119,6 +122,11 @@ def _stage_options(p: argparse.ArgumentParser) -> None:
     p.add_argument("--limit", type=_positive, help="process only the first N videos of the manifest")
     p.add_argument("--only", type=lambda s: s.split(","), help="comma-separated video ids")
     _common(p)
+
+
+def _space_option(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--no-space-check", dest="space_check", action="store_false",
+                   help="start even when free disk space is below the artifacts' estimate")
 
 
 def _finish(report: Any, workdir: str) -> int:
@@ -134,7 +142,7 @@ def _cmd_faces(args: argparse.Namespace) -> int:
     cfg = _settings(FacesConfig, args, ["num_points", "size", "box_scale", "detect_side", "detect_every", "max_faces"])
     report = run_faces(
         args.workdir, cfg, workers=args.workers, device=args.device, limit=args.limit,
-        only=args.only, overwrite=args.overwrite, progress=not args.quiet,
+        only=args.only, overwrite=args.overwrite, progress=not args.quiet, space_check=args.space_check,
     )
     return _finish(report, args.workdir)
 
@@ -152,6 +160,7 @@ def _add_features(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--init", choices=["pretrained", "random"], help="random: tests and speed checks only")
     p.add_argument("--overwrite", action="store_true", help="recompute existing artifacts")
     _stage_options(p)
+    _space_option(p)
     p.set_defaults(func=_cmd_features)
 
 
@@ -165,6 +174,7 @@ def _cmd_features(args: argparse.Namespace) -> int:
     report = run_features(
         args.workdir, flow_cfg, depth_cfg, workers=args.workers, device=args.device,
         limit=args.limit, only=args.only, overwrite=args.overwrite, progress=not args.quiet,
+        space_check=args.space_check,
     )
     return _finish(report, args.workdir)
 
@@ -354,6 +364,7 @@ def _add_run(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--device", type=_device, default="cpu")
     p.add_argument("--config", help="YAML with sections index, faces, flow, depth, train")
     p.add_argument("-q", "--quiet", action="store_true")
+    _space_option(p)
     p.set_defaults(func=_cmd_run)
 
 
@@ -365,7 +376,7 @@ def _cmd_run(args: argparse.Namespace) -> int:
         epochs=args.epochs,
     )
     result = run_study(args.root, args.out, cfg, workers=args.workers, device=args.device,
-                       run_name=args.name, progress=not args.quiet)
+                       run_name=args.name, progress=not args.quiet, space_check=args.space_check)
     print(result.summary())
     return 0
 

@@ -38,7 +38,7 @@ from torch.utils.data import DataLoader
 
 from .config import ConfigError
 from .data import DataConfig, VideoDataset, collate
-from .io import dir_size
+from .io import dir_size, publish
 from .models import Detector, DetectorConfig, DetectorOutput, SavedDetector, detector_dir, read_detector_config
 from .runtime import autocast_context
 
@@ -283,6 +283,7 @@ def compress(
         best = out_dir / "best"
         if best.exists():
             shutil.rmtree(best)
+        publish(tmp)  # mkdtemp makes it private
         os.replace(tmp, best)
     finally:
         if tmp.exists():

@@ -23,7 +23,7 @@ import torch
 from torch.utils.data import Dataset
 
 from .config import ConfigError, Settings, require
-from .faces import with_track_axis
+from .faces import load_crops, with_track_axis
 from .encodings import DEPTH_ENCODINGS, FLOW_ENCODINGS, encode_depth, encode_flow
 from .features import load_feature
 from .index import read_manifest
@@ -249,17 +249,17 @@ class VideoDataset(Dataset):
     def __len__(self) -> int:
         return len(self.videos)
 
-    def load_arrays(self, i: int) -> dict[str, np.ndarray]:
-        """Raw arrays of item ``i`` (one face) at all K points: flow, depth, rgb as needed."""
+    def load_arrays(self, i: int, points: np.ndarray | None = None) -> dict[str, np.ndarray]:
+        """Raw arrays of item ``i`` (one face) at ``points`` (default: all K): flow, depth, rgb as
+        needed. Only those pictures are decoded."""
         item = self.videos[i]
-        paths = self._paths(item.video_id)
+        points = np.arange(len(item.valid)) if points is None else np.asarray(points)
         arrays = {}
-        for m, p in paths.items():
+        for m, p in self._paths(item.video_id).items():
             if m == "rgb":
-                crops, meta = load_npz(p, ("crops",))
-                arrays["rgb"] = with_track_axis(crops, meta)["crops"][item.track][:, 0]
+                arrays["rgb"] = load_crops(p, item.track, points)
             else:
-                arrays[m] = load_feature(p)[0][item.track]
+                arrays[m] = load_feature(p, track=item.track, points=points)[0]
         return arrays
 
     def __getitem__(self, i: int) -> dict[str, Any]:
@@ -268,7 +268,7 @@ class VideoDataset(Dataset):
         rng = np.random.default_rng([self.seed, self.epoch, i])
         if self.train:
             points = np.sort(rng.choice(points, size=self.cfg.train_points, replace=len(points) < self.cfg.train_points))
-        arrays = {k: v[points] for k, v in self.load_arrays(i).items()}
+        arrays = self.load_arrays(i, points)
         if self.train and rng.random() < self.cfg.flip:
             arrays = {k: (flip_flow(v) if k == "flow" else np.ascontiguousarray(v[:, :, ::-1])) for k, v in arrays.items()}
         inputs = encode_inputs(arrays, self.modalities, self.pre, self.cfg, (self.faces_config or {}).get("box_scale", 1.3))

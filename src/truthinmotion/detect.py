@@ -32,7 +32,9 @@ from .data import DataConfig, encode_pictures, to_backbone
 from .faces import FaceDetector, FacesConfig, extract_faces
 from .features import DepthConfig, DepthEstimator, FlowConfig, FlowEstimator
 from .index import VIDEO_SUFFIXES
+from .compact import stored_crops, stored_depth, stored_flow
 from .io import StageError, atomic_write_text
+from .preflight import check_writable
 from .explain import neutral_inputs
 from .report import Evidence, build_evidence, write_report
 from .metrics import AGGREGATIONS
@@ -99,7 +101,10 @@ class Scorer:
         self.rule = verdict_rule(self.model.extra, aggregation)
         extra = self.model.extra
         known = set(FacesConfig.__dataclass_fields__)
-        self.faces_cfg = FacesConfig.from_dict({k: v for k, v in extra.get("faces", {}).items() if k in known})
+        # Crops are scored as the faces artifacts stored them for training; a detector trained
+        # before compact artifacts saw them raw.
+        faces_rec = {"crop_format": "raw", **extra.get("faces", {})}
+        self.faces_cfg = FacesConfig.from_dict({k: v for k, v in faces_rec.items() if k in known})
         self.face_detector = FaceDetector.from_config(self.faces_cfg, device)
         feats = extra.get("features", {})
         mods = self.model.cfg.modalities
@@ -132,6 +137,8 @@ class Scorer:
         tracks = faces.tracks
         valid = np.stack([tr.valid for tr in tracks])  # [T, K]
         crops = np.stack([tr.crops for tr in tracks])[valid]  # the valid points of every face
+        # What training read back from the artifacts: the stored crops, flow and depth.
+        crops = stored_crops(crops, self.faces_cfg.crop_format, self.faces_cfg.crop_quality)
         verdict.faces = {k: faces.meta[k] for k in ("tracks", "max_faces_per_frame", "coverage", "frames", "fps")}
         verdict.faces["time_points"] = valid.shape[1]  # distinct pairs; fewer than asked in a short video
         verdict.faces["time_points_with_face"] = int(valid[0].sum())
@@ -140,11 +147,11 @@ class Scorer:
         # Only the points with a face, of all faces at once: no zero-filled arrays to index back down.
         if self.flow is not None:
             t = time.perf_counter()
-            arrays["flow"] = self.flow(crops)
+            arrays["flow"] = stored_flow(self.flow(crops))
             timings["flow"] = time.perf_counter() - t
         if self.depth is not None:
             t = time.perf_counter()
-            arrays["depth"] = self.depth(crops[:, 0])
+            arrays["depth"] = stored_depth(self.depth(crops[:, 0]))
             timings["depth"] = time.perf_counter() - t
         if "rgb" in self.model.cfg.modalities:
             arrays["rgb"] = crops[:, 0]
@@ -247,11 +254,7 @@ def check_outputs(inputs: Sequence[Path], *outputs: str | Path | None) -> None:
             raise ConfigError(f"{path} is one of the videos to score: choose another output file")
         if path.is_dir():
             raise ConfigError(f"{path} is a directory: give a file name for the output")
-        parent = path.parent
-        while not parent.exists() and parent != parent.parent:
-            parent = parent.parent
-        if not parent.is_dir() or not os.access(parent, os.W_OK | os.X_OK):
-            raise ConfigError(f"cannot write {path}: {parent} is not a writable directory")
+        check_writable(path.parent)
 
 
 def to_json(verdicts: Sequence[Verdict]) -> str:
@@ -318,6 +321,8 @@ def detect(
     for flag, folder in (("--plot", plot_dir), ("--report", report_dir)):
         if folder is not None and Path(folder).exists() and not Path(folder).is_dir():
             raise ConfigError(f"{flag} {folder} is a file: give a directory")
+        if folder is not None:
+            check_writable(folder)
     scorer = Scorer(run_dir, device, aggregation)
     names = _plot_names(paths)
     verdicts = []

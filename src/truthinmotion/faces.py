@@ -12,9 +12,11 @@ full-resolution MTCNN for a small fraction of its cost. Points where a face is l
 interpolated inside its track. Both frames of a pair are cropped with the same square box,
 ``box_scale`` times the face box, resized to ``size``.
 
-The artifact (``faces/<id>.npz``, schema 2) has a track axis T (1 to ``max_faces``, the main face
-first): ``frame_index [K]``, ``boxes [T, K, 4]``, ``scores [T, K]``, ``detected [T, K]``,
-``crops [T, K, 2, S, S, 3]``. Schema 1 (no track axis: the main face alone) is read as T = 1.
+The artifact (``faces/<id>.npz``, schema 3) has a track axis T (1 to ``max_faces``, the main face
+first): ``frame_index [K]``, ``boxes [T, K, 4]``, ``scores [T, K]``, ``detected [T, K]``, and the
+crops ``[T, K, 2, S, S, 3]`` as one JPEG each (``crop_format``; see :mod:`.compact`), which
+:meth:`Faces.load` and :func:`load_crops` decode. Schema 2 (the crops as a uint8 array) still
+reads; schema 1 (no track axis: the main face alone) reads as T = 1.
 """
 
 from __future__ import annotations
@@ -27,9 +29,11 @@ from typing import Any, Sequence
 import cv2
 import numpy as np
 
+from .compact import CROP_FORMATS, unpack_crops, pack_crops
 from .config import Settings, require
 from .io import StageError, WorkDir, check_settings, clean_temporaries, load_npz, save_npz, source_identity
 from .mtcnn import FaceDetector, box_iou, crop_square
+from .preflight import estimate, preflight
 from .tracking import fill, hold, link, smooth, track_weight
 from .video import probe, read_frames, sample_points
 
@@ -41,6 +45,7 @@ __all__ = [
     "box_iou",
     "crop_square",
     "extract_faces",
+    "load_crops",
     "run_faces",
     "with_track_axis",
 ]
@@ -64,7 +69,9 @@ class FacesConfig(Settings):
     max_faces: int = 4  # tracks kept per video, the main face first
     min_track: float = 0.25  # a further track needs this share of the main track's detections
     max_frame_side: int = 1920  # kept frames are downscaled to this long side (bounds memory)
-    compress: bool = True  # zlib-compress the artifact (about half the size, a little slower)
+    compress: bool = True  # zlib-compress the artifact's arrays (crops: only crop_format raw)
+    crop_format: str = "jpeg"  # jpeg (default), png (lossless, 5x the bytes) or raw (the array)
+    crop_quality: int = 95  # JPEG quality of the stored crops
     # Decoded frames a video may hold in memory at once (2 per time point, each at most
     # max_frame_side on its long side, 3 bytes a pixel): a video that would need more is refused
     # with status too_large rather than exhausting the machine. 32 points of 1080p need ~400 MB.
@@ -88,12 +95,14 @@ class FacesConfig(Settings):
         require(1 <= self.max_faces <= 16, "max_faces: 1 to 16")
         require(0.0 < self.min_track <= 1.0, "min_track: above 0, at most 1")
         require(self.max_frame_side >= self.size, "max_frame_side: at least size")
+        require(self.crop_format in CROP_FORMATS, f"crop_format: one of {', '.join(CROP_FORMATS)}")
+        require(50 <= self.crop_quality <= 100, "crop_quality: 50 to 100")
 
 
 # ---------------------------------------------------------------- extraction
 
 
-SCHEMA = 2  # faces artifacts with a track axis (see the module docstring)
+SCHEMA = 3  # faces artifacts with a track axis and compact crops (see the module docstring)
 
 
 @dataclass
@@ -133,32 +142,47 @@ class Faces:
     def tracks(self) -> list[Track]:
         return [Track(self.boxes, self.scores, self.detected, self.crops), *self.more]
 
-    def save(self, path: Path, compress: bool = True) -> None:
+    def save(self, path: Path, compress: bool = True, crop_format: str = "jpeg", crop_quality: int = 95) -> None:
         tracks = self.tracks
+        boxes = np.stack([t.boxes for t in tracks])
+        both = np.repeat(~np.isnan(boxes[..., :1]), 2, -1)  # [T, K, 2]: both crops of a pair with a face
+        crops = pack_crops(np.stack([t.crops for t in tracks]), both, crop_format, crop_quality)
         save_npz(
-            path, {**self.meta, "schema": SCHEMA}, compress=compress, frame_index=self.frame_index,
-            boxes=np.stack([t.boxes for t in tracks]), scores=np.stack([t.scores for t in tracks]),
-            detected=np.stack([t.detected for t in tracks]), crops=np.stack([t.crops for t in tracks]),
+            path, {**self.meta, "schema": SCHEMA}, compress=compress and crop_format == "raw",
+            frame_index=self.frame_index, boxes=boxes, scores=np.stack([t.scores for t in tracks]),
+            detected=np.stack([t.detected for t in tracks]), **crops,
         )
 
     @classmethod
     def load(cls, path: Path) -> "Faces":
         a, meta = load_npz(path)
         a = with_track_axis(a, meta)
-        main, *more = [Track(a["boxes"][i], a["scores"][i], a["detected"][i], a["crops"][i])
-                       for i in range(len(a["boxes"]))]
+        crops = unpack_crops(a)
+        main, *more = [Track(a["boxes"][i], a["scores"][i], a["detected"][i], crops[i]) for i in range(len(a["boxes"]))]
         return cls(a["frame_index"], main.boxes, main.scores, main.detected, main.crops, meta, more)
 
 
 def with_track_axis(arrays: dict[str, np.ndarray], meta: dict[str, Any]) -> dict[str, np.ndarray]:
-    """Faces arrays of any schema with the track axis first (schema 1 had the main face alone)."""
+    """Faces or features arrays of any schema with the track axis first (schema 1 had the main
+    face alone); an unknown schema asks for the artifacts to be made again."""
     schema = meta.get("schema", 1)
-    if schema == SCHEMA:
+    if schema in (2, SCHEMA):
         return arrays
     if schema == 1:
         return {k: v if k == "frame_index" else v[None] for k, v in arrays.items()}
-    raise StageError("error", f"faces artifact of schema {schema}, this version reads 1 and {SCHEMA}: "
-                              "run `tim faces --overwrite` with this version")
+    stage = meta.get("stage", "faces")
+    command = "faces" if stage == "faces" else "features"
+    raise StageError("error", f"{stage} artifact of schema {schema}, this version reads 1 to {SCHEMA}: "
+                              f"run `tim {command} --overwrite` with this version")
+
+
+def load_crops(path: Path, track: int, points: np.ndarray, frame: int = 0) -> np.ndarray:
+    """Crops ``[n, S, S, 3]`` of one face at ``points`` (indices into K), frame t (0) or t+1 (1)
+    of each pair: only those pictures are decoded."""
+    a, meta = load_npz(path, ("crops", "crops_data", "crops_ends", "crops_shape", "boxes"))
+    a = with_track_axis(a, meta)
+    k = a["boxes"].shape[1]
+    return unpack_crops(a, (track * k + np.asarray(points, np.int64)) * 2 + frame)
 
 
 def extract_faces(path: str | Path, cfg: FacesConfig, detector: FaceDetector) -> Faces:
@@ -293,7 +317,7 @@ def _one(state: tuple[FacesConfig, FaceDetector], job: tuple[str, str, str]) -> 
     cfg, detector = state
     video_id, path, out = job
     faces = extract_faces(path, cfg, detector)
-    faces.save(Path(out), compress=cfg.compress)
+    faces.save(Path(out), cfg.compress, cfg.crop_format, cfg.crop_quality)
     return {"coverage": faces.meta["coverage"], "tracks": faces.meta["tracks"]}
 
 
@@ -307,8 +331,12 @@ def run_faces(
     only: Sequence[str] | None = None,
     overwrite: bool = False,
     progress: bool = True,
+    space_check: bool = True,
 ):
     """Crop faces for every video of ``WORKDIR/manifest.csv`` not already done.
+
+    Before any video: the output directory must be writable and, unless not ``space_check``, its
+    disk must hold the estimated crops (:mod:`.preflight`).
 
     ``faces/settings.json`` records the settings: other settings are refused unless
     ``overwrite``. A video whose file changed since its crops were made (another path, size or
@@ -320,12 +348,14 @@ def run_faces(
     work = WorkDir(Path(workdir))
     rows = select_rows(read_manifest(workdir), only, limit)
     folder = work.root / "faces"
+    jobs = [(r["video_id"], r["path"], str(work.faces(r["video_id"]))) for r in rows]
+    todo = [j for j in jobs if overwrite or not _current(Path(j[2]), j[1])]
+    need = estimate(len(todo), cfg.num_points, cfg.size, ("faces",)).total_bytes
+    preflight(outputs=[folder], space=(folder, need, "the face crops") if space_check and todo else None)
     check_settings(folder, cfg.to_dict(), overwrite)
     removed = clean_temporaries(folder)
     if removed:
         log.info("removed %d unfinished temporary files of an interrupted run", removed)
-    jobs = [(r["video_id"], r["path"], str(work.faces(r["video_id"]))) for r in rows]
-    todo = [j for j in jobs if overwrite or not _current(Path(j[2]), j[1])]
     return run_stage(
         "faces", todo, _one, init=_init, init_args=(cfg, device), workers=workers,
         errors=work.errors, skipped=len(jobs) - len(todo), progress=progress,

@@ -33,7 +33,9 @@ __all__ = [
     "source_identity",
     "dir_size",
     "load_npz",
+    "publish",
     "save_npz",
+    "umask",
 ]
 
 
@@ -46,9 +48,32 @@ class StageError(RuntimeError):
         self.reason = reason
 
 
+def umask() -> int:
+    """The process's file-creation mask, read without changing it where Linux says it
+    (``/proc/self/status``, kernel 4.7+); elsewhere set and restored at once."""
+    try:
+        for line in Path("/proc/self/status").read_text().splitlines():
+            if line.startswith("Umask:"):
+                return int(line.split()[1], 8)
+    except (OSError, ValueError):
+        pass
+    mask = os.umask(0o022)
+    os.umask(mask)
+    return mask
+
+
+def publish(path: Path) -> None:
+    """Give a file (or directory) the permissions a plain ``open`` (``mkdir``) would have under the
+    process umask: temporary files and directories are created private (``0600``/``0700``), and
+    artifacts on shared storage must be readable by the workers and users the umask allows."""
+    path = Path(path)
+    os.chmod(path, (0o777 if path.is_dir() else 0o666) & ~umask())
+
+
 @contextlib.contextmanager
 def atomic_path(path: Path, suffix: str = "") -> Iterator[Path]:
-    """Yield a temporary path beside ``path``; rename it onto ``path`` only if the block succeeds."""
+    """Yield a temporary path beside ``path``; rename it onto ``path`` only if the block succeeds.
+    The file gets the permissions of the process umask (see :func:`publish`)."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp" + suffix, dir=path.parent)
@@ -56,6 +81,8 @@ def atomic_path(path: Path, suffix: str = "") -> Iterator[Path]:
     tmp_path = Path(tmp)
     try:
         yield tmp_path
+        if tmp_path.exists():
+            publish(tmp_path)
         os.replace(tmp_path, path)
     finally:
         if tmp_path.exists():

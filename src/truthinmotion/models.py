@@ -24,7 +24,7 @@ from torch import nn
 
 from .config import ConfigError, Settings, require
 from .io import atomic_path, atomic_write_text
-from .weights import INITS, load_hf_model
+from .weights import INITS, check_hf_model, load_hf_model
 
 __all__ = [
     "BACKBONES",
@@ -35,6 +35,7 @@ __all__ = [
     "Preprocess",
     "SavedDetector",
     "build_backbone",
+    "check_backbone",
     "detector_dir",
     "read_detector_config",
     "parse_modalities",
@@ -94,15 +95,24 @@ def build_backbone(name: str, *, init: str = "pretrained", path: str | None = No
     """A DINOv2 encoder from :data:`BACKBONES` (or a local directory ``path``): (model, weights record)."""
     from transformers import Dinov2Model
 
+    source = _backbone_source(name, init, path)
+    return load_hf_model(Dinov2Model, source, init=init, random_config=lambda: _dinov2_config(BACKBONES[name]), what=name)
+
+
+def _backbone_source(name: str, init: str, path: str | None) -> str:
     if name not in BACKBONES:
         raise ConfigError(f"backbone: {name!r} not one of {', '.join(BACKBONES)}")
-    spec = BACKBONES[name]
-    source = path or spec.hub_id
+    source = path or BACKBONES[name].hub_id
     if source is None:
         if init != "random":
             raise ConfigError(f"{name} is a test size with no published weights: use --init random")
         source = name
-    return load_hf_model(Dinov2Model, source, init=init, random_config=lambda: _dinov2_config(spec), what=name)
+    return source
+
+
+def check_backbone(name: str, *, init: str = "pretrained", path: str | None = None) -> str:
+    """Whether :func:`build_backbone` will find its weights, without loading them."""
+    return check_hf_model(_backbone_source(name, init, path), init=init, random_known=True, what=name)
 
 
 def parse_modalities(text: str | tuple[str, ...]) -> tuple[str, ...]:

@@ -16,8 +16,11 @@ from typing import Any
 from .config import ConfigError
 from .evaluate import EvalResult, evaluate
 from .faces import FacesConfig, run_faces
-from .features import DepthConfig, FlowConfig, run_features
+from .features import DepthConfig, FlowConfig, check_depth, check_flow, run_features
 from .index import IndexConfig, index_dataset
+from .io import dir_size
+from .models import check_backbone
+from .preflight import check_space, estimate, preflight
 from .train import TrainConfig, train, train_status
 
 __all__ = ["StudyConfig", "StudyResult", "run_study"]
@@ -68,18 +71,33 @@ class StudyResult:
 
 def run_study(
     root: str | Path, out: str | Path, cfg: StudyConfig, *, workers: int = 1, device: str = "cpu",
-    run_name: str | None = None, progress: bool = True,
+    run_name: str | None = None, progress: bool = True, space_check: bool = True,
 ) -> StudyResult:
+    """Every stage from a dataset root to an evaluated detector under ``out``. Before any video
+    is touched: every model the stages need resolves, ``out`` is writable, and (unless not
+    ``space_check``) its disk holds the estimated artifacts."""
     out = Path(out)
     work = out / "work"
-    lines = [index_dataset(root, work, cfg.index).summary()]
-    faces = run_faces(work, cfg.faces, workers=workers, device=device, progress=progress)
-    lines.append(faces.summary())
     mods = cfg.train.detector.modalities
     flow = cfg.flow if "flow" in mods else None
     depth = cfg.depth if "depth" in mods else None
+    t = cfg.train
+    models = [lambda: check_backbone(t.backbone, init=t.init, path=t.backbone_path)]
+    models += [lambda: check_flow(flow)] if flow else []
+    models += [lambda: check_depth(depth)] if depth else []
+    preflight(models=models, outputs=[out])
+    index = index_dataset(root, work, cfg.index)
+    lines = [index.summary()]
+    stages = ("faces", *(["flow"] if flow else []), *(["depth"] if depth else []))
+    need = estimate(len(index.records), cfg.faces.num_points, cfg.faces.size, stages, cfg.depth.input_size)
+    lines += need.lines()
+    if space_check:  # what a resumed run already holds is not needed again
+        check_space(out, need.total_bytes - dir_size(work), "the artifacts of every stage")
+    faces = run_faces(work, cfg.faces, workers=workers, device=device, progress=progress, space_check=space_check)
+    lines.append(faces.summary())
     if flow or depth:
-        lines.append(run_features(work, flow, depth, workers=workers, device=device, progress=progress).summary())
+        lines.append(run_features(work, flow, depth, workers=workers, device=device, progress=progress,
+                                  space_check=space_check).summary())
     tcfg = cfg.train.updated({
         "device": device,
         "progress": progress,

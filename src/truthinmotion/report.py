@@ -171,8 +171,8 @@ def error_analysis(out: Path, model: Any, ds: Any, pred: dict[str, np.ndarray], 
 
     from .data import encode_pictures, to_backbone
     from .explain import neutral_inputs
-    from .faces import with_track_axis
-    from .io import WorkDir, load_npz
+    from .faces import load_crops
+    from .io import WorkDir
 
     wrong_real = sorted((v for v in videos if v["label"] == 0 and v["score"] >= threshold), key=lambda v: -v["score"])
     wrong_fake = sorted((v for v in videos if v["label"] == 1 and v["score"] < threshold), key=lambda v: v["score"])
@@ -195,10 +195,8 @@ def error_analysis(out: Path, model: Any, ds: Any, pred: dict[str, np.ndarray], 
             rows = np.flatnonzero(np.array([ds.videos[i].video_id == v["video_id"] for i in pred["video"]]))
             worst = rows[np.argmax(pred["prob"][rows])] if v["label"] == 0 else rows[np.argmin(pred["prob"][rows])]
             item, point = int(pred["video"][worst]), int(pred["point"][worst])
-            arrays = {m: a[point:point + 1] for m, a in ds.load_arrays(item).items()}
-            pics = encode_pictures(arrays, mods, ds.cfg, box_scale)
-            crops, meta = load_npz(WorkDir(ds.work.root).faces(v["video_id"]), ("crops",))
-            crop = with_track_axis(crops, meta)["crops"][ds.videos[item].track][point, 0]
+            pics = encode_pictures(ds.load_arrays(item, [point]), mods, ds.cfg, box_scale)
+            crop = load_crops(WorkDir(ds.work.root).faces(v["video_id"]), ds.videos[item].track, [point])[0]
             size = crop.shape[0]
             panels = [("crop", crop)] + [(m, pics[m][0]) for m in mods if m != "rgb"]
             if can_explain:

@@ -25,6 +25,7 @@ from typing import Any, Callable, Sequence
 
 from tqdm.auto import tqdm
 
+from .config import ConfigError
 from .io import ErrorLog, StageError
 
 __all__ = ["StageReport", "run_stage", "sigterm_as_interrupt"]
@@ -76,15 +77,27 @@ def _init_worker(init: Callable[..., Any], args: tuple, threads: int) -> None:
     signal.signal(signal.SIGINT, signal.SIG_IGN)
     sigterm_as_interrupt()
     torch.set_num_threads(threads)
-    _STATE["state"] = init(*args)
+    try:
+        _STATE["state"] = init(*args)
+    except KeyboardInterrupt:  # terminated while starting: nothing to clean up, nothing to print
+        os._exit(130)
+    except Exception as err:  # noqa: BLE001 - raised in a pool initializer, the pool would respawn
+        _STATE["init_error"] = err  # the worker forever; the first job reports it instead
 
 
 def _call_packed(args: tuple) -> tuple[str, dict | None, str | None, str | None]:
     return _call(*args)
 
 
+class _InitFailed(Exception):
+    """A worker could not build its state: a problem of the settings, not of one video."""
+
+
 def _call(fn: Callable[..., dict], job: Any) -> tuple[str, dict | None, str | None, str | None]:
     video_id = job[0]
+    if "init_error" in _STATE:
+        err = _STATE["init_error"]
+        return video_id, None, _InitFailed.__name__, f"{type(err).__name__}: {err}"
     try:
         return video_id, fn(_STATE["state"], job), None, None
     except StageError as err:
@@ -138,6 +151,8 @@ def run_stage(
             pool = mp.get_context("spawn").Pool(min(workers, len(jobs)), _init_worker, (init, init_args, threads))
             try:
                 for result in pool.imap_unordered(_call_packed, [(fn, job) for job in jobs]):
+                    if result[2] == _InitFailed.__name__:
+                        raise ConfigError(f"{stage}: a worker could not start: {result[3]}")
                     record(*result)
                     bar.update(1)
                 pool.close()

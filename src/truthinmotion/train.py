@@ -36,8 +36,9 @@ from .config import ConfigError, save_yaml
 from .data import VideoDataset, collate
 from .distill import Distiller
 from .io import atomic_path, atomic_write_text
+from .preflight import preflight
 from .metrics import binary_metrics, video_level, youden_threshold
-from .models import Detector, Preprocess
+from .models import Detector, Preprocess, check_backbone
 from .runs import RESUMABLE, TrainConfig, TrainResult, check_resume, saved_config, train_status
 from .runtime import autocast_context, check_device, env_info, grad_scaler
 
@@ -175,6 +176,7 @@ def train(
                           "choose another output directory (tim run: --name) or move it away")
     if resume:
         check_resume(run_dir, cfg)
+    preflight(models=[lambda: check_backbone(cfg.backbone, init=cfg.init, path=cfg.backbone_path)], outputs=[run_dir])
     # Under torchrun (which sets these), also with one process: the same collectives then run
     # at world size 1, so a single-GPU machine exercises the NCCL path too.
     distributed = "WORLD_SIZE" in os.environ and "LOCAL_RANK" in os.environ

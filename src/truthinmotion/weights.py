@@ -3,6 +3,10 @@
 A name is either a local directory in the Hugging Face layout (``config.json`` plus weights) or a
 hub id (``facebook/dinov2-small``). Hub ids are looked up in the local cache first
 (``HF_HOME``, default ``~/.cache/huggingface``), then downloaded unless ``HF_HUB_OFFLINE=1``.
+Before a download the hub is asked once per model and process, with a short timeout, whether it
+has the model (:func:`reachable`), so a machine without network fails in seconds, not after the
+download library's retries; :func:`check_hf_model` answers "will this load?" without loading anything,
+for the checks commands make before they touch any video (:mod:`.preflight`).
 When neither works the program stops with :class:`WeightsNotFound`, saying what it looked for and
 how to provide it. Random initialisation happens only when asked for (``init="random"``), and the
 returned record says which weights were used.
@@ -10,16 +14,20 @@ returned record says which weights were used.
 
 from __future__ import annotations
 
+import functools
 import logging
 import os
 import re
+import urllib.error
+import urllib.request
 from pathlib import Path
+from urllib.parse import urlparse
 from typing import Any, Callable
 
 from .config import ConfigError
 
-__all__ = ["RANDOM_MARKER", "WeightsNotFound", "is_cached", "load_hf_model", "looks_like_hub_id", "save_random_model",
-           "INITS"]
+__all__ = ["RANDOM_MARKER", "WeightsNotFound", "check_hf_model", "hub_endpoint", "is_cached", "load_hf_model",
+           "looks_like_hub_id", "reachable", "save_random_model", "INITS"]
 
 log = logging.getLogger(__name__)
 
@@ -67,6 +75,70 @@ def _offline() -> bool:
     return os.environ.get("HF_HUB_OFFLINE", "0").lower() in ("1", "true", "yes")
 
 
+def hub_endpoint() -> str:
+    return os.environ.get("HF_ENDPOINT", "https://huggingface.co")
+
+
+@functools.lru_cache(maxsize=None)
+def reachable(url: str, timeout: float = 3.0) -> str | None:
+    """None if an HTTP HEAD request for ``url`` succeeds within ``timeout`` seconds, else why not
+    (no network, a name that does not resolve, a proxy's or the server's error). Asked once per
+    URL and process; the environment's proxies apply."""
+    request = urllib.request.Request(url, method="HEAD", headers={"User-Agent": "truthinmotion"})
+    try:
+        with urllib.request.urlopen(request, timeout=timeout):
+            return None
+    except urllib.error.HTTPError as err:
+        return f"{url} answered HTTP {err.code}"
+    except (OSError, ValueError) as err:
+        reason = getattr(err, "reason", err)
+        return f"{urlparse(url).netloc or url} is not reachable ({reason})"
+
+
+def _why_no_download(name: str) -> str | None:
+    """None where the hub can give model ``name``, else why not."""
+    return "HF_HUB_OFFLINE is set" if _offline() else reachable(f"{hub_endpoint().rstrip('/')}/api/models/{name}")
+
+
+def _cache_dir() -> str:
+    return os.environ.get("HF_HUB_CACHE") or os.path.join(
+        os.environ.get("HF_HOME", os.path.expanduser("~/.cache/huggingface")), "hub")
+
+
+def _not_found(what: str, name: str, reason: str) -> WeightsNotFound:
+    return WeightsNotFound(
+        f"{what}: pretrained weights for {name!r} are not in the cache ({_cache_dir()}) and could not be "
+        f"downloaded ({reason}). Provide them by running `huggingface-cli download {name}` on a "
+        f"machine with network access and copying the cache here, or pass a local directory that "
+        f"holds config.json and the weights; or choose --init random explicitly (tests, demo)."
+    )
+
+
+def check_hf_model(name: str, *, init: str = "pretrained", random_known: bool = False, what: str = "model") -> str:
+    """Whether :func:`load_hf_model` will find ``name``, without loading it: how it will be had
+    (``"local"``, ``"cached"``, ``"download"``, ``"random"``), or :class:`WeightsNotFound`."""
+    if init not in INITS:
+        raise ConfigError(f"init: {init!r} not one of {', '.join(INITS)}")
+    path = Path(name).expanduser()
+    if init == "random":
+        if path.is_dir() or random_known:
+            return "random"
+        raise ConfigError(f"{what}: no architecture known for {name!r}: give a local directory")
+    if path.is_dir():
+        if not (path / "config.json").is_file():
+            raise WeightsNotFound(f"{what}: {path} has no config.json (expected a Hugging Face model directory)")
+        return "local"
+    if not looks_like_hub_id(name):
+        raise WeightsNotFound(f"{what}: {name!r} is not a local directory (looked for {path.resolve()}) and not a "
+                              "hub id like 'org/model'")
+    if is_cached(name):
+        return "cached"
+    reason = _why_no_download(name)
+    if reason:
+        raise _not_found(what, name, reason)
+    return "download"
+
+
 def load_hf_model(
     model_cls: Any,
     name: str,
@@ -80,46 +152,23 @@ def load_hf_model(
     ``init="random"`` builds the architecture from ``name``'s ``config.json`` when ``name`` is a
     local directory, else from ``random_config()``, with random weights.
     """
-    if init not in INITS:
-        raise ConfigError(f"init: {init!r} not one of {', '.join(INITS)}")
+    how = check_hf_model(name, init=init, random_known=random_config is not None, what=what)
     path = Path(name).expanduser()
-    local = path.is_dir()
-    if init == "random":
-        config = model_cls.config_class.from_pretrained(str(path)) if local else None
-        if config is None:
-            if random_config is None:
-                raise ConfigError(f"no architecture known for {name!r}: give a local directory")
-            config = random_config()
+    if how == "random":
+        config = model_cls.config_class.from_pretrained(str(path)) if path.is_dir() else random_config()
         log.warning("%s: random initialisation (--init random), not pretrained weights", what if what == name else f"{what} {name}")
         return model_cls(config), {"name": name, "init": "random"}
-    if local:
-        if not (path / "config.json").is_file():
-            raise WeightsNotFound(f"{what}: {path} has no config.json (expected a Hugging Face model directory)")
+    if how == "local":
         init_kind = "random-saved" if (path / RANDOM_MARKER).is_file() else "pretrained"
         return model_cls.from_pretrained(str(path)), {"name": str(path.resolve()), "init": init_kind}
-    if not looks_like_hub_id(name):
-        raise WeightsNotFound(f"{what}: {name!r} is not a local directory (looked for {path.resolve()}) and not a "
-                              "hub id like 'org/model'")
     try:
         return model_cls.from_pretrained(name, local_files_only=True), {"name": name, "init": "pretrained"}
-    except OSError:
+    except OSError:  # the config is cached, not all the weights
         pass
-    if not _offline():
+    reason = _why_no_download(name)  # asked once: no retries against a host that cannot answer
+    if reason is None:
         try:
-            model = model_cls.from_pretrained(name)
-            return model, {"name": name, "init": "pretrained"}
+            return model_cls.from_pretrained(name), {"name": name, "init": "pretrained"}
         except OSError as err:
             reason = str(err).splitlines()[0]
-        else:  # pragma: no cover
-            reason = ""
-    else:
-        reason = "HF_HUB_OFFLINE is set"
-    cache = os.environ.get("HF_HUB_CACHE") or os.path.join(
-        os.environ.get("HF_HOME", os.path.expanduser("~/.cache/huggingface")), "hub"
-    )
-    raise WeightsNotFound(
-        f"{what}: pretrained weights for {name!r} are not in the cache ({cache}) and could not be "
-        f"downloaded ({reason}). Provide them by running `huggingface-cli download {name}` on a "
-        f"machine with network access and copying the cache here, or pass a local directory that "
-        f"holds config.json and the weights; or choose --init random explicitly (tests, demo)."
-    )
+    raise _not_found(what, name, reason)

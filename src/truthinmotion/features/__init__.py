@@ -1,27 +1,32 @@
 """Features stage: optical flow and relative depth for every face pair of the work directory.
 
-Reads ``faces/<video_id>.npz`` and writes ``flow/<method>/<video_id>.npz`` (``flow (T,K,S,S,2)``
-float16 pixels) and ``depth/<model>/<video_id>.npz`` (``depth (T,K,S,S)`` float16, of frame t's
-crop) for each of the video's T faces, each with ``valid (T,K)`` and a ``meta`` record of the
-settings and weights that made it (``schema`` 2; schema 1 had no track axis and reads as T = 1).
+Reads ``faces/<video_id>.npz`` and writes ``flow/<method>/<video_id>.npz`` (flow ``[T,K,S,S,2]`` in
+pixels) and ``depth/<model>/<video_id>.npz`` (depth ``[T,K,S,S]`` of frame t's crop) for each of the
+video's T faces, each with ``valid (T,K)`` and a ``meta`` record of the settings and weights that
+made it. Schema 3 stores each picture compactly (:mod:`..compact`: flow in 1/16 px steps, depth in
+12 bits of its range); schema 2 held float16 arrays and still reads; schema 1 had no track axis
+and reads as T = 1.
 A directory of artifacts also holds ``settings.json``: running again with other settings into the
 same directory is an error, so artifacts of different settings are never mixed silently.
 """
 
 from __future__ import annotations
 
+import json
 import logging
 from pathlib import Path
 from typing import Any, Sequence
 
 import numpy as np
 
+from ..compact import unpack_depth, unpack_flow, pack_depth, pack_flow
 from ..config import ConfigError
 from ..faces import SCHEMA, Faces, with_track_axis
 from ..index import read_manifest, select_rows
 from ..io import WorkDir, check_settings, clean_temporaries, load_npz, save_npz
-from .depth import DEPTH_MODELS, DepthConfig, DepthEstimator, depth_anything_config, depth_to_rgb
-from .flow import FLOW_METHODS, FlowConfig, FlowEstimator, flow_to_rgb
+from ..preflight import estimate, preflight
+from .depth import DEPTH_MODELS, DepthConfig, DepthEstimator, check_depth, depth_anything_config, depth_to_rgb
+from .flow import FLOW_METHODS, FlowConfig, FlowEstimator, check_flow, flow_to_rgb
 
 __all__ = [
     "DEPTH_MODELS",
@@ -92,10 +97,11 @@ def _one(state: tuple, job: tuple) -> dict:
     base = {"video_id": video_id, "faces": faces.meta.get("config", {}), "schema": SCHEMA}
     if flow_out:
         meta = {**base, "stage": "flow", **records["flow"], "weights": flow.weights}
-        save_npz(Path(flow_out), meta, flow=feats["flow"].astype(np.float16), valid=feats["valid"])
+        save_npz(Path(flow_out), meta, compress=False, valid=feats["valid"], **pack_flow(feats["flow"], feats["valid"]))
     if depth_out:
         meta = {**base, "stage": "depth", **records["depth"], "weights": depth.weights}
-        save_npz(Path(depth_out), meta, depth=feats["depth"].astype(np.float16), valid=feats["valid"])
+        save_npz(Path(depth_out), meta, compress=False, valid=feats["valid"],
+                 **pack_depth(feats["depth"], feats["valid"]))
     return {}
 
 
@@ -110,24 +116,23 @@ def run_features(
     only: Sequence[str] | None = None,
     overwrite: bool = False,
     progress: bool = True,
+    space_check: bool = True,
 ):
-    """Compute flow and/or depth for every video with face crops and no artifact yet."""
+    """Compute flow and/or depth for every video with face crops and no artifact yet.
+
+    Before any video: the models must resolve, the output directories be writable and, unless
+    not ``space_check``, the disk hold the estimated artifacts (:mod:`..preflight`)."""
     from ..stage import run_stage
 
     if flow_cfg is None and depth_cfg is None:
         raise ConfigError("nothing to do: both --flow and --depth are none")
     work = WorkDir(Path(workdir))
     records = _records(flow_cfg, depth_cfg)
-    if flow_cfg:
-        check_settings(work.root / "flow" / flow_cfg.method, records["flow"], overwrite)
-    if depth_cfg:
-        check_settings(work.root / "depth" / depth_cfg.key, records["depth"], overwrite)
+    folders = {kind: work.root / kind / (cfg.method if kind == "flow" else cfg.key)
+               for cfg, kind in ((flow_cfg, "flow"), (depth_cfg, "depth")) if cfg is not None}
     rows = select_rows(read_manifest(workdir), only, limit)
     if rows and not any(work.faces(r["video_id"]).exists() for r in rows):
         raise ConfigError(f"no face crops in {work.root / 'faces'} for these videos: run `tim faces {work.root}` first")
-    for cfg, kind in ((flow_cfg, "flow"), (depth_cfg, "depth")):
-        if cfg is not None:
-            clean_temporaries(work.root / kind / (cfg.method if kind == "flow" else cfg.key))
     jobs, skipped, no_faces = [], 0, 0
     for r in rows:
         vid = r["video_id"]
@@ -146,6 +151,18 @@ def run_features(
             skipped += 1
     if no_faces:
         log.info("%d videos have no face crops (see errors.csv of the faces stage); skipped", no_faces)
+    faces_settings = _faces_settings(work)
+    need = estimate(len(jobs), faces_settings.get("num_points", 32), faces_settings.get("size", 224), tuple(folders),
+                    depth_cfg.input_size if depth_cfg else 518).total_bytes
+    models = {"flow": lambda: check_flow(flow_cfg), "depth": lambda: check_depth(depth_cfg)}
+    preflight(
+        models=[models[kind] for kind in folders],
+        outputs=folders.values(),
+        space=(work.root, need, "the flow and depth artifacts") if space_check and jobs else None,
+    )
+    for kind, folder in folders.items():
+        check_settings(folder, records[kind], overwrite)
+        clean_temporaries(folder)
     return run_stage(
         "features", jobs, _one, init=_init, init_args=(flow_cfg, depth_cfg, device),
         workers=workers, errors=work.errors, skipped=skipped, progress=progress,
@@ -172,18 +189,25 @@ def feature_configs(
     return flow_cfg, depth_cfg
 
 
+def _faces_settings(work: WorkDir) -> dict[str, Any]:
+    path = work.root / "faces" / "settings.json"
+    return json.loads(path.read_text()) if path.is_file() else {}
+
+
 def _newer(artifact: Path, source: Path) -> bool:
     return artifact.exists() and artifact.stat().st_mtime_ns >= source.stat().st_mtime_ns
 
 
 def load_feature(
-    path: Path, expect: dict | None = None, values: bool = True
+    path: Path, expect: dict | None = None, values: bool = True, track: int | None = None,
+    points: np.ndarray | None = None,
 ) -> tuple[np.ndarray | None, np.ndarray, dict]:
     """(values, valid, meta) of a flow or depth artifact; ``expect`` keys must match its meta.
 
-    Values are ``[T, K, ...]`` and valid ``[T, K]``, one row per face, the main face first
-    (artifacts of schema 1 held the main face alone: T = 1). ``values=False`` reads only
-    ``valid`` and the metadata (values come back as None).
+    Values are float32 ``[T, K, ...]`` and valid ``[T, K]``, one row per face, the main face first
+    (artifacts of schema 1 held the main face alone: T = 1); with ``track`` and ``points`` only
+    those pictures ``[n, ...]`` are decoded. ``values=False`` reads only ``valid`` and the
+    metadata (values come back as None).
     """
     arrays, meta = load_npz(path, None if values else ("valid",))
     if expect:
@@ -191,5 +215,15 @@ def load_feature(
         if diff:
             raise ConfigError(f"{path} was made with other settings: {diff} (artifact, expected)")
     arrays = with_track_axis(arrays, meta)
-    data = arrays.get("flow", arrays.get("depth"))
-    return data, arrays["valid"], meta
+    valid = arrays["valid"]
+    index = None if track is None else track * valid.shape[1] + np.asarray(points, np.int64)
+    if not values:
+        data = None
+    elif "flow_data" in arrays:
+        data = unpack_flow(arrays, index)
+    elif "depth_data" in arrays:
+        data = unpack_depth(arrays, index)
+    else:  # schema 1 and 2: float16 arrays
+        data = arrays.get("flow", arrays.get("depth"))
+        data = (data if index is None else data.reshape(-1, *data.shape[2:])[index]).astype(np.float32)
+    return data, valid, meta

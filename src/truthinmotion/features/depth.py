@@ -17,9 +17,9 @@ from typing import Any
 import numpy as np
 
 from ..config import ConfigError, Settings, require
-from ..weights import INITS, load_hf_model
+from ..weights import INITS, check_hf_model, load_hf_model
 
-__all__ = ["DEPTH_MODELS", "DepthConfig", "DepthEstimator", "depth_to_rgb", "depth_anything_config"]
+__all__ = ["DEPTH_MODELS", "DepthConfig", "DepthEstimator", "check_depth", "depth_to_rgb", "depth_anything_config"]
 
 log = logging.getLogger(__name__)
 
@@ -85,6 +85,20 @@ class DepthConfig(Settings):
         return self.model if self.model in DEPTH_MODELS else self.model.rstrip("/").rsplit("/", 1)[-1]
 
 
+def _depth_source(cfg: DepthConfig) -> tuple[str, bool]:
+    """(hub id or directory to load, whether the architecture is one of :data:`DEPTH_MODELS`)."""
+    known = DEPTH_MODELS.get(cfg.model)
+    if known and known["hub_id"] is None and cfg.init != "random":
+        raise ConfigError(f"{cfg.model} is a test size with no published weights: use --init random")
+    return ((known["hub_id"] or cfg.model) if known else cfg.model), known is not None
+
+
+def check_depth(cfg: DepthConfig) -> str:
+    """Whether the depth model will load, without loading it (see :func:`..weights.check_hf_model`)."""
+    name, known = _depth_source(cfg)
+    return check_hf_model(name, init=cfg.init, random_known=known, what="depth model")
+
+
 class DepthEstimator:
     """Relative depth of RGB crops: ``__call__(crops [N, S, S, 3] uint8) -> [N, S, S] float32``."""
 
@@ -92,10 +106,7 @@ class DepthEstimator:
         from transformers import AutoModelForDepthEstimation, DepthAnythingForDepthEstimation
 
         self.cfg, self.device = cfg, device
-        known = DEPTH_MODELS.get(cfg.model)
-        name = (known["hub_id"] or cfg.model) if known else cfg.model
-        if known and known["hub_id"] is None and cfg.init != "random":
-            raise ConfigError(f"{cfg.model} is a test size with no published weights: use --init random")
+        name, known = _depth_source(cfg)
         cls = DepthAnythingForDepthEstimation if cfg.init == "random" else AutoModelForDepthEstimation
         self.model, self.weights = load_hf_model(
             cls, name, init=cfg.init,

@@ -19,9 +19,9 @@ import numpy as np
 
 from ..config import Settings, require
 from ..encodings import flow_to_rgb  # re-exported: the encodings live in truthinmotion.encodings
-from ..weights import INITS, WeightsNotFound
+from ..weights import INITS, WeightsNotFound, reachable
 
-__all__ = ["FLOW_METHODS", "FlowConfig", "FlowEstimator", "flow_to_rgb"]
+__all__ = ["FLOW_METHODS", "FlowConfig", "FlowEstimator", "check_flow", "flow_to_rgb"]
 
 log = logging.getLogger(__name__)
 
@@ -112,39 +112,57 @@ class FlowEstimator:
         return np.concatenate(out)
 
 
-def _load_raft(cfg: FlowConfig, device: str) -> tuple[Any, str]:
+def _raft_weights(method: str) -> Any:
     from torchvision.models import optical_flow as of
 
-    builder, weights = {
-        "raft-small": (of.raft_small, of.Raft_Small_Weights.DEFAULT),
-        "raft-large": (of.raft_large, of.Raft_Large_Weights.DEFAULT),
-    }[cfg.method]
-    model = builder(weights=None)
+    return {"raft-small": of.Raft_Small_Weights.DEFAULT, "raft-large": of.Raft_Large_Weights.DEFAULT}[method]
+
+
+def check_flow(cfg: FlowConfig) -> str:
+    """Whether the flow method's weights will load, without loading them: ``"opencv"``,
+    ``"random"``, ``"file"``, ``"cached"`` or ``"download"``; else :class:`WeightsNotFound`."""
+    if not cfg.method.startswith("raft"):
+        return "opencv"
     if cfg.init == "random":
+        return "random"
+    if cfg.raft_weights:
+        if not Path(cfg.raft_weights).is_file():
+            raise WeightsNotFound(f"{cfg.method}: weights file not found: {cfg.raft_weights}")
+        return "file"
+    import torch.hub
+
+    url = _raft_weights(cfg.method).url
+    cache = Path(torch.hub.get_dir()) / "checkpoints"
+    if (cache / url.rsplit("/", 1)[-1]).is_file():
+        return "cached"
+    reason = reachable(url)
+    if reason:
+        raise WeightsNotFound(
+            f"{cfg.method}: pretrained weights {url.rsplit('/', 1)[-1]} are not in torchvision's cache ({cache}) "
+            f"and could not be downloaded ({reason}). Download {url} on a machine with network access into "
+            f"{cache}, or pass --flow-weights FILE; --init random only for tests and speed measurements."
+        )
+    return "download"
+
+
+def _load_raft(cfg: FlowConfig, device: str) -> tuple[Any, str]:
+    import torch
+    from torchvision.models import optical_flow as of
+
+    how = check_flow(cfg)
+    model = {"raft-small": of.raft_small, "raft-large": of.raft_large}[cfg.method](weights=None)
+    if how == "random":
         log.warning("%s: random initialisation (--init random), not pretrained weights", cfg.method)
         source = "random"
-    elif cfg.raft_weights:
-        import torch
-
-        path = Path(cfg.raft_weights)
-        if not path.is_file():
-            raise WeightsNotFound(f"{cfg.method}: weights file not found: {path}")
-        model.load_state_dict(torch.load(path, map_location="cpu", weights_only=True))
-        source = str(path.resolve())
+    elif how == "file":
+        model.load_state_dict(torch.load(cfg.raft_weights, map_location="cpu", weights_only=True))
+        source = str(Path(cfg.raft_weights).resolve())
     else:
-        import torch.hub
-
+        weights = _raft_weights(cfg.method)
         try:
             model.load_state_dict(weights.get_state_dict(progress=False))
         except Exception as err:  # noqa: BLE001 - urllib, OSError, ...: all mean "not available"
-            cache = Path(torch.hub.get_dir()) / "checkpoints"
-            raise WeightsNotFound(
-                f"{cfg.method}: pretrained weights {weights.url.rsplit('/', 1)[-1]} are not in "
-                f"torchvision's cache ({cache}) and could not be downloaded ({type(err).__name__}). "
-                f"Download {weights.url} on a machine with network access into {cache}, or pass "
-                f"--flow-weights FILE; --init random only for tests and speed measurements."
-            ) from None
+            raise WeightsNotFound(f"{cfg.method}: pretrained weights could not be had from {weights.url} "
+                                  f"({type(err).__name__}: {err}); pass --flow-weights FILE") from None
         source = weights.url
     return model.eval().to(device), source
-
-
