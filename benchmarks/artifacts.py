@@ -12,7 +12,9 @@ faces settings (K=32, 224-px crops):
   as training draws them) over work directories of the two formats;
 - the detector's scores on the same points from old and new inputs (DINOv2-small architecture
   with random weights: how far the inputs move a network, not a trained detector's accuracy);
-- per-point seconds of each stage, the figures ``tim index`` estimates from.
+- per-point seconds of each stage, the figures ``tim index`` estimates from;
+- the crop formats weighed (JPEG at 90 and 95, WebP at 90 and 95, PNG): bytes per video, encode
+  and decode milliseconds per crop, and the flow's change when computed from them.
 
 The depth model is Depth Anything V2 small's architecture with random weights (no network here):
 its maps are noisier than a trained model's, so their bytes are an upper bound. Prints JSON.
@@ -30,6 +32,7 @@ import tempfile
 import time
 from pathlib import Path
 
+import cv2
 import numpy as np
 import torch
 
@@ -70,6 +73,29 @@ def save_old(work: WorkDir, vid: str, faces, flow: np.ndarray, depth: np.ndarray
              valid=valid)
 
 
+CROP_FORMATS = {"jpeg-95": (".jpg", [cv2.IMWRITE_JPEG_QUALITY, 95]), "jpeg-90": (".jpg", [cv2.IMWRITE_JPEG_QUALITY, 90]),
+                "webp-95": (".webp", [cv2.IMWRITE_WEBP_QUALITY, 95]), "webp-90": (".webp", [cv2.IMWRITE_WEBP_QUALITY, 90]),
+                "png": (".png", [cv2.IMWRITE_PNG_COMPRESSION, 3])}
+
+
+def weigh_formats(raw: np.ndarray, flow: np.ndarray, flow_est, tally: dict) -> None:
+    """Add one video's crops ``[N, 2, S, S, 3]`` to each format's tally."""
+    for name, (ext, params) in CROP_FORMATS.items():
+        t = tally.setdefault(name, {"bytes": 0, "encode_s": 0.0, "decode_s": 0.0, "crops": 0, "epe": []})
+        back = np.empty_like(raw)
+        for i in range(len(raw)):
+            for j in (0, 1):
+                start = time.perf_counter()
+                buf = cv2.imencode(ext, np.ascontiguousarray(raw[i, j, ..., ::-1]), params)[1]  # OpenCV wants BGR
+                mid = time.perf_counter()
+                back[i, j] = cv2.imdecode(buf, cv2.IMREAD_COLOR)[..., ::-1]
+                t["encode_s"] += mid - start
+                t["decode_s"] += time.perf_counter() - mid
+                t["bytes"] += len(buf)
+                t["crops"] += 1
+        t["epe"].append(epe(flow_est(back), flow).mean(1))
+
+
 def loading_rate(root: Path, epochs: int) -> float:
     ds = VideoDataset(root, "train", "flow+depth", DataConfig(flow="farneback", depth="small"), train=True)
     loader = torch.utils.data.DataLoader(ds, batch_size=4, collate_fn=collate, num_workers=0)
@@ -104,6 +130,7 @@ def main() -> None:
     seconds = {"faces": 0.0, "flow": 0.0, "depth": 0.0}
     points = 0
     stored_epe, crop_epe, depth_err, ids = [], [], [], []
+    formats: dict[str, dict] = {}
     for path in videos(args.data):
         vid = path.stem
         t = time.perf_counter()
@@ -137,6 +164,7 @@ def main() -> None:
                  valid=valid, **pack_flow(fj, valid))
         save_npz(new.depth("small", vid), {**meta, "stage": "depth", "model": "small"}, compress=False,
                  valid=valid, **pack_depth(dj, valid))
+        weigh_formats(raw, flow, flow_est, formats)
         stored_epe.append(epe(stored_flow(flow), flow))
         crop_epe.append(epe(flow_j, flow))
         span = depth.max((1, 2)) - depth.min((1, 2))
@@ -199,6 +227,11 @@ def main() -> None:
         "training_loading_pictures_per_s": {**loading, "ratio_new_old": round(loading["new"] / loading["old"], 2)},
         "detector_prob_diff_random_weights": {"mean": float(diffs.mean()), "max": float(diffs.max()),
                                               "points": int(len(diffs))},
+        "crop_formats": {name: {"bytes_per_video": round(t["bytes"] / len(ids)),
+                                "encode_ms": round(t["encode_s"] / t["crops"] * 1e3, 2),
+                                "decode_ms": round(t["decode_s"] / t["crops"] * 1e3, 2),
+                                "flow_epe_px_mean": round(float(np.concatenate(t["epe"]).mean()), 4)}
+                         for name, t in formats.items()},
         "seconds_per_point_2core_cpu": {k: round(v / points, 4) for k, v in seconds.items()},
         "bytes_per_point_new": {k: round(size_new[k] * len(ids) / points) for k in ("faces", "flow", "depth")},
     }, indent=2))

@@ -7,10 +7,10 @@ A reader decodes only the pictures it needs (training reads a few points of each
 
 Choices, measured by ``python benchmarks/artifacts.py`` on the shared FF++ videos:
 
-- **Crops**: JPEG at quality 95 (OpenCV's libjpeg, 4:2:0). About 7x smaller than the zlib'd
-  arrays; the flow computed from them moves by about 0.02 px on average. PNG (lossless) was
-  only 1.7x smaller and 5x slower to decode; WebP at quality 90-95 was smaller but 15x slower
-  to encode and moved the flow 3-4 times as much.
+- **Crops**: JPEG at quality 95 (OpenCV's libjpeg). 8x smaller than the zlib'd arrays (0.84
+  MB a video at K=32); the flow computed from them moves by 0.020 px on average. JPEG at 90:
+  0.60 MB, 0.033 px; WebP at 95 and 90: 0.52 and 0.35 MB, but 0.060 and 0.090 px and 15x the
+  encoding time; PNG (lossless): 3.96 MB and 4x JPEG's decoding time.
 - **Flow**: fixed point, 1/16 px (:data:`FLOW_STEP`), dx beside dy in one 16-bit PNG per
   picture. Rounding each component to the nearest step bounds the end-point error against the
   float32 flow by ``FLOW_STEP / sqrt(2)`` = 0.044 px (mean about 0.024 px); the range is
