@@ -8,7 +8,8 @@
 #   ddp       torchrun, NCCL backend (one process per GPU; one GPU runs the collectives at world 1)
 #   compress  fp16, bf16, compile, onnx (says where ONNX Runtime runs), int8, distill
 #   evaluate  and detect on CUDA vs on the CPU (video scores, verdict probabilities)
-#   speed     tim benchmark of the variants, benchmarks/train.py, features.py and detect.py
+#   speed     tim benchmark of the variants, benchmarks/train.py, features.py, detect.py and scale.py
+#   batched   tim detect --workers/--batch-size and --engine ray (when Ray is installed) vs one at a time
 #
 # Weights are random (nothing can be downloaded): the checks are of the code paths and of the
 # agreement between devices, the speeds of the architectures; accuracy is not measured here.
@@ -120,6 +121,16 @@ check detect-cuda tim detect "${VIDEOS[@]}" --model "$R/off" --device $DEV --jso
 check detect-cpu tim detect "${VIDEOS[@]}" --model "$R/off" --device cpu --json "$OUTDIR/detect-cpu.json" -q
 check detect-compare "$PY" benchmarks/gpu_compare.py detect "$OUTDIR/detect-cuda.json" "$OUTDIR/detect-cpu.json"
 show detect-compare
+# Batched scoring across videos (CPU workers feeding the model stage on the GPU), locally and on
+# Ray (when installed): the same verdicts as one video at a time.
+check detect-batched tim detect "${VIDEOS[@]}" --model "$R/off" --device $DEV --workers 2 --batch-size 128 \
+    --json "$OUTDIR/detect-batched.json" -q
+check detect-batched-compare "$PY" benchmarks/gpu_compare.py detect "$OUTDIR/detect-batched.json" "$OUTDIR/detect-cuda.json"
+if "$PY" -c "import ray.data" 2>/dev/null; then
+    check detect-ray tim detect "${VIDEOS[@]}" --model "$R/off" --device $DEV --engine ray --ray-gpus 0.5 --workers 2 \
+        --json "$OUTDIR/detect-ray.json" -q
+    check detect-ray-compare "$PY" benchmarks/gpu_compare.py detect "$OUTDIR/detect-ray.json" "$OUTDIR/detect-cuda.json"
+fi
 
 echo "== speed (ratios against the baseline of the same run)"
 check benchmark-variants tim benchmark "$R/off" "$R/off-bf16" "$R/off-fp16" "$R/off-compile" "$R/off-onnx" \
@@ -134,6 +145,8 @@ show bench-features
 if [ -n "${TIM_DATA:-}" ]; then
     check bench-detect "$PY" benchmarks/detect.py --device $DEV --data "$TIM_DATA"
     show bench-detect
+    check bench-scale "$PY" benchmarks/scale.py --device $DEV --data "$TIM_DATA"
+    show bench-scale
 fi
 echo "$failed check(s) failed; logs in $LOGS"
 exit "$failed"

@@ -116,8 +116,22 @@ def _add_faces(sub: argparse._SubParsersAction) -> None:
     p.set_defaults(func=_cmd_faces)
 
 
+def _engine_options(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--engine", choices=["local", "ray"], default="local",
+                   help="local processes (default) or Ray Data actors (pip install 'truthinmotion[ray]')")
+    p.add_argument("--ray-address", help="Ray: a running cluster (auto, HOST:6379); default: start one here")
+    p.add_argument("--ray-gpus", type=float, default=1.0, help="Ray on CUDA: GPUs per actor, fractions allowed (1)")
+
+
+def _engine(args: argparse.Namespace) -> Any:
+    from .engine import Engine
+
+    return Engine(args.engine, args.ray_address, args.ray_gpus)
+
+
 def _stage_options(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--workers", type=_positive, default=1, help="parallel processes (1)")
+    _engine_options(p)
+    p.add_argument("--workers", type=_positive, default=1, help="parallel processes or Ray actors (1)")
     p.add_argument("--device", type=_device, default="cpu", help="cpu or cuda (cpu)")
     p.add_argument("--limit", type=_positive, help="process only the first N videos of the manifest")
     p.add_argument("--only", type=lambda s: s.split(","), help="comma-separated video ids")
@@ -143,6 +157,7 @@ def _cmd_faces(args: argparse.Namespace) -> int:
     report = run_faces(
         args.workdir, cfg, workers=args.workers, device=args.device, limit=args.limit,
         only=args.only, overwrite=args.overwrite, progress=not args.quiet, space_check=args.space_check,
+        engine=_engine(args),
     )
     return _finish(report, args.workdir)
 
@@ -174,7 +189,7 @@ def _cmd_features(args: argparse.Namespace) -> int:
     report = run_features(
         args.workdir, flow_cfg, depth_cfg, workers=args.workers, device=args.device,
         limit=args.limit, only=args.only, overwrite=args.overwrite, progress=not args.quiet,
-        space_check=args.space_check,
+        space_check=args.space_check, engine=_engine(args),
     )
     return _finish(report, args.workdir)
 
@@ -269,8 +284,14 @@ def _add_detect(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--csv", dest="csv_out", help="write one row per video here")
     p.add_argument("--plot", dest="plot_dir", help="write a score-over-time PNG per video into this directory")
     p.add_argument("--report", dest="report_dir", help="write an evidence page (HTML, one file) per video here")
+    p.add_argument("--jsonl", dest="jsonl_out", help="append each verdict here as its video finishes; a re-run "
+                   "skips the videos already in it")
     p.add_argument("--aggregation", default="mean", choices=AGGREGATION_CHOICES, help="(mean)")
     p.add_argument("--device", type=_device, default="cpu")
+    p.add_argument("--workers", type=_positive, default=1,
+                   help="CPU processes (Ray actors) decoding, finding faces and flow for the model stage (1)")
+    p.add_argument("--batch-size", type=_positive, default=64, help="pictures per model pass, across videos (64)")
+    _engine_options(p)
     p.add_argument("-q", "--quiet", action="store_true")
     p.set_defaults(func=_cmd_detect)
 
@@ -279,9 +300,9 @@ def _cmd_detect(args: argparse.Namespace) -> int:
     from .detect import detect
 
     verdicts = detect(args.videos, args.model, device=args.device, aggregation=args.aggregation,
-                      json_out=args.json_out, csv_out=args.csv_out, plot_dir=args.plot_dir,
-                      report_dir=args.report_dir,
-                      progress=not args.quiet)
+                      json_out=args.json_out, csv_out=args.csv_out, jsonl_out=args.jsonl_out, plot_dir=args.plot_dir,
+                      report_dir=args.report_dir, progress=not args.quiet, workers=args.workers,
+                      batch_size=args.batch_size, engine=_engine(args))
     for v in verdicts:
         if v.ok:
             print(f"{v.video}: {v.label} (p={v.probability:.3f}, threshold {v.threshold:.3f}, "

@@ -29,7 +29,7 @@ import torch
 from .calibration import verdict_rule
 from .config import ConfigError
 from .data import DataConfig, encode_pictures, to_backbone
-from .faces import FaceDetector, FacesConfig, extract_faces
+from .faces import FaceDetector, Faces, FacesConfig, extract_faces
 from .features import DepthConfig, DepthEstimator, FlowConfig, FlowEstimator
 from .index import VIDEO_SUFFIXES
 from .compact import stored_crops, stored_depth, stored_flow
@@ -39,9 +39,11 @@ from .explain import neutral_inputs
 from .report import Evidence, build_evidence, write_report
 from .metrics import AGGREGATIONS
 from .compress import inference_autocast, load_detector
+from .engine import LOCAL, Engine
+from .models import detector_dir, parse_modalities, read_detector_config
 from .runtime import autocast_context
 
-__all__ = ["Scorer", "Verdict", "check_outputs", "detect", "expand_inputs", "to_json"]
+__all__ = ["Prepared", "Preparer", "Scorer", "Verdict", "check_outputs", "detect", "expand_inputs", "to_json"]
 
 log = logging.getLogger(__name__)
 
@@ -89,93 +91,197 @@ def _depth_config(rec: dict[str, Any]) -> DepthConfig:
     return DepthConfig(model=rec["model"], init="pretrained", input_size=rec["input_size"])
 
 
-class Scorer:
-    """All the models of a run directory, built once; ``__call__(path) -> Verdict``."""
+@dataclass
+class Prepared:
+    """A video after the CPU stages (faces, stored crops, flow), ready for the model stage (depth,
+    detector); or, with a status other than ok, its failure. Picklable: it crosses processes."""
 
-    def __init__(self, run_dir: str | Path, device: str = "cpu", aggregation: str = "mean"):
-        if aggregation not in AGGREGATIONS:
-            raise ConfigError(f"aggregation: {aggregation!r} not one of {', '.join(AGGREGATIONS)}")
-        self.model = load_detector(run_dir, device)
-        self.amp = inference_autocast(self.model)
-        self.device, self.aggregation = device, aggregation
-        self.rule = verdict_rule(self.model.extra, aggregation)
-        extra = self.model.extra
-        known = set(FacesConfig.__dataclass_fields__)
-        # Crops are scored as the faces artifacts stored them for training; a detector trained
-        # before compact artifacts saw them raw.
-        faces_rec = {"crop_format": "raw", **extra.get("faces", {})}
-        self.faces_cfg = FacesConfig.from_dict({k: v for k, v in faces_rec.items() if k in known})
-        self.face_detector = FaceDetector.from_config(self.faces_cfg, device)
-        feats = extra.get("features", {})
-        mods = self.model.cfg.modalities
-        self.flow = FlowEstimator(_flow_config(feats["flow"]), device) if "flow" in mods else None
-        self.depth = DepthEstimator(_depth_config(feats["depth"]), device) if "depth" in mods else None
-        self.data_cfg = DataConfig.from_saved(extra.get("data", {}))
-        self.model_info = {**extra, "detector": self.model.cfg.to_dict(), "data": self.data_cfg.to_dict()}
+    video: str
+    status: str = "ok"
+    reason: str = ""
+    faces: Faces | None = None
+    valid: np.ndarray | None = None  # [T, K]: points with each face
+    crops: np.ndarray | None = None  # [N, 2, S, S, 3]: the stored crops of the valid points
+    arrays: dict[str, np.ndarray] = field(default_factory=dict)  # flow, rgb of those points
+    timings: dict[str, float] = field(default_factory=dict)
 
-    def __call__(self, path: str | Path) -> Verdict:
-        return self.score(path)[0]
+    @property
+    def points(self) -> int:
+        return 0 if self.crops is None else len(self.crops)
 
-    def score(self, path: str | Path, evidence: int = 0) -> tuple[Verdict, Evidence | None]:
-        """The verdict, and with ``evidence`` > 0 what backs it: the ``evidence`` most and the 2
-        least suspicious time points of the deciding face, with saliency (:mod:`.report`)."""
-        rule = self.rule
-        verdict = Verdict(video=str(path), status="ok", threshold=rule.probability_threshold,
-                          score_threshold=rule.threshold, aggregation=self.aggregation,
-                          calibration=rule.calibration.method)
+
+class Preparer:
+    """The CPU side of scoring: faces, their crops as the artifacts store them, and flow."""
+
+    def __init__(self, faces_cfg: FacesConfig, flow_cfg: FlowConfig | None, rgb: bool, device: str = "cpu"):
+        self.faces_cfg, self.rgb = faces_cfg, rgb
+        self.face_detector = FaceDetector.from_config(faces_cfg, device)
+        self.flow = FlowEstimator(flow_cfg, device) if flow_cfg is not None else None
+
+    @classmethod
+    def from_run(cls, run_dir: str | Path, device: str = "cpu") -> "Preparer":
+        """The preparer of a run directory's detector (its faces and flow settings)."""
+        extra = read_detector_config(detector_dir(run_dir))
+        mods = parse_modalities(extra["detector"]["modality"])
+        return cls(_faces_config(extra), _flow_config(extra["features"]["flow"]) if "flow" in mods else None,
+                   "rgb" in mods, device)
+
+    def __call__(self, path: str | Path) -> Prepared:
+        out = Prepared(str(path))
         t0 = time.perf_counter()
         try:
             faces = extract_faces(path, self.faces_cfg, self.face_detector)
         except StageError as err:
-            verdict.status, verdict.reason = err.status, err.reason
-            verdict.timings["faces"] = time.perf_counter() - t0
-            return verdict, None
+            out.status, out.reason = err.status, err.reason
+            out.timings["faces"] = time.perf_counter() - t0
+            return out
         except Exception as err:  # noqa: BLE001 - report, and let the other videos go on
-            verdict.status, verdict.reason = "error", f"{type(err).__name__}: {err}"
-            return verdict, None
-        t1 = time.perf_counter()
-        tracks = faces.tracks
-        valid = np.stack([tr.valid for tr in tracks])  # [T, K]
-        crops = np.stack([tr.crops for tr in tracks])[valid]  # the valid points of every face
+            out.status, out.reason = "error", f"{type(err).__name__}: {err}"
+            return out
+        valid = np.stack([tr.valid for tr in faces.tracks])  # [T, K]
+        crops = np.stack([tr.crops for tr in faces.tracks])[valid]  # the valid points of every face
         # What training read back from the artifacts: the stored crops, flow and depth.
         crops = stored_crops(crops, self.faces_cfg.crop_format, self.faces_cfg.crop_quality)
-        verdict.faces = {k: faces.meta[k] for k in ("tracks", "max_faces_per_frame", "coverage", "frames", "fps")}
-        verdict.faces["time_points"] = valid.shape[1]  # distinct pairs; fewer than asked in a short video
-        verdict.faces["time_points_with_face"] = int(valid[0].sum())
-        timings = {"faces": t1 - t0}
-        arrays: dict[str, np.ndarray] = {}
+        out.faces, out.valid, out.crops = faces, valid, crops
+        out.timings["faces"] = time.perf_counter() - t0
         # Only the points with a face, of all faces at once: no zero-filled arrays to index back down.
         if self.flow is not None:
             t = time.perf_counter()
-            arrays["flow"] = stored_flow(self.flow(crops))
-            timings["flow"] = time.perf_counter() - t
-        if self.depth is not None:
+            out.arrays["flow"] = stored_flow(self.flow(crops))
+            out.timings["flow"] = time.perf_counter() - t
+        if self.rgb:
+            out.arrays["rgb"] = crops[:, 0]
+        return out
+
+
+def model_info(run_dir: str | Path) -> dict[str, Any]:
+    """What a report says about the detector: its saved configuration, the data settings in full."""
+    record = read_detector_config(detector_dir(run_dir))
+    extra = {k: v for k, v in record.items() if k not in ("format", "backbone_config")}
+    return {**extra, "data": DataConfig.from_saved(extra.get("data", {})).to_dict()}
+
+
+def _faces_config(extra: dict[str, Any]) -> FacesConfig:
+    # Crops are scored as the faces artifacts stored them for training; a detector trained
+    # before compact artifacts saw them raw.
+    known = set(FacesConfig.__dataclass_fields__)
+    record = {"crop_format": "raw", **extra.get("faces", {})}
+    return FacesConfig.from_dict({k: v for k, v in record.items() if k in known})
+
+
+class Scorer:
+    """All the models of a run directory, built once; ``__call__(path) -> Verdict``.
+
+    :meth:`score` does one video; :meth:`prepare` (CPU: faces, flow) and :meth:`finish` (the
+    models: depth, detector) split it, so CPU workers can prepare videos while the model stage
+    scores several of them at once, ``batch_size`` pictures per forward pass. Built with
+    ``prepare=False`` it holds the model stage only.
+    """
+
+    def __init__(self, run_dir: str | Path, device: str = "cpu", aggregation: str = "mean", batch_size: int = 64,
+                 prepare: bool = True):
+        if aggregation not in AGGREGATIONS:
+            raise ConfigError(f"aggregation: {aggregation!r} not one of {', '.join(AGGREGATIONS)}")
+        if batch_size < 1:
+            raise ConfigError("batch size: at least 1 picture")
+        self.model = load_detector(run_dir, device)
+        self.amp = inference_autocast(self.model)
+        self.device, self.aggregation, self.batch_size = device, aggregation, batch_size
+        self.rule = verdict_rule(self.model.extra, aggregation)
+        extra = self.model.extra
+        self.faces_cfg = _faces_config(extra)
+        feats = extra.get("features", {})
+        mods = self.model.cfg.modalities
+        self.preparer = Preparer(self.faces_cfg, _flow_config(feats["flow"]) if "flow" in mods else None,
+                                 "rgb" in mods, device) if prepare else None
+        self.depth = DepthEstimator(_depth_config(feats["depth"]), device) if "depth" in mods else None
+        self.data_cfg = DataConfig.from_saved(extra.get("data", {}))
+        self.model_info = model_info(run_dir)
+
+    def __call__(self, path: str | Path) -> Verdict:
+        return self.score(path)[0]
+
+    def prepare(self, path: str | Path) -> Prepared:
+        if self.preparer is None:
+            raise RuntimeError("this Scorer was built with prepare=False")
+        return self.preparer(path)
+
+    def score(self, path: str | Path, evidence: int = 0) -> tuple[Verdict, Evidence | None]:
+        """The verdict, and with ``evidence`` > 0 what backs it: the ``evidence`` most and the 2
+        least suspicious time points of the deciding face, with saliency (:mod:`.report`)."""
+        return self.finish([self.prepare(path)], evidence)[0]
+
+    def finish(self, items: Sequence[Prepared], evidence: int = 0) -> list[tuple[Verdict, Evidence | None]]:
+        """Verdicts of prepared videos: depth of all their crops, then the detector over all their
+        pictures, ``batch_size`` at a time; a stage's time is shared out by each video's points."""
+        ok = [p for p in items if p.status == "ok"]
+        counts = [p.points for p in ok]
+        total = max(1, sum(counts))
+        cuts = np.cumsum(counts)[:-1]
+        timings = [dict(p.timings) for p in ok]
+
+        def share(stage: str, seconds: float) -> None:
+            for tm, n in zip(timings, counts):
+                tm[stage] = seconds * n / total
+
+        arrays = [dict(p.arrays) for p in ok]
+        if self.depth is not None and ok:
             t = time.perf_counter()
-            arrays["depth"] = stored_depth(self.depth(crops[:, 0]))
-            timings["depth"] = time.perf_counter() - t
-        if "rgb" in self.model.cfg.modalities:
-            arrays["rgb"] = crops[:, 0]
-        t = time.perf_counter()
-        pictures = encode_pictures(arrays, self.model.cfg.modalities, self.data_cfg, self.faces_cfg.box_scale)
-        inputs = to_backbone(pictures, self.model.preprocess)
-        with torch.no_grad(), autocast_context(self.device, self.amp):
-            logits = self.model({m: x.to(self.device) for m, x in inputs.items()}).logit.float()
-        probs = torch.sigmoid(logits).cpu().numpy()
-        timings["detector"] = time.perf_counter() - t
+            depth = stored_depth(self.depth(np.concatenate([p.crops[:, 0] for p in ok])))
+            for a, d in zip(arrays, np.split(depth, cuts)):
+                a["depth"] = d
+            share("depth", time.perf_counter() - t)
+        probs_all: list[np.ndarray] = []
+        pictures, inputs = [], []
+        if ok:
+            t = time.perf_counter()
+            for a in arrays:
+                pictures.append(encode_pictures(a, self.model.cfg.modalities, self.data_cfg, self.faces_cfg.box_scale))
+                inputs.append(to_backbone(pictures[-1], self.model.preprocess))
+            joined = {m: torch.cat([x[m] for x in inputs]) for m in inputs[0]}
+            out = []
+            with torch.no_grad(), autocast_context(self.device, self.amp):
+                for i in range(0, total, self.batch_size):
+                    batch = {m: x[i:i + self.batch_size].to(self.device) for m, x in joined.items()}
+                    out.append(self.model(batch).logit.float().cpu())
+            probs_all = np.split(torch.sigmoid(torch.cat(out)).numpy(), cuts)
+            share("detector", time.perf_counter() - t)
+        results = {}
+        for j, p in enumerate(ok):
+            results[id(p)] = self._verdict(p, probs_all[j], timings[j], evidence, pictures[j], inputs[j])
+        return [results[id(p)] if p.status == "ok" else (self._failed(p), None) for p in items]
+
+    def _failed(self, p: Prepared) -> Verdict:
+        verdict = self._blank(p.video)
+        verdict.status, verdict.reason = p.status, p.reason
+        verdict.timings = {k: round(v, 4) for k, v in p.timings.items()}
+        return verdict
+
+    def _blank(self, video: str) -> Verdict:
+        rule = self.rule
+        return Verdict(video=video, status="ok", threshold=rule.probability_threshold, score_threshold=rule.threshold,
+                       aggregation=self.aggregation, calibration=rule.calibration.method)
+
+    def _verdict(self, p: Prepared, probs: np.ndarray, timings: dict[str, float], evidence: int,
+                 pictures: dict[str, np.ndarray], inputs: dict[str, torch.Tensor]) -> tuple[Verdict, Evidence | None]:
+        rule, faces, valid, tracks = self.rule, p.faces, p.valid, p.faces.tracks
+        verdict = self._blank(p.video)
+        verdict.faces = {k: faces.meta[k] for k in ("tracks", "max_faces_per_frame", "coverage", "frames", "fps")}
+        verdict.faces["time_points"] = valid.shape[1]  # distinct pairs; fewer than asked in a short video
+        verdict.faces["time_points_with_face"] = int(valid[0].sum())
         if not np.isfinite(probs).all():
             verdict.status = "non_finite"
             verdict.reason = (f"the detector gave {int((~np.isfinite(probs)).sum())} non-finite scores of {len(probs)}: "
                               "its weights are damaged or overflow; no verdict")
             verdict.timings = {k: round(v, 4) for k, v in timings.items()}
             return verdict, None
-        timings["total"] = time.perf_counter() - t0
         # Each face is judged on its own; the video is as fake as its most fake face.
         per_track = np.split(probs, np.cumsum(valid.sum(1))[:-1])
-        for j, (tr, p) in enumerate(zip(tracks, per_track)):
+        for j, (tr, pr) in enumerate(zip(tracks, per_track)):
             scores: list[float | None] = [None] * valid.shape[1]
-            for i, x in zip(np.flatnonzero(valid[j]), p):
+            for i, x in zip(np.flatnonzero(valid[j]), pr):
                 scores[i] = float(x)
-            score = AGGREGATIONS[self.aggregation](p)
+            score = AGGREGATIONS[self.aggregation](pr)
             verdict.tracks.append({
                 "track": j, "probability": float(rule.calibration(score)), "score": score,
                 "label": "fake" if score >= rule.threshold else "real", "time_points": int(valid[j].sum()),
@@ -194,12 +300,12 @@ class Scorer:
             start = int(valid[: top["track"]].sum())  # the deciding face's rows among all faces'
             rows = start + np.arange(int(valid[top["track"]].sum()))
             base = neutral_inputs(self.model.cfg.modalities, self.data_cfg, self.model.preprocess,
-                                  crops.shape[2], self.faces_cfg.box_scale)
+                                  p.crops.shape[2], self.faces_cfg.box_scale)
             found = build_evidence(
-                path, self.model, faces, rows, np.flatnonzero(valid[top["track"]]), probs, crops, pictures, inputs,
-                evidence, self.device, self.amp, base)
+                p.video, self.model, faces, rows, np.flatnonzero(valid[top["track"]]), probs, p.crops, pictures,
+                inputs, evidence, self.device, self.amp, base)
             timings["evidence"] = time.perf_counter() - t
-            timings["total"] = time.perf_counter() - t0
+        timings["total"] = sum(v for k, v in timings.items() if k != "total")
         verdict.timings = {k: round(v, 4) for k, v in timings.items()}
         return verdict, found
 
@@ -303,40 +409,70 @@ def detect(
     aggregation: str = "mean",
     json_out: str | Path | None = None,
     csv_out: str | Path | None = None,
+    jsonl_out: str | Path | None = None,
     plot_dir: str | Path | None = None,
     report_dir: str | Path | None = None,
     evidence_points: int = 4,
     progress: bool = True,
+    workers: int = 1,
+    batch_size: int = 64,
+    engine: Engine = LOCAL,
 ) -> list[Verdict]:
-    """Score every video; write JSON / CSV / plots / report pages where asked. Failures are
-    verdicts, not errors.
+    """Score every video; write JSON / CSV / JSON lines / plots / report pages where asked.
+    Failures are verdicts, not errors.
 
     Outputs are checked before any video is scored; if writing one still fails, the results go
-    to a file in the temporary directory and the log says where.
+    to a file in the temporary directory and the log says where. ``jsonl_out`` gets each
+    verdict as its video finishes, and the videos already in it are not scored again (their
+    verdicts are read back, so the other outputs still list every video). ``workers`` CPU
+    processes (or Ray actors) prepare videos for a model stage that scores ``batch_size``
+    pictures at a time across videos (:mod:`.batchscore`).
     """
     from tqdm.auto import tqdm
 
+    from .batchscore import JsonLines, stream_verdicts
+
     paths = expand_inputs(videos)
-    check_outputs(paths, json_out, csv_out)
+    check_outputs(paths, json_out, csv_out, jsonl_out)
     for flag, folder in (("--plot", plot_dir), ("--report", report_dir)):
         if folder is not None and Path(folder).exists() and not Path(folder).is_dir():
             raise ConfigError(f"{flag} {folder} is a file: give a directory")
         if folder is not None:
             check_writable(folder)
-    scorer = Scorer(run_dir, device, aggregation)
+    lines = JsonLines(jsonl_out) if jsonl_out else None
+    done = {k: Verdict(**v) for k, v in lines.done().items()} if lines else {}
+    todo = [p for p in paths if str(p.resolve()) not in done]
+    if done:
+        log.info("%d of %d videos already have a verdict in %s; scoring the other %d",
+                 len(paths) - len(todo), len(paths), jsonl_out, len(todo))
     names = _plot_names(paths)
-    verdicts = []
-    for p in tqdm(paths, desc="detect", unit="video", disable=not progress or len(paths) < 2):
-        v, evidence = scorer.score(p, evidence=evidence_points if report_dir else 0)
-        if not v.ok:
-            log.warning("%s: %s: %s", p, v.status, v.reason)
-        elif plot_dir:
-            Path(plot_dir).mkdir(parents=True, exist_ok=True)
-            plot_scores(v, Path(plot_dir) / f"{names[p]}.png")
-        if report_dir:
-            Path(report_dir).mkdir(parents=True, exist_ok=True)
-            write_report(v, evidence, scorer.model_info, Path(report_dir) / f"{names[p]}.html")
-        verdicts.append(v)
+    pages = {str(p): str(Path(report_dir) / f"{names[p]}.html") for p in todo} if report_dir else None
+    if report_dir:
+        Path(report_dir).mkdir(parents=True, exist_ok=True)
+    scored: dict[str, Verdict] = {}
+    info = model_info(run_dir) if report_dir else None
+    stream = stream_verdicts(todo, run_dir, device=device, aggregation=aggregation, workers=workers,
+                             batch_size=batch_size, evidence=evidence_points if report_dir else 0, pages=pages,
+                             engine=engine)
+    bar = tqdm(total=len(todo), desc="detect", unit="video", disable=not progress or len(todo) < 2)
+    try:
+        for v, evidence in stream:
+            p = Path(v.video)
+            if not v.ok:
+                log.warning("%s: %s: %s", p, v.status, v.reason)
+            elif plot_dir:
+                Path(plot_dir).mkdir(parents=True, exist_ok=True)
+                plot_scores(v, Path(plot_dir) / f"{names[p]}.png")
+            if report_dir and engine.kind == "local":
+                write_report(v, evidence, info, Path(pages[v.video]))
+            if lines:
+                lines.append(v)
+            scored[str(p.resolve())] = v
+            bar.update(1)
+    finally:
+        stream.close()
+        bar.close()
+    verdicts = [done.get(str(p.resolve())) or scored[str(p.resolve())] for p in paths]
     if json_out:
         _write(Path(json_out), to_json(verdicts))
     if csv_out:

@@ -33,6 +33,7 @@ from .compact import CROP_FORMATS, unpack_crops, pack_crops
 from .config import Settings, require
 from .io import StageError, WorkDir, check_settings, clean_temporaries, load_npz, save_npz, source_identity
 from .mtcnn import FaceDetector, box_iou, crop_square
+from .engine import LOCAL, Engine
 from .preflight import estimate, preflight
 from .tracking import fill, hold, link, smooth, track_weight
 from .video import probe, read_frames, sample_points
@@ -332,6 +333,7 @@ def run_faces(
     overwrite: bool = False,
     progress: bool = True,
     space_check: bool = True,
+    engine: Engine = LOCAL,
 ):
     """Crop faces for every video of ``WORKDIR/manifest.csv`` not already done.
 
@@ -359,6 +361,7 @@ def run_faces(
     return run_stage(
         "faces", todo, _one, init=_init, init_args=(cfg, device), workers=workers,
         errors=work.errors, skipped=len(jobs) - len(todo), progress=progress,
+        engine=engine, gpus=engine.gpus if device.startswith("cuda") else 0.0,
     )
 
 

@@ -14,6 +14,7 @@ workers at once: no wait for the videos in flight, which a re-run does again.
 
 from __future__ import annotations
 
+import json
 import logging
 import multiprocessing as mp
 import os
@@ -21,14 +22,15 @@ import signal
 import time
 import traceback
 from dataclasses import dataclass, field
-from typing import Any, Callable, Sequence
+from typing import Any, Callable, Iterator, Sequence
 
 from tqdm.auto import tqdm
 
 from .config import ConfigError
+from .engine import LOCAL, Engine
 from .io import ErrorLog, StageError
 
-__all__ = ["StageReport", "run_stage", "sigterm_as_interrupt"]
+__all__ = ["InitFailed", "StageReport", "call", "run_stage", "sigterm_as_interrupt"]
 
 log = logging.getLogger(__name__)
 
@@ -71,6 +73,16 @@ def sigterm_as_interrupt() -> None:
     signal.signal(signal.SIGTERM, _raise_interrupt)
 
 
+class InitFailed:
+    """The state of a worker whose models could not be built: a problem of the settings, not of
+    one video. Every job it gets reports it, and the stage stops."""
+
+    STATUS = "init_failed"
+
+    def __init__(self, reason: str):
+        self.reason = reason
+
+
 def _init_worker(init: Callable[..., Any], args: tuple, threads: int) -> None:
     import torch
 
@@ -82,29 +94,58 @@ def _init_worker(init: Callable[..., Any], args: tuple, threads: int) -> None:
     except KeyboardInterrupt:  # terminated while starting: nothing to clean up, nothing to print
         os._exit(130)
     except Exception as err:  # noqa: BLE001 - raised in a pool initializer, the pool would respawn
-        _STATE["init_error"] = err  # the worker forever; the first job reports it instead
+        _STATE["state"] = InitFailed(f"{type(err).__name__}: {err}")  # the worker forever
 
 
 def _call_packed(args: tuple) -> tuple[str, dict | None, str | None, str | None]:
-    return _call(*args)
+    fn, job = args
+    return call(fn, _STATE["state"], job)
 
 
-class _InitFailed(Exception):
-    """A worker could not build its state: a problem of the settings, not of one video."""
-
-
-def _call(fn: Callable[..., dict], job: Any) -> tuple[str, dict | None, str | None, str | None]:
+def call(fn: Callable[..., dict], state: Any, job: Any) -> tuple[str, dict | None, str | None, str | None]:
+    """``fn(state, job)`` as (video id, stats, None, None), or (video id, None, status, reason)."""
     video_id = job[0]
-    if "init_error" in _STATE:
-        err = _STATE["init_error"]
-        return video_id, None, _InitFailed.__name__, f"{type(err).__name__}: {err}"
+    if isinstance(state, InitFailed):
+        return video_id, None, InitFailed.STATUS, state.reason
     try:
-        return video_id, fn(_STATE["state"], job), None, None
+        return video_id, fn(state, job), None, None
     except StageError as err:
         return video_id, None, err.status, err.reason
     except Exception as err:  # noqa: BLE001 - one bad video must not stop the batch
         log.debug("unexpected failure on %s:\n%s", video_id, traceback.format_exc())
         return video_id, None, "error", f"{type(err).__name__}: {err}"
+
+
+def _local_results(jobs: Sequence[tuple], fn: Callable, init: Callable, init_args: tuple, workers: int) -> Iterator[tuple]:
+    if workers <= 1 or len(jobs) <= 1:
+        state = init(*init_args)
+        for job in jobs:
+            yield call(fn, state, job)
+        return
+    threads = max(1, (os.cpu_count() or 1) // workers)
+    pool = mp.get_context("spawn").Pool(min(workers, len(jobs)), _init_worker, (init, init_args, threads))
+    try:
+        yield from pool.imap_unordered(_call_packed, [(fn, job) for job in jobs])
+        pool.close()
+    except BaseException:
+        pool.terminate()  # at once: a second Ctrl-C must never be needed, nor hang
+        raise
+    finally:
+        pool.join()
+
+
+def _ray_results(jobs: Sequence[tuple], fn: Callable, init: Callable, init_args: tuple, workers: int,
+                 engine: Engine, gpus: float) -> Iterator[tuple]:
+    from .engine import StageActor, ray_map, ray_session
+
+    with ray_session(engine) as ray:
+        cpus = int(ray.cluster_resources().get("CPU", 1))
+        actors = max(1, min(workers, len(jobs)))
+        threads = max(1, cpus // actors)
+        options = dict(actors=actors, batch_size=1, num_cpus=1, num_gpus=gpus)
+        rows = [{"job": json.dumps(list(job))} for job in jobs]
+        for row in ray_map(rows, [(StageActor, (init, init_args, fn, threads), options)], engine):
+            yield tuple(json.loads(str(row["result"])))
 
 
 def run_stage(
@@ -118,11 +159,15 @@ def run_stage(
     errors: ErrorLog,
     skipped: int = 0,
     progress: bool = True,
+    engine: Engine = LOCAL,
+    gpus: float = 0.0,
 ) -> StageReport:
     """Run ``fn(state, job)`` for every job (``job[0]`` is the video id).
 
-    ``init(*init_args)`` builds the per-process state (models) once per worker; ``workers <= 1``
-    runs in this process. ``errors.csv`` is updated at the end, also after an interruption.
+    ``init(*init_args)`` builds the per-process state (models) once per worker: ``workers``
+    processes here (``workers <= 1`` runs in this process), or ``workers`` Ray actors with
+    ``gpus`` GPUs each (see :mod:`.engine`). ``errors.csv`` is updated at the end, also after an
+    interruption. A worker that cannot build its state stops the stage with a ConfigError.
     """
     report = StageReport(stage=stage, total=len(jobs) + skipped, skipped=skipped, processed=0)
     start = time.perf_counter()
@@ -140,28 +185,18 @@ def run_stage(
             log.warning("%s failed on %s: %s: %s", stage, video_id, status, reason)
 
     bar = tqdm(total=len(jobs), desc=stage, unit="video", disable=not progress or not jobs)
+    if engine.kind == "ray":
+        results = _ray_results(jobs, fn, init, init_args, workers, engine, gpus)
+    else:
+        results = _local_results(jobs, fn, init, init_args, workers)
     try:
-        if workers <= 1 or len(jobs) <= 1:
-            _STATE["state"] = init(*init_args)
-            for job in jobs:
-                record(*_call(fn, job))
-                bar.update(1)
-        else:
-            threads = max(1, (os.cpu_count() or 1) // workers)
-            pool = mp.get_context("spawn").Pool(min(workers, len(jobs)), _init_worker, (init, init_args, threads))
-            try:
-                for result in pool.imap_unordered(_call_packed, [(fn, job) for job in jobs]):
-                    if result[2] == _InitFailed.__name__:
-                        raise ConfigError(f"{stage}: a worker could not start: {result[3]}")
-                    record(*result)
-                    bar.update(1)
-                pool.close()
-            except BaseException:
-                pool.terminate()  # at once: a second Ctrl-C must never be needed, nor hang
-                raise
-            finally:
-                pool.join()
+        for result in results:
+            if result[2] == InitFailed.STATUS:
+                raise ConfigError(f"{stage}: a worker could not start: {result[3]}")
+            record(*result)
+            bar.update(1)
     finally:
+        results.close()  # stops the workers at once when the loop ended early
         bar.close()
         _STATE.pop("state", None)
         errors.update(stage, attempted, failures)

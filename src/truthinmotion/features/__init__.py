@@ -24,6 +24,7 @@ from ..config import ConfigError
 from ..faces import SCHEMA, Faces, with_track_axis
 from ..index import read_manifest, select_rows
 from ..io import WorkDir, check_settings, clean_temporaries, load_npz, save_npz
+from ..engine import LOCAL, Engine
 from ..preflight import estimate, preflight
 from .depth import DEPTH_MODELS, DepthConfig, DepthEstimator, check_depth, depth_anything_config, depth_to_rgb
 from .flow import FLOW_METHODS, FlowConfig, FlowEstimator, check_flow, flow_to_rgb
@@ -117,6 +118,7 @@ def run_features(
     overwrite: bool = False,
     progress: bool = True,
     space_check: bool = True,
+    engine: Engine = LOCAL,
 ):
     """Compute flow and/or depth for every video with face crops and no artifact yet.
 
@@ -166,6 +168,7 @@ def run_features(
     return run_stage(
         "features", jobs, _one, init=_init, init_args=(flow_cfg, depth_cfg, device),
         workers=workers, errors=work.errors, skipped=skipped, progress=progress,
+        engine=engine, gpus=engine.gpus if device.startswith("cuda") else 0.0,
     )
 
 

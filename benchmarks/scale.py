@@ -1,0 +1,98 @@
+"""Videos per second by engine, on the same videos in one run.
+
+- faces stage (``run_faces``, K=32): local with 1 worker (the baseline), local with 2 worker
+  processes, and Ray with 2 CPUs (``--engine ray``, 2 actors);
+- ``tim detect`` with small models (DINOv2-S on flow+depth, Depth Anything V2-S at 224, random
+  weights: speed does not depend on them): one video at a time in one process (the baseline),
+  batched across videos with CPU workers feeding the model stage (local, 2 workers), and the same
+  on Ray with 2 CPUs; on ``--device cuda``, batched detect against one video at a time.
+
+Videos: the shared FF++ and DFDC ones (9; ``--detect-videos`` of them for detect). Each
+configuration starts from nothing (its own work directory; Ray's start-up is counted, as a
+user would see it). Prints JSON.
+
+    python benchmarks/scale.py [--data ../shared/data] [--device cpu|cuda] [--detect-videos 4]
+"""
+
+from __future__ import annotations
+
+import argparse
+import glob
+import json
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+
+from detect import make_run  # noqa: E402 - the small random-weights detector of benchmarks/detect.py
+
+from truthinmotion.detect import detect  # noqa: E402
+from truthinmotion.engine import Engine  # noqa: E402
+from truthinmotion.faces import FacesConfig, run_faces  # noqa: E402
+from truthinmotion.index import IndexConfig, index_dataset  # noqa: E402
+
+DATA = Path(__file__).resolve().parents[2] / "shared" / "data"
+
+
+def faces_rate(videos: list[Path], tmp: Path, name: str, workers: int, engine: Engine) -> float:
+    root = tmp / f"data-{name}"
+    (root / "real").mkdir(parents=True)
+    for i, v in enumerate(videos):
+        (root / "real" / f"{i}-{v.stem}.mp4").symlink_to(v.resolve())
+    work = tmp / f"work-{name}"
+    index_dataset(root, work, IndexConfig(format="folder", ratios=(1.0, 0.0, 0.0)))
+    t = time.perf_counter()
+    report = run_faces(work, FacesConfig(), workers=workers, engine=engine, progress=False)
+    seconds = time.perf_counter() - t
+    assert report.processed == len(videos), report.summary()
+    return len(videos) / seconds
+
+
+def detect_rate(videos: list[Path], run: Path, device: str, **kwargs) -> tuple[float, list]:
+    t = time.perf_counter()
+    verdicts = detect(videos, run, device=device, progress=False, **kwargs)
+    return len(videos) / (time.perf_counter() - t), [v.probability for v in verdicts]
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--data", type=Path, default=DATA)
+    ap.add_argument("--device", default="cpu")
+    ap.add_argument("--detect-videos", type=int, default=4)
+    args = ap.parse_args()
+    videos = sorted(Path(p) for p in glob.glob(str(args.data / "**" / "*.mp4"), recursive=True))
+    if not videos:
+        sys.exit(f"no videos under {args.data}")
+    tmp = Path(tempfile.mkdtemp())
+    ray = Engine("ray")
+    out: dict = {"videos": len(videos), "device": args.device}
+    if args.device == "cpu":
+        faces = {"local-1": faces_rate(videos, tmp, "l1", 1, Engine()),
+                 "local-2": faces_rate(videos, tmp, "l2", 2, Engine()),
+                 "ray-2": faces_rate(videos, tmp, "r2", 2, ray)}
+        out["faces_videos_per_s"] = {k: round(v, 3) for k, v in faces.items()}
+        out["faces_ratio_vs_local_1"] = {k: round(v / faces["local-1"], 2) for k, v in faces.items()}
+    run = make_run(tmp, "small-224")
+    chosen = videos[: args.detect_videos]
+    runs = {"one-at-a-time": dict(workers=1, batch_size=32)}  # 32 points: one video per model pass
+    if args.device == "cpu":
+        runs.update({"batched-local-2": dict(workers=2, batch_size=64), "batched-ray-2": dict(workers=2, batch_size=64,
+                                                                                              engine=ray)})
+    else:
+        runs["batched"] = dict(workers=4, batch_size=128)
+    rates, probs = {}, {}
+    for name, kwargs in runs.items():
+        rates[name], probs[name] = detect_rate(chosen, run, args.device, **kwargs)
+    base = "one-at-a-time"
+    out["detect_videos"] = len(chosen)
+    out["detect_videos_per_s"] = {k: round(v, 3) for k, v in rates.items()}
+    out["detect_ratio_vs_one_at_a_time"] = {k: round(v / rates[base], 2) for k, v in rates.items()}
+    out["detect_max_probability_difference"] = {
+        k: max(abs(a - b) for a, b in zip(p, probs[base]) if a is not None and b is not None) for k, p in probs.items()}
+    print(json.dumps(out, indent=2))
+
+
+if __name__ == "__main__":
+    main()

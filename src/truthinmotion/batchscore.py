@@ -1,0 +1,186 @@
+"""Scoring many videos: CPU workers feeding a model stage that scores several videos per batch,
+on this machine or on Ray, and a JSON-lines log of verdicts that a re-run resumes from.
+
+Per video the CPU stages (decoding, faces, flow) and the model stages (depth, detector) take
+comparable time on a CPU; on a GPU the models are fast and starve on one video's few dozen
+pictures. So with ``workers`` > 1 (or on Ray) the CPU stages run in worker processes (actors)
+and the model stage in one place (the main process, or one actor per ``gpus``), scoring the
+prepared videos together: depth over all their crops, the detector ``batch_size`` pictures at a
+time. Verdicts come out as videos finish. With ``--report``, pages need each video's own
+gradients, so the model stage then takes videos one at a time.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import multiprocessing as mp
+import os
+import signal
+from dataclasses import asdict
+from pathlib import Path
+from typing import Any, Iterable, Iterator, Sequence
+
+from .engine import LOCAL, Engine
+
+__all__ = ["JsonLines", "stream_verdicts"]
+
+log = logging.getLogger(__name__)
+
+_PREPARER: dict[str, Any] = {}
+
+
+class JsonLines:
+    """A file of one verdict per line, appended and flushed as each video finishes. Reading it
+    back gives the verdicts already there (by resolved video path), so a re-run skips them; a
+    line cut short by a kill is dropped."""
+
+    def __init__(self, path: str | Path):
+        self.path = Path(path)
+
+    def done(self) -> dict[str, dict[str, Any]]:
+        if not self.path.is_file():
+            return {}
+        text = self.path.read_text()
+        if text and not text.endswith("\n"):  # the last write was cut short: keep whole lines
+            text = text[: text.rfind("\n") + 1]
+            self.path.write_text(text)
+        out = {}
+        for line in text.splitlines():
+            if line.strip():
+                record = json.loads(line)
+                out[str(Path(record["video"]).resolve())] = record
+        return out
+
+    def append(self, verdict: Any) -> None:
+        from .detect import to_json
+
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        line = json.dumps(json.loads(to_json([verdict]))[0], separators=(",", ":"))
+        with open(self.path, "a") as f:
+            f.write(line + "\n")
+            f.flush()
+
+
+def _init_preparer(run_dir: str, threads: int) -> None:
+    import torch
+
+    from .detect import Preparer
+    from .stage import sigterm_as_interrupt
+
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+    sigterm_as_interrupt()
+    torch.set_num_threads(threads)
+    _PREPARER["p"] = Preparer.from_run(run_dir, "cpu")
+
+
+def _prepare(path: str) -> Any:
+    return _PREPARER["p"](path)
+
+
+def _groups(prepared: Iterable[Any], batch_size: int, alone: bool) -> Iterator[list[Any]]:
+    """Prepared videos in groups of about ``batch_size`` pictures (one by one when ``alone``)."""
+    group, points = [], 0
+    for item in prepared:
+        group.append(item)
+        points += item.points
+        if alone or points >= batch_size:
+            yield group
+            group, points = [], 0
+    if group:
+        yield group
+
+
+def stream_verdicts(
+    paths: Sequence[Path], run_dir: str | Path, *, device: str = "cpu", aggregation: str = "mean",
+    workers: int = 1, batch_size: int = 64, evidence: int = 0, pages: dict[str, str] | None = None,
+    engine: Engine = LOCAL,
+) -> Iterator[tuple[Any, Any]]:
+    """(verdict, evidence or None) of every video, as they finish (in input order locally; in
+    finishing order on Ray). On Ray the model actor writes the evidence pages itself, to
+    ``pages`` (video -> file, on storage every machine sees), and yields no evidence."""
+    if engine.kind == "ray":
+        yield from _ray_verdicts(paths, run_dir, device, aggregation, workers, batch_size, evidence, pages, engine)
+        return
+    from .detect import Scorer
+
+    if workers <= 1:
+        scorer = Scorer(run_dir, device, aggregation, batch_size)
+        for group in _groups((scorer.prepare(p) for p in paths), batch_size, alone=evidence > 0):
+            yield from scorer.finish(group, evidence)
+        return
+    scorer = Scorer(run_dir, device, aggregation, batch_size, prepare=False)
+    threads = max(1, (os.cpu_count() or 1) // (workers + 1))
+    pool = mp.get_context("spawn").Pool(min(workers, len(paths)), _init_preparer, (str(run_dir), threads))
+    try:
+        prepared = pool.imap(_prepare, [str(p) for p in paths])
+        for group in _groups(prepared, batch_size, alone=evidence > 0):
+            yield from scorer.finish(group, evidence)
+        pool.close()
+    except BaseException:
+        pool.terminate()
+        raise
+    finally:
+        pool.join()
+
+
+class _PrepareActor:
+    def __init__(self, run_dir: str, threads: int):
+        import torch
+
+        from .detect import Preparer
+
+        torch.set_num_threads(threads)
+        self.preparer = Preparer.from_run(run_dir, "cpu")
+
+    def __call__(self, batch: dict[str, Any]) -> dict[str, list[bytes]]:
+        import pickle
+
+        return {"prepared": [pickle.dumps(self.preparer(str(p))) for p in batch["path"]]}
+
+
+class _ModelActor:
+    def __init__(self, run_dir: str, device: str, aggregation: str, batch_size: int, evidence: int,
+                 pages: dict[str, str] | None):
+        from .detect import Scorer
+
+        self.scorer = Scorer(run_dir, device, aggregation, batch_size, prepare=False)
+        self.evidence, self.pages = evidence, pages
+
+    def __call__(self, batch: dict[str, Any]) -> dict[str, list[str]]:
+        import pickle
+
+        items = [pickle.loads(b) for b in batch["prepared"]]
+        groups = [[p] for p in items] if self.evidence else [items]
+        out = []
+        for group in groups:
+            for verdict, found in self.scorer.finish(group, self.evidence):
+                if self.pages:  # written here, where the evidence is
+                    from .report import write_report
+
+                    write_report(verdict, found, self.scorer.model_info, Path(self.pages[verdict.video]))
+                out.append(json.dumps(asdict(verdict)))
+        return {"result": out}
+
+
+def _ray_verdicts(paths, run_dir, device, aggregation, workers, batch_size, evidence, pages, engine):
+    from .detect import Verdict
+    from .engine import ray_map, ray_session
+
+    with ray_session(engine) as ray:
+        cpus = int(ray.cluster_resources().get("CPU", 1))
+        on_gpu = device.startswith("cuda")
+        # The model actor takes a CPU of its own on a CPU-only cluster (it computes there), none
+        # beside its GPU; the CPU actors get the rest, so every actor can be placed.
+        model_cpus = 0 if on_gpu else 1
+        actors = max(1, min(workers, len(paths), cpus - model_cpus))
+        threads = max(1, cpus // (actors + model_cpus))
+        per_video = 32  # time points of a video at the default settings: videos per model batch
+        stages = [
+            (_PrepareActor, (str(run_dir), threads), dict(actors=actors, batch_size=1, num_cpus=1)),
+            (_ModelActor, (str(run_dir), device, aggregation, batch_size, evidence, pages),
+             dict(actors=1, batch_size=max(1, batch_size // per_video), num_cpus=model_cpus,
+                  num_gpus=engine.gpus if on_gpu else 0.0)),
+        ]
+        for row in ray_map([{"path": str(p)} for p in paths], stages, engine):
+            yield Verdict(**json.loads(str(row["result"]))), None
