@@ -19,6 +19,12 @@ def test_demo_end_to_end_and_resume(tmp_path, capsys):
     assert "RANDOM weights" in printed and "indexed 16 videos" in printed
     assert "faces: 16 processed" in printed and "features: 16 processed" in printed
     assert printed.count("detect ") == 2 and "report:" in printed
+    # ... and ends with a small study's table: three modalities by two tiny backbones
+    assert "## Accuracy by modality and backbone" in printed and printed.count("| dinov2-tiny") >= 6
+    study = json.loads((out / "study.json").read_text())
+    assert {(r["backbone"], r["modality"], r["variant"]) for r in study["rows"]} == {
+        (b, m, v) for b in ("dinov2-tiny", "dinov2-tiny-wide") for m in ("flow", "depth", "flow+depth")
+        for v in ("fp32", "int8")}
     report = (out / "runs" / "demo" / "report.md").read_text()
     assert "backbone weights: **random**" in report and "random-saved" in report
     metrics = json.loads((out / "runs" / "demo" / "metrics.json").read_text())

@@ -371,21 +371,26 @@ def _cmd_benchmark(args: argparse.Namespace) -> int:
 # ---------------------------------------------------------------- run
 
 
-def _add_run(sub: argparse._SubParsersAction) -> None:
-    p = sub.add_parser("run", help="index, faces, features, train and evaluate: the whole study")
+def _experiment_options(p: argparse.ArgumentParser, out_help: str) -> None:
+    """What tim run and tim study share: the dataset, the output, the stages' settings."""
     p.add_argument("root", help="dataset root (a CSV file for --format csv)")
-    p.add_argument("-o", "--out", required=True, help="output directory (work/ and runs/ inside)")
+    p.add_argument("-o", "--out", required=True, help=out_help)
     p.add_argument("--format", help="ffpp, dfdc, celebdf, folder or csv")
     p.add_argument("--splits", dest="splits_dir", help="FF++: directory of official train/val/test.json")
-    p.add_argument("--modality", help="flow+depth (default), flow, depth, rgb, ...")
-    p.add_argument("--backbone", help="dinov2-small (default), dinov2-base, ...")
     p.add_argument("--epochs", type=int)
-    p.add_argument("--name", help="run name under OUT/runs (default: backbone-modality)")
     p.add_argument("--workers", type=_positive, default=1, help="processes for faces and features (1)")
     p.add_argument("--device", type=_device, default="cpu")
     p.add_argument("--config", help="YAML with sections index, faces, flow, depth, train")
     p.add_argument("-q", "--quiet", action="store_true")
     _space_option(p)
+
+
+def _add_run(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser("run", help="index, faces, features, train and evaluate: the whole study")
+    _experiment_options(p, "output directory (work/ and runs/ inside)")
+    p.add_argument("--modality", help="flow+depth (default), flow, depth, rgb, ...")
+    p.add_argument("--backbone", help="dinov2-small (default), dinov2-base, ...")
+    p.add_argument("--name", help="run name under OUT/runs (default: backbone-modality)")
     p.set_defaults(func=_cmd_run)
 
 
@@ -398,6 +403,37 @@ def _cmd_run(args: argparse.Namespace) -> int:
     )
     result = run_study(args.root, args.out, cfg, workers=args.workers, device=args.device,
                        run_name=args.name, progress=not args.quiet, space_check=args.space_check)
+    print(result.summary())
+    return 0
+
+
+# ---------------------------------------------------------------- study
+
+
+def _add_study(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser("study", help="the study's whole experiment: every backbone x modality, compressions, tables")
+    _experiment_options(p, "output directory (work/, runs/, study.md inside)")
+    p.add_argument("--backbones", type=lambda s: tuple(s.split(",")), default=("dinov2-small", "dinov2-base"),
+                   help="comma-separated (dinov2-small,dinov2-base)")
+    p.add_argument("--modalities", type=lambda s: tuple(s.split(",")), default=("flow", "depth", "flow+depth"),
+                   help="comma-separated, each a '+' of flow, depth, rgb (flow,depth,flow+depth)")
+    p.add_argument("--compress", type=lambda s: tuple(x for x in s.split(",") if x), default=(),
+                   help="comma-separated: fp16, bf16, int8, onnx, compile, distill (none)")
+    p.add_argument("--cross", nargs="+", default=[], help="other indexed work directories to test every cell on")
+    p.add_argument("--bootstrap", type=_positive, default=1000, help="resamples for the 95%% intervals (1000)")
+    p.set_defaults(func=_cmd_study)
+
+
+def _cmd_study(args: argparse.Namespace) -> int:
+    from .pipeline import StudyConfig
+    from .study import StudyPlan, run_full_study
+
+    cfg = StudyConfig.from_sections(load_yaml(args.config) if args.config else {}).with_options(
+        format=args.format, splits_dir=args.splits_dir, epochs=args.epochs)
+    plan = StudyPlan(backbones=args.backbones, modalities=args.modalities, compress=args.compress,
+                     cross=tuple(args.cross), bootstrap=args.bootstrap)
+    result = run_full_study(args.root, args.out, cfg, plan, workers=args.workers, device=args.device,
+                            progress=not args.quiet, space_check=args.space_check)
     print(result.summary())
     return 0
 
@@ -461,7 +497,7 @@ def _cmd_serve(args: argparse.Namespace) -> int:
 
 COMMANDS: list[Callable[[argparse._SubParsersAction], None]] = [
     _add_index, _add_faces, _add_features, _add_train, _add_evaluate, _add_detect, _add_compress,
-    _add_benchmark, _add_run, _add_demo, _add_serve,
+    _add_benchmark, _add_run, _add_study, _add_demo, _add_serve,
 ]
 
 

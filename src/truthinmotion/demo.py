@@ -23,6 +23,7 @@ from .faces import FacesConfig
 from .features import DEPTH_MODELS, DepthConfig, FlowConfig, depth_anything_config
 from .index import IndexConfig
 from .pipeline import StudyConfig, run_study
+from .study import StudyPlan, run_full_study
 from .synth import synth_clip, write_video
 from .train import TrainConfig
 from .weights import is_cached, save_random_model
@@ -113,4 +114,10 @@ def run_demo(out: str | Path = "demo-out", clips: int = 20, points: int = 16, ep
             f"detect {path.name} ({kind}): {verdict.label}, p={verdict.probability:.3f} in "
             f"{verdict.timings['total']:.2f}s; plot {png}; evidence page {page}"
         )
+    # A small study on the same clips: every modality, two backbone sizes, int8.
+    plan = StudyPlan(backbones=("dinov2-small",) if pretrained else ("dinov2-tiny", "dinov2-tiny-wide"),
+                     modalities=("flow", "depth", "flow+depth"), compress=("int8",), bootstrap=200)
+    table = run_full_study(data, out, cfg, plan, progress=progress)
+    text = (out / "study.md").read_text().split("\n## ")
+    result.lines += ["", "## " + text[1].strip(), "", f"study: {table.out / 'study.md'}"]
     return result

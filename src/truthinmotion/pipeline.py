@@ -23,7 +23,7 @@ from .models import check_backbone
 from .preflight import check_space, estimate, preflight
 from .train import TrainConfig, train, train_status
 
-__all__ = ["StudyConfig", "StudyResult", "run_study"]
+__all__ = ["StudyConfig", "StudyResult", "prepare_work", "run_study", "train_cell"]
 
 log = logging.getLogger(__name__)
 
@@ -69,20 +69,18 @@ class StudyResult:
         return "\n".join(self.lines)
 
 
-def run_study(
-    root: str | Path, out: str | Path, cfg: StudyConfig, *, workers: int = 1, device: str = "cpu",
-    run_name: str | None = None, progress: bool = True, space_check: bool = True,
-) -> StudyResult:
-    """Every stage from a dataset root to an evaluated detector under ``out``. Before any video
-    is touched: every model the stages need resolves, ``out`` is writable, and (unless not
-    ``space_check``) its disk holds the estimated artifacts."""
-    out = Path(out)
+def prepare_work(
+    root: str | Path, out: Path, cfg: StudyConfig, modalities: set[str], backbones: list[str], *, workers: int = 1,
+    device: str = "cpu", progress: bool = True, space_check: bool = True,
+) -> tuple[Path, list[str]]:
+    """Index, faces and the features ``modalities`` need, into ``out/work``; (work dir, summary
+    lines). Before any video is touched: every model (the ``backbones`` too) resolves, ``out`` is
+    writable, and (unless not ``space_check``) its disk holds the estimated artifacts."""
     work = out / "work"
-    mods = cfg.train.detector.modalities
-    flow = cfg.flow if "flow" in mods else None
-    depth = cfg.depth if "depth" in mods else None
+    flow = cfg.flow if "flow" in modalities else None
+    depth = cfg.depth if "depth" in modalities else None
     t = cfg.train
-    models = [lambda: check_backbone(t.backbone, init=t.init, path=t.backbone_path)]
+    models = [lambda b=b: check_backbone(b, init=t.init, path=t.backbone_path) for b in backbones]
     models += [lambda: check_flow(flow)] if flow else []
     models += [lambda: check_depth(depth)] if depth else []
     preflight(models=models, outputs=[out])
@@ -98,18 +96,37 @@ def run_study(
     if flow or depth:
         lines.append(run_features(work, flow, depth, workers=workers, device=device, progress=progress,
                                   space_check=space_check).summary())
+    return work, lines
+
+
+def train_cell(work: Path, cfg: StudyConfig, run_dir: Path, *, device: str = "cpu", progress: bool = True,
+               **train_options: Any) -> str:
+    """Train ``cfg.train`` (with ``train_options`` on top) into ``run_dir`` unless it is done; resumes
+    a partial run. Returns a summary line."""
+    mods = cfg.train.updated(train_options).detector.modalities
     tcfg = cfg.train.updated({
-        "device": device,
-        "progress": progress,
-        "flow": flow.method if flow else None,
-        "depth": depth.key if depth else None,
+        **train_options, "device": device, "progress": progress,
+        "flow": cfg.flow.method if "flow" in mods else None,
+        "depth": cfg.depth.key if "depth" in mods else None,
     })
-    run_dir = out / "runs" / (run_name or f"{tcfg.backbone}-{tcfg.modality.replace('+', '-')}")
     status = train_status(run_dir, tcfg)
     if status == "done":
-        lines.append(f"train: {run_dir} is already trained; skipped")
-    else:
-        lines.append(train(work, tcfg, run_dir, resume=status == "partial").summary())
+        return f"train: {run_dir} is already trained; skipped"
+    return train(work, tcfg, run_dir, resume=status == "partial").summary()
+
+
+def run_study(
+    root: str | Path, out: str | Path, cfg: StudyConfig, *, workers: int = 1, device: str = "cpu",
+    run_name: str | None = None, progress: bool = True, space_check: bool = True,
+) -> StudyResult:
+    """Every stage from a dataset root to an evaluated detector under ``out`` (see
+    :func:`prepare_work` for the checks made before any video is touched)."""
+    out = Path(out)
+    t = cfg.train
+    work, lines = prepare_work(root, out, cfg, set(t.detector.modalities), [t.backbone], workers=workers,
+                               device=device, progress=progress, space_check=space_check)
+    run_dir = out / "runs" / (run_name or f"{t.backbone}-{t.modality.replace('+', '-')}")
+    lines.append(train_cell(work, cfg, run_dir, device=device, progress=progress))
     result = evaluate(run_dir, "test", work, device=device, progress=progress)
     lines.append(result.summary())
     return StudyResult(out, lines, result)

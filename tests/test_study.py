@@ -1,0 +1,79 @@
+"""``tim study``: every cell, resumed cell by cell, tables that agree with the cells' metrics;
+bootstrap intervals."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+
+from truthinmotion.demo import demo_config, make_demo_data
+from truthinmotion.metrics import binary_metrics
+from truthinmotion.study import StudyPlan, bootstrap_interval, cell_name, run_full_study
+
+
+def test_bootstrap_intervals_contain_the_estimate_and_shrink_with_more_videos():
+    rng = np.random.default_rng(0)
+    widths = []
+    for n in (40, 1000):
+        labels = rng.integers(0, 2, n)
+        scores = labels * 0.6 + rng.normal(0, 0.5, n)
+        auc = binary_metrics(labels, scores)["auc"]
+        lo, hi = bootstrap_interval(lambda i: binary_metrics(labels[i], scores[i])["auc"], n, times=300)
+        assert lo <= auc <= hi
+        widths.append(hi - lo)
+    assert widths[1] < widths[0] / 2  # about 1/sqrt(25) as wide
+
+
+@pytest.mark.slow
+def test_a_study_produces_every_cell_resumes_and_its_tables_agree_with_the_cells(tmp_path, monkeypatch):
+    out = tmp_path / "study"
+    data = make_demo_data(tmp_path / "data", clips=6, frames=16)
+    cfg, _ = demo_config(out, points=4, epochs=1)
+    plan = StudyPlan(backbones=("dinov2-tiny", "dinov2-tiny-wide"), modalities=("flow", "depth", "flow+depth"),
+                     compress=("int8", "distill"), bootstrap=100)
+    # Interrupted after the first cells' evaluations: what finished stays finished.
+    import truthinmotion.evaluate as evaluate_mod
+
+    real, calls = evaluate_mod.evaluate, []
+
+    def stop_after_three(*args, **kwargs):
+        if len(calls) == 3:
+            raise KeyboardInterrupt
+        calls.append(args[0])
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(evaluate_mod, "evaluate", stop_after_three)
+    with pytest.raises(KeyboardInterrupt):
+        run_full_study(data, out, cfg, plan, progress=False)
+    monkeypatch.setattr(evaluate_mod, "evaluate", real)
+    finished = {p.parent.name: p.stat().st_mtime_ns for p in (out / "runs").glob("*/metrics.json")}
+    trained = {p.parent.parent.name: p.stat().st_mtime_ns for p in (out / "runs").glob("*/best/config.json")}
+    assert len(finished) == 3
+    result = run_full_study(data, out, cfg, plan, progress=False)
+    for name, t in finished.items():
+        assert (out / "runs" / name / "metrics.json").stat().st_mtime_ns == t  # not evaluated again
+    for name, t in trained.items():
+        assert (out / "runs" / name / "best" / "config.json").stat().st_mtime_ns == t  # not trained again
+    assert sum("is done; skipped" in line for line in result.lines) == 3
+    # Every cell: 2 backbones x 3 modalities, each also int8, and one distilled student per modality.
+    table = json.loads((out / "study.json").read_text())
+    cells = {(r["backbone"], r["modality"], r["variant"]) for r in table["rows"]}
+    expected = {(b, m, v) for b in plan.backbones for m in plan.modalities for v in ("fp32", "int8")}
+    expected |= {("dinov2-tiny", m, "distill") for m in plan.modalities}
+    assert cells == expected
+    for r in table["rows"]:
+        run = out / "runs" / cell_name(r["backbone"], r["modality"], "" if r["variant"] == "fp32" else r["variant"])
+        m = json.loads((run / "metrics.json").read_text())
+        t = r["test"]
+        assert t["videos"] == m["overall"]["video"]["count"]
+        for key, value in (("video_auc", m["overall"]["video"]["auc"]), ("frame_auc", m["overall"]["frame"]["auc"]),
+                           ("accuracy", m["overall"]["video"]["acc@thr"]), ("ece", m["calibration"]["ece_after"])):
+            assert t[key]["value"] == value or (np.isnan(value) and np.isnan(t[key]["value"]))
+            lo, hi = t[key]["ci95"]
+            assert not lo > hi
+        assert r["speed"]["size_mb"] and r["speed"]["latency_p50_ms"]
+    md = (out / "study.md").read_text()
+    assert "| flow | dinov2-tiny |" in md and "about 53% accuracy" in md and "| int8 |" in md
+    assert (out / "study.png").is_file()
