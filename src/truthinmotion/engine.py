@@ -24,7 +24,7 @@ from typing import Any, Callable, Iterator, Sequence
 
 from .config import ConfigError
 
-__all__ = ["ENGINES", "Engine", "ray_map", "ray_session", "require_ray"]
+__all__ = ["ENGINES", "LOCAL", "Engine", "StageActor", "ray_map", "ray_session", "require_ray"]
 
 log = logging.getLogger(__name__)
 

@@ -2,7 +2,8 @@
 
 A stage is a function ``fn(job) -> dict`` that writes its own artifact atomically and raises
 :class:`~truthinmotion.io.StageError` for a video it cannot process. Workers are separate
-processes (``spawn``, so no forked OpenMP state) that build their models once in ``init``.
+processes (``spawn``, so no forked OpenMP state), or Ray actors (:mod:`.engine`), that build
+their models once in ``init``.
 Failures become rows of ``errors.csv``; every other video is still processed, and an interrupted
 run keeps what finished.
 
