@@ -223,13 +223,20 @@ def _finished(folder: Path) -> int:
 def _tim(*args: str) -> subprocess.Popen:
     env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONUNBUFFERED": "1"}
     return subprocess.Popen([sys.executable, "-m", "truthinmotion.cli", *args], stdout=subprocess.PIPE,
-                            stderr=subprocess.STDOUT, text=True, env=env, start_new_session=True)
+                            stderr=subprocess.STDOUT, text=True, env=env, start_new_session=True,
+                            preexec_fn=default_sigint)
+
+
+def default_sigint() -> None:
+    """A command started in the background by a shell inherits SIGINT ignored (and Python then
+    keeps ignoring it); a terminal's Ctrl-C reaches a foreground command with the default."""
+    signal.signal(signal.SIGINT, signal.SIG_DFL)
 
 
 @pytest.mark.slow
 @pytest.mark.parametrize("signals,workers", [((signal.SIGINT, signal.SIGINT), "2"), ((signal.SIGTERM,), "1")])
 def test_interrupts_end_quickly_and_leave_no_temporaries(tmp_path, clips, signals, workers):
-    # Enough videos that the stage is still running when the signal comes (12 took 4 s with 2 workers).
+    # Enough videos that the stage is still running when the signal comes.
     rows = [{"video_id": f"v{i}", "path": str(clips["real" if i % 2 else "fake"])} for i in range(60)]
     _manifest(tmp_path / "w", rows)
     proc = _tim("faces", str(tmp_path / "w"), "--points", "24", "--workers", workers, "-q")

@@ -16,6 +16,7 @@ import numpy as np
 import pytest
 
 from conftest import FFPP, need_shared
+from test_hostile import default_sigint
 from truthinmotion.config import ConfigError
 from truthinmotion.detect import Preparer, detect
 from truthinmotion.engine import Engine
@@ -92,7 +93,8 @@ def test_an_interrupted_ray_run_resumes_without_redoing_finished_videos(tmp_path
     index_dataset(root, work, IndexConfig(format="folder"))
     env = {**os.environ, "PYTHONUNBUFFERED": "1"}
     proc = subprocess.Popen([sys.executable, "-m", "truthinmotion.cli", "faces", str(work), "--points", "6",
-                             "--engine", "ray", "--workers", "1", "-q"], env=env, stderr=subprocess.PIPE, text=True)
+                             "--engine", "ray", "--workers", "1", "-q"], env=env, stderr=subprocess.PIPE, text=True,
+                            preexec_fn=default_sigint)
     deadline = time.time() + 240
     while not list(work.glob("faces/*.npz")) and time.time() < deadline and proc.poll() is None:
         time.sleep(0.2)
