@@ -146,3 +146,29 @@ def test_ray_engine_without_ray_says_how_to_install(monkeypatch):
 
     with pytest.raises(ConfigError, match=r"pip install 'truthinmotion\[ray\]'"):
         require_ray()
+
+
+def test_detect_workers_that_cannot_build_their_models_stop_before_any_video(tmp_path, run_dir, clips):
+    from truthinmotion import batchscore
+    from truthinmotion.stage import InitFailed
+    from truthinmotion.weights import WeightsNotFound
+
+    # Flow the workers would compute with RAFT weights that are not there: refused up front.
+    broken = tmp_path / "run"
+    shutil.copytree(run_dir, broken)
+    config = broken / "best" / "config.json"
+    data = json.loads(config.read_text())
+    data["features"]["flow"] = {"method": "raft-small", "raft_weights": str(tmp_path / "none.pth"), "init": "pretrained"}
+    config.write_text(json.dumps(data))
+    t = time.perf_counter()
+    with pytest.raises(WeightsNotFound, match="weights file not found"):
+        detect([clips["real"], clips["fake"]], broken, workers=2, progress=False)
+    assert time.perf_counter() - t < 30
+    # A worker whose models fail to build anyway reports it, and the batch stops with the reason
+    # (a pool initializer that raises would be respawned forever).
+    batchscore._PREPARER["p"] = InitFailed("WeightsNotFound: gone")
+    try:
+        with pytest.raises(ConfigError, match="worker could not start: WeightsNotFound: gone"):
+            list(batchscore._started(batchscore._prepare(str(p)) for p in (clips["real"], clips["fake"])))
+    finally:
+        batchscore._PREPARER.clear()

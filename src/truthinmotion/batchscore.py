@@ -21,7 +21,9 @@ from dataclasses import asdict
 from pathlib import Path
 from typing import Any, Iterable, Iterator, Sequence
 
+from .config import ConfigError
 from .engine import LOCAL, Engine
+from .stage import InitFailed
 
 __all__ = ["JsonLines", "stream_verdicts"]
 
@@ -71,11 +73,29 @@ def _init_preparer(run_dir: str, threads: int) -> None:
     signal.signal(signal.SIGINT, signal.SIG_IGN)
     sigterm_as_interrupt()
     torch.set_num_threads(threads)
-    _PREPARER["p"] = Preparer.from_run(run_dir, "cpu")
+    try:
+        _PREPARER["p"] = Preparer.from_run(run_dir, "cpu")
+    except KeyboardInterrupt:  # terminated while starting
+        os._exit(130)
+    except Exception as err:  # noqa: BLE001 - raised in a pool initializer, the pool would respawn
+        _PREPARER["p"] = InitFailed(f"{type(err).__name__}: {err}")  # the worker forever
 
 
 def _prepare(path: str) -> Any:
-    return _PREPARER["p"](path)
+    from .detect import Prepared
+
+    preparer = _PREPARER["p"]
+    if isinstance(preparer, InitFailed):
+        return Prepared(path, InitFailed.STATUS, preparer.reason)
+    return preparer(path)
+
+
+def _started(prepared: Iterable[Any]) -> Iterator[Any]:
+    """The prepared videos, or a ConfigError when the workers could not build their models."""
+    for item in prepared:
+        if item.status == InitFailed.STATUS:
+            raise ConfigError(f"detect: a worker could not start: {item.reason}")
+        yield item
 
 
 def _groups(prepared: Iterable[Any], batch_size: int, alone: bool) -> Iterator[list[Any]]:
@@ -113,7 +133,7 @@ def stream_verdicts(
     threads = max(1, (os.cpu_count() or 1) // (workers + 1))
     pool = mp.get_context("spawn").Pool(min(workers, len(paths)), _init_preparer, (str(run_dir), threads))
     try:
-        prepared = pool.imap(_prepare, [str(p) for p in paths])
+        prepared = _started(pool.imap(_prepare, [str(p) for p in paths]))
         for group in _groups(prepared, batch_size, alone=evidence > 0):
             yield from scorer.finish(group, evidence)
         pool.close()

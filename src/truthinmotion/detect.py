@@ -30,7 +30,7 @@ from .calibration import verdict_rule
 from .config import ConfigError
 from .data import DataConfig, encode_pictures, to_backbone
 from .faces import FaceDetector, Faces, FacesConfig, extract_faces
-from .features import DepthConfig, DepthEstimator, FlowConfig, FlowEstimator
+from .features import DepthConfig, DepthEstimator, FlowConfig, FlowEstimator, check_flow
 from .index import VIDEO_SUFFIXES
 from .compact import stored_crops, stored_depth, stored_flow
 from .io import StageError, atomic_write_text
@@ -192,8 +192,10 @@ class Scorer:
         self.faces_cfg = _faces_config(extra)
         feats = extra.get("features", {})
         mods = self.model.cfg.modalities
-        self.preparer = Preparer(self.faces_cfg, _flow_config(feats["flow"]) if "flow" in mods else None,
-                                 "rgb" in mods, device) if prepare else None
+        flow_cfg = _flow_config(feats["flow"]) if "flow" in mods else None
+        self.preparer = Preparer(self.faces_cfg, flow_cfg, "rgb" in mods, device) if prepare else None
+        if flow_cfg is not None and not prepare:
+            check_flow(flow_cfg)  # the workers will build it: a missing model fails here, before any video
         self.depth = DepthEstimator(_depth_config(feats["depth"]), device) if "depth" in mods else None
         self.data_cfg = DataConfig.from_saved(extra.get("data", {}))
         self.model_info = model_info(run_dir)

@@ -36,6 +36,8 @@ __all__ = [
     "DepthEstimator",
     "FlowConfig",
     "FlowEstimator",
+    "check_depth",
+    "check_flow",
     "compute_features",
     "depth_anything_config",
     "depth_to_rgb",
