@@ -148,8 +148,8 @@ def test_ray_engine_without_ray_says_how_to_install(monkeypatch):
         require_ray()
 
 
-def test_detect_workers_that_cannot_build_their_models_stop_before_any_video(tmp_path, run_dir, clips):
-    from truthinmotion import batchscore
+def test_detect_workers_that_cannot_build_their_models_stop_before_any_video(tmp_path, run_dir, clips, monkeypatch):
+    from truthinmotion import batchscore, stage
     from truthinmotion.stage import InitFailed
     from truthinmotion.weights import WeightsNotFound
 
@@ -166,9 +166,6 @@ def test_detect_workers_that_cannot_build_their_models_stop_before_any_video(tmp
     assert time.perf_counter() - t < 30
     # A worker whose models fail to build anyway reports it, and the batch stops with the reason
     # (a pool initializer that raises would be respawned forever).
-    batchscore._PREPARER["p"] = InitFailed("WeightsNotFound: gone")
-    try:
-        with pytest.raises(ConfigError, match="worker could not start: WeightsNotFound: gone"):
-            list(batchscore._started(batchscore._prepare(str(p)) for p in (clips["real"], clips["fake"])))
-    finally:
-        batchscore._PREPARER.clear()
+    monkeypatch.setattr(stage, "_STATE", {"state": InitFailed("WeightsNotFound: gone")})
+    with pytest.raises(ConfigError, match="worker could not start: WeightsNotFound: gone"):
+        list(batchscore._started(batchscore._prepare(str(p)) for p in (clips["real"], clips["fake"])))

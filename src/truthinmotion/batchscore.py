@@ -16,21 +16,17 @@ import json
 import logging
 import multiprocessing as mp
 import os
-import signal
 from dataclasses import asdict
 from pathlib import Path
 from typing import Any, Iterable, Iterator, Sequence
 
 from .config import ConfigError
 from .engine import LOCAL, Engine
-from .stage import InitFailed
+from .stage import InitFailed, start_worker, worker_state
 
 __all__ = ["JsonLines", "stream_verdicts"]
 
 log = logging.getLogger(__name__)
-
-_PREPARER: dict[str, Any] = {}
-
 
 class JsonLines:
     """A file of one verdict per line, appended and flushed as each video finishes. Reading it
@@ -64,27 +60,17 @@ class JsonLines:
             f.flush()
 
 
-def _init_preparer(run_dir: str, threads: int) -> None:
-    import torch
-
+def _preparer(run_dir: str) -> Any:
     from .detect import Preparer
-    from .stage import sigterm_as_interrupt
 
-    signal.signal(signal.SIGINT, signal.SIG_IGN)
-    sigterm_as_interrupt()
-    torch.set_num_threads(threads)
-    try:
-        _PREPARER["p"] = Preparer.from_run(run_dir, "cpu")
-    except KeyboardInterrupt:  # terminated while starting
-        os._exit(130)
-    except Exception as err:  # noqa: BLE001 - raised in a pool initializer, the pool would respawn
-        _PREPARER["p"] = InitFailed(f"{type(err).__name__}: {err}")  # the worker forever
+    return Preparer.from_run(run_dir, "cpu")
 
 
 def _prepare(path: str) -> Any:
+    """In a worker started by :func:`.stage.start_worker` with :func:`_preparer`."""
     from .detect import Prepared
 
-    preparer = _PREPARER["p"]
+    preparer = worker_state()
     if isinstance(preparer, InitFailed):
         return Prepared(path, InitFailed.STATUS, preparer.reason)
     return preparer(path)
@@ -131,7 +117,7 @@ def stream_verdicts(
         return
     scorer = Scorer(run_dir, device, aggregation, batch_size, prepare=False)
     threads = max(1, (os.cpu_count() or 1) // (workers + 1))
-    pool = mp.get_context("spawn").Pool(min(workers, len(paths)), _init_preparer, (str(run_dir), threads))
+    pool = mp.get_context("spawn").Pool(min(workers, len(paths)), start_worker, (_preparer, (str(run_dir),), threads))
     try:
         prepared = _started(pool.imap(_prepare, [str(p) for p in paths]))
         for group in _groups(prepared, batch_size, alone=evidence > 0):

@@ -31,7 +31,7 @@ from .config import ConfigError
 from .engine import LOCAL, Engine
 from .io import ErrorLog, StageError
 
-__all__ = ["InitFailed", "StageReport", "call", "run_stage", "sigterm_as_interrupt"]
+__all__ = ["InitFailed", "StageReport", "call", "run_stage", "sigterm_as_interrupt", "start_worker", "worker_state"]
 
 log = logging.getLogger(__name__)
 
@@ -84,7 +84,9 @@ class InitFailed:
         self.reason = reason
 
 
-def _init_worker(init: Callable[..., Any], args: tuple, threads: int) -> None:
+def start_worker(init: Callable[..., Any], args: tuple, threads: int) -> None:
+    """A pool initializer: signals as a worker needs them, ``threads`` torch threads, and the state
+    ``init(*args)`` (see :func:`worker_state`); one that fails becomes :class:`InitFailed`."""
     import torch
 
     signal.signal(signal.SIGINT, signal.SIG_IGN)
@@ -98,9 +100,14 @@ def _init_worker(init: Callable[..., Any], args: tuple, threads: int) -> None:
         _STATE["state"] = InitFailed(f"{type(err).__name__}: {err}")  # the worker forever
 
 
+def worker_state() -> Any:
+    """What :func:`start_worker` built in this worker process."""
+    return _STATE["state"]
+
+
 def _call_packed(args: tuple) -> tuple[str, dict | None, str | None, str | None]:
     fn, job = args
-    return call(fn, _STATE["state"], job)
+    return call(fn, worker_state(), job)
 
 
 def call(fn: Callable[..., dict], state: Any, job: Any) -> tuple[str, dict | None, str | None, str | None]:
@@ -124,7 +131,7 @@ def _local_results(jobs: Sequence[tuple], fn: Callable, init: Callable, init_arg
             yield call(fn, state, job)
         return
     threads = max(1, (os.cpu_count() or 1) // workers)
-    pool = mp.get_context("spawn").Pool(min(workers, len(jobs)), _init_worker, (init, init_args, threads))
+    pool = mp.get_context("spawn").Pool(min(workers, len(jobs)), start_worker, (init, init_args, threads))
     try:
         yield from pool.imap_unordered(_call_packed, [(fn, job) for job in jobs])
         pool.close()
