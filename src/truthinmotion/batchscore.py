@@ -170,7 +170,8 @@ class _ModelActor:
 
 
 def _ray_verdicts(paths, run_dir, device, aggregation, workers, batch_size, evidence, pages, engine):
-    from .detect import Verdict
+    from .detect import Verdict, _faces_config
+    from .models import detector_dir, read_detector_config
     from .engine import ray_map, ray_session
 
     with ray_session(engine) as ray:
@@ -181,7 +182,7 @@ def _ray_verdicts(paths, run_dir, device, aggregation, workers, batch_size, evid
         model_cpus = 0 if on_gpu else 1
         actors = max(1, min(workers, len(paths), cpus - model_cpus))
         threads = max(1, cpus // (actors + model_cpus))
-        per_video = 32  # time points of a video at the default settings: videos per model batch
+        per_video = _faces_config(read_detector_config(detector_dir(run_dir))).num_points  # points a video gives
         stages = [
             (_PrepareActor, (str(run_dir), threads), dict(actors=actors, batch_size=1, num_cpus=1)),
             (_ModelActor, (str(run_dir), device, aggregation, batch_size, evidence, pages),
