@@ -3,6 +3,7 @@ generated face clips."""
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 
 import numpy as np
@@ -18,6 +19,15 @@ def need_shared() -> Path:
     if not FFPP.is_dir():
         pytest.skip(f"real test videos not found at {SHARED} (they live in ../shared beside the project)")
     return SHARED
+
+
+@pytest.fixture(scope="session", autouse=True)
+def onnx_cache(tmp_path_factory) -> Path:
+    """ONNX exports (:mod:`truthinmotion.onnxrun`) go to a folder of this session, not the user's
+    cache; tim started by a test inherits it."""
+    path = tmp_path_factory.mktemp("onnx-cache")
+    os.environ["TIM_CACHE_DIR"] = str(path)
+    return path
 
 
 @pytest.fixture(scope="session")

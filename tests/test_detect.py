@@ -55,3 +55,64 @@ def test_random_depth_cannot_be_rebuilt_for_detect(tmp_path):
     model.save_pretrained(tmp_path / "m")
     with pytest.raises(ConfigError, match="randomly initialised"):
         Scorer(tmp_path / "m")
+
+
+def test_onnx_runtime_gives_pytorchs_verdicts_and_exports_once(run_dir, clips, onnx_cache):
+    """The default CPU runtime (ONNX Runtime) scores what PyTorch scores, from an export made once
+    and found again in the cache."""
+    from truthinmotion.compress import OnnxDetector
+
+    before = set(onnx_cache.rglob("*.onnx"))
+    fast = Scorer(run_dir)  # auto: ONNX Runtime on the CPU
+    assert isinstance(fast.model, OnnxDetector) and fast.depth.session is not None
+    exports = set(onnx_cache.rglob("*.onnx"))
+    made = {p.name.split("-")[0] for p in exports - before}
+    assert made <= {"detector", "depth"} and {p.name.split("-")[0] for p in exports} == {"detector", "depth"}
+    stamps = {p: p.stat().st_mtime_ns for p in exports}
+    again = Scorer(run_dir, runtime="onnx")
+    assert {p: p.stat().st_mtime_ns for p in onnx_cache.rglob("*.onnx")} == stamps  # reused, not re-exported
+    slow = Scorer(run_dir, runtime="torch")
+    assert slow.depth.session is None and not isinstance(slow.model, OnnxDetector)
+    for video in clips.values():
+        a, b, c = fast(video), again(video), slow(video)
+        assert a.ok and c.ok
+        assert a.frame_scores == b.frame_scores
+        assert abs(a.score - c.score) < 1e-5
+        for x, y in zip(a.frame_scores, c.frame_scores):
+            assert (x is None) == (y is None) and (x is None or abs(x - y) < 1e-5)
+
+
+def test_onnx_cache_follows_the_weights(tmp_path, monkeypatch):
+    """Another model (other weights, same architecture) gets its own export; an unwritable cache
+    exports to a temporary folder instead of failing."""
+    import torch
+
+    from truthinmotion.compress import OnnxDetector
+    from truthinmotion.models import Detector, DetectorConfig
+    from truthinmotion.onnxrun import fingerprint, resolve_runtime
+
+    monkeypatch.setenv("TIM_CACHE_DIR", str(tmp_path / "cache"))
+    cfg = DetectorConfig(backbone="dinov2-tiny", modality="flow")
+    extra = {"preprocess": {"size": 56}}
+    torch.manual_seed(0)
+    a = Detector.build(cfg, init="random", extra=extra).eval()
+    torch.manual_seed(1)
+    b = Detector.build(cfg, init="random", extra=extra).eval()
+    assert fingerprint(a) != fingerprint(b)
+    x = {"flow": torch.randn(3, 3, 56, 56)}
+    for model in (a, b):
+        with torch.no_grad():
+            ref = torch.sigmoid(model(x).logit)
+        got = torch.sigmoid(OnnxDetector.exported(model)(x).logit)
+        torch.testing.assert_close(got, ref, atol=1e-5, rtol=0)
+    assert len(list((tmp_path / "cache" / "onnx").glob("detector-*.onnx"))) == 2
+    (tmp_path / "blocked").write_text("a file, not a folder")
+    monkeypatch.setenv("TIM_CACHE_DIR", str(tmp_path / "blocked"))
+    with torch.no_grad():
+        torch.testing.assert_close(torch.sigmoid(OnnxDetector.exported(a)(x).logit), torch.sigmoid(a(x).logit),
+                                   atol=1e-5, rtol=0)
+    assert resolve_runtime("auto", "cpu") == "onnx" and resolve_runtime("auto", "cuda") == "torch"
+    with pytest.raises(ConfigError, match="runtime"):
+        resolve_runtime("tensorrt", "cpu")
+    with pytest.raises(ConfigError, match="--runtime torch"):
+        resolve_runtime("onnx", "cuda")

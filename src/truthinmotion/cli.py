@@ -59,6 +59,7 @@ def _positive(text: str) -> int:
 
 SPLIT_CHOICES = ("train", "val", "test")
 AGGREGATION_CHOICES = ("mean", "median", "max", "top25")
+RUNTIME_CHOICES = ("auto", "torch", "onnx")  # onnxrun.RUNTIMES, without importing torch to parse
 
 
 def _ratios(text: str) -> tuple[float, ...]:
@@ -291,6 +292,9 @@ def _add_detect(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--workers", type=_positive, default=1,
                    help="CPU processes (Ray actors) decoding, finding faces and flow for the model stage (1)")
     p.add_argument("--batch-size", type=_positive, default=64, help="pictures per model pass, across videos (64)")
+    p.add_argument("--runtime", default="auto", choices=RUNTIME_CHOICES,
+                   help="depth and detector in ONNX Runtime or PyTorch; auto: ONNX Runtime on the CPU, same "
+                        "scores within 1e-5, about 2x faster (auto)")
     _engine_options(p)
     p.add_argument("-q", "--quiet", action="store_true")
     p.set_defaults(func=_cmd_detect)
@@ -302,7 +306,7 @@ def _cmd_detect(args: argparse.Namespace) -> int:
     verdicts = detect(args.videos, args.model, device=args.device, aggregation=args.aggregation,
                       json_out=args.json_out, csv_out=args.csv_out, jsonl_out=args.jsonl_out, plot_dir=args.plot_dir,
                       report_dir=args.report_dir, progress=not args.quiet, workers=args.workers,
-                      batch_size=args.batch_size, engine=_engine(args))
+                      batch_size=args.batch_size, engine=_engine(args), runtime=args.runtime)
     for v in verdicts:
         if v.ok:
             print(f"{v.video}: {v.label} (p={v.probability:.3f}, threshold {v.threshold:.3f}, "

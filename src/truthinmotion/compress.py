@@ -40,6 +40,7 @@ from .config import ConfigError
 from .data import DataConfig, VideoDataset, collate
 from .io import dir_size, publish
 from .models import Detector, DetectorConfig, DetectorOutput, SavedDetector, detector_dir, read_detector_config
+from .onnxrun import cpu_session, export_cached, export_module, fingerprint, resolve_runtime
 from .runtime import autocast_context
 
 __all__ = [
@@ -58,9 +59,13 @@ COMPRESS_METHODS = ("fp16", "bf16", "compile", "onnx", "int8", "distill")
 class OnnxDetector(SavedDetector):
     """A detector exported to ONNX, run by ONNX Runtime; called like :class:`Detector`.
 
-    ``providers`` lists where it really runs: with ``device="cuda"`` ONNX Runtime's CUDA provider
-    when this onnxruntime build has it, else the CPU, with a warning that says so.
+    Loaded from a ``tim compress --method onnx|int8`` directory, or made from a PyTorch detector
+    on the fly by :meth:`exported` (the default CPU runtime of ``tim detect``). ``providers``
+    lists where it really runs: with ``device="cuda"`` ONNX Runtime's CUDA provider when this
+    onnxruntime build has it, else the CPU, with a warning that says so.
     """
+
+    source: torch.nn.Module | None = None  # the PyTorch detector it was exported from, when at hand
 
     def __init__(self, path: Path, device: str = "cpu"):
         import onnxruntime as ort
@@ -81,13 +86,31 @@ class OnnxDetector(SavedDetector):
         # variants are compared on the same share of the machine.
         opts.intra_op_num_threads = torch.get_num_threads()
         try:
-            self.session = ort.InferenceSession(str(path / data["inference"]["file"]), opts, providers=providers)
+            session = ort.InferenceSession(str(path / data["inference"]["file"]), opts, providers=providers)
         except Exception as err:  # noqa: BLE001 - onnxruntime raises its own exception types
             raise ConfigError(f"{path}: the ONNX model cannot be loaded ({str(err).splitlines()[0]})") from None
-        self.providers = self.session.get_providers()
+        self._use(session)
         if device.startswith("cuda") and "CUDAExecutionProvider" not in self.providers:
             log.warning("%s: the ONNX detector runs on the CPU (providers: %s)", path, ", ".join(self.providers))
-        self.names = [i.name for i in self.session.get_inputs()]
+
+    @classmethod
+    def exported(cls, model: Detector) -> "OnnxDetector":
+        """``model``, fp32 PyTorch, run by ONNX Runtime on the CPU: the same probabilities within
+        float rounding, exported once into the cache of :mod:`.onnxrun`."""
+        size = model.preprocess.size
+        example = {m: torch.zeros(2, 3, size, size) for m in model.cfg.modalities}
+        key = fingerprint(model, json.dumps(model.config_dict(), sort_keys=True, default=str))
+        path = export_cached(f"detector-{model.cfg.backbone}", key, lambda p: _export_onnx(model, p, example))
+        self = cls.__new__(cls)
+        self.cfg, self.extra = model.cfg, model.extra
+        self.source = model  # kept for gradients (evidence saliency): ONNX Runtime has none
+        self._use(cpu_session(path, "detector"))
+        return self
+
+    def _use(self, session: Any) -> None:
+        self.session = session
+        self.providers = session.get_providers()
+        self.names = [i.name for i in session.get_inputs()]
 
     def __call__(self, inputs: dict[str, torch.Tensor]) -> DetectorOutput:
         feed = {n: inputs[n].detach().cpu().float().numpy() for n in self.names}
@@ -102,10 +125,12 @@ class OnnxDetector(SavedDetector):
         return self
 
 
-def load_detector(path: str | Path, device: str = "cpu") -> Any:
+def load_detector(path: str | Path, device: str = "cpu", runtime: str = "torch") -> Any:
     """Any saved detector (plain, half precision, compiled or ONNX) ready for inference.
 
-    Half-precision variants stay in half precision in memory; they run under autocast.
+    Half-precision variants stay in half precision in memory; they run under autocast. With
+    ``runtime`` ``onnx`` (or ``auto`` on the CPU, :func:`.onnxrun.resolve_runtime`) a plain
+    fp32 detector runs in ONNX Runtime; the variants keep the runtime they were made for.
     """
     path = detector_dir(path)
     inference = read_detector_config(path).get("inference", {})
@@ -114,6 +139,9 @@ def load_detector(path: str | Path, device: str = "cpu") -> Any:
     if inference.get("autocast") == "fp16" and not device.startswith("cuda"):
         raise ConfigError(f"{path} is an fp16 detector: fp16 autocast needs --device cuda (bf16 runs on CPU)")
     model = Detector.from_pretrained(path).to(device).eval()
+    plain = inference.get("autocast", "auto") in ("auto", "off") and not inference.get("compile")
+    if resolve_runtime(runtime, device) == "onnx" and plain:
+        return OnnxDetector.exported(model)
     if inference.get("compile"):
         model.forward = torch.compile(model.forward)  # type: ignore[method-assign]
     return model
@@ -184,12 +212,7 @@ def _export_onnx(model: Detector, path: Path, example: dict[str, torch.Tensor]) 
             out = self.inner(dict(zip(mods, xs)))
             return out.logit, out.embedding
 
-    axes = {m: {0: "batch"} for m in mods}
-    axes.update({"logit": {0: "batch"}, "embedding": {0: "batch"}})
-    torch.onnx.export(
-        Wrapper(model).eval(), tuple(example[m][:2] for m in mods), str(path), input_names=mods,
-        output_names=["logit", "embedding"], dynamic_axes=axes, opset_version=17, dynamo=False,
-    )
+    export_module(Wrapper(model), path, [example[m][:2] for m in mods], mods, ["logit", "embedding"])
 
 
 def write_variant(model: Detector, method: str, best: Path, example: dict[str, torch.Tensor]) -> None:

@@ -175,16 +175,17 @@ class Scorer:
     :meth:`score` does one video; :meth:`prepare` (CPU: faces, flow) and :meth:`finish` (the
     models: depth, detector) split it, so CPU workers can prepare videos while the model stage
     scores several of them at once, ``batch_size`` pictures per forward pass. Built with
-    ``prepare=False`` it holds the model stage only.
+    ``prepare=False`` it holds the model stage only. ``runtime`` (``auto``: ONNX Runtime on the
+    CPU, :mod:`.onnxrun`) runs depth and a plain fp32 detector; ``torch`` keeps them in PyTorch.
     """
 
     def __init__(self, run_dir: str | Path, device: str = "cpu", aggregation: str = "mean", batch_size: int = 64,
-                 prepare: bool = True):
+                 prepare: bool = True, runtime: str = "auto"):
         if aggregation not in AGGREGATIONS:
             raise ConfigError(f"aggregation: {aggregation!r} not one of {', '.join(AGGREGATIONS)}")
         if batch_size < 1:
             raise ConfigError("batch size: at least 1 picture")
-        self.model = load_detector(run_dir, device)
+        self.model = load_detector(run_dir, device, runtime)
         self.amp = inference_autocast(self.model)
         self.device, self.aggregation, self.batch_size = device, aggregation, batch_size
         self.rule = verdict_rule(self.model.extra, aggregation)
@@ -196,7 +197,7 @@ class Scorer:
         self.preparer = Preparer(self.faces_cfg, flow_cfg, "rgb" in mods, device) if prepare else None
         if flow_cfg is not None and not prepare:
             check_flow(flow_cfg)  # the workers will build it: a missing model fails here, before any video
-        self.depth = DepthEstimator(_depth_config(feats["depth"]), device) if "depth" in mods else None
+        self.depth = DepthEstimator(_depth_config(feats["depth"]), device, runtime) if "depth" in mods else None
         self.data_cfg = DataConfig.from_saved(extra.get("data", {}))
         self.model_info = model_info(run_dir)
 
@@ -419,6 +420,7 @@ def detect(
     workers: int = 1,
     batch_size: int = 64,
     engine: Engine = LOCAL,
+    runtime: str = "auto",
 ) -> list[Verdict]:
     """Score every video; write JSON / CSV / JSON lines / plots / report pages where asked.
     Failures are verdicts, not errors.
@@ -428,7 +430,7 @@ def detect(
     verdict as its video finishes, and the videos already in it are not scored again (their
     verdicts are read back, so the other outputs still list every video). ``workers`` CPU
     processes (or Ray actors) prepare videos for a model stage that scores ``batch_size``
-    pictures at a time across videos (:mod:`.batchscore`).
+    pictures at a time across videos (:mod:`.batchscore`). ``runtime``: see :class:`Scorer`.
     """
     from tqdm.auto import tqdm
 
@@ -455,7 +457,7 @@ def detect(
     info = model_info(run_dir) if report_dir else None
     stream = stream_verdicts(todo, run_dir, device=device, aggregation=aggregation, workers=workers,
                              batch_size=batch_size, evidence=evidence_points if report_dir else 0, pages=pages,
-                             engine=engine)
+                             engine=engine, runtime=runtime)
     bar = tqdm(total=len(todo), desc="detect", unit="video", disable=not progress or len(todo) < 2)
     try:
         for v, evidence in stream:

@@ -45,6 +45,8 @@ def explain(model: Any, inputs: dict[str, torch.Tensor], size: int, device: str 
     """Saliency ``{modality: [N, size, size] float32}``, each map summing to 1 (a map of zeros
     where the logit does not depend on the picture at all). ``baseline``: per modality, the
     backbone input of a picture that shows nothing (:func:`neutral_inputs`); zeros if absent."""
+    if getattr(model, "source", None) is not None:
+        model = model.source  # ONNX Runtime scored; its PyTorch source has the gradients
     if not isinstance(model, torch.nn.Module):
         raise ConfigError("explanations need a PyTorch detector (an ONNX variant has no gradients): "
                           "use the run it was compressed from")

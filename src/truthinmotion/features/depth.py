@@ -17,6 +17,7 @@ from typing import Any
 import numpy as np
 
 from ..config import ConfigError, Settings, require
+from ..onnxrun import cpu_session, export_cached, export_module, fingerprint, resolve_runtime
 from ..weights import INITS, check_hf_model, load_hf_model
 
 __all__ = ["DEPTH_MODELS", "DepthConfig", "DepthEstimator", "check_depth", "depth_to_rgb", "depth_anything_config"]
@@ -100,12 +101,17 @@ def check_depth(cfg: DepthConfig) -> str:
 
 
 class DepthEstimator:
-    """Relative depth of RGB crops: ``__call__(crops [N, S, S, 3] uint8) -> [N, S, S] float32``."""
+    """Relative depth of RGB crops: ``__call__(crops [N, S, S, 3] uint8) -> [N, S, S] float32``.
 
-    def __init__(self, cfg: DepthConfig, device: str = "cpu"):
+    ``runtime`` (:func:`..onnxrun.resolve_runtime`): on the CPU the model runs in ONNX Runtime
+    by default, exported once to a cache; the numbers are PyTorch's within float rounding.
+    """
+
+    def __init__(self, cfg: DepthConfig, device: str = "cpu", runtime: str = "auto"):
         from transformers import AutoModelForDepthEstimation, DepthAnythingForDepthEstimation
 
         self.cfg, self.device = cfg, device
+        self.runtime = resolve_runtime(runtime, device)
         name, known = _depth_source(cfg)
         cls = DepthAnythingForDepthEstimation if cfg.init == "random" else AutoModelForDepthEstimation
         self.model, self.weights = load_hf_model(
@@ -115,6 +121,24 @@ class DepthEstimator:
         )
         self.model.eval().to(device)
         self.side = max(14, round(cfg.input_size / 14) * 14)
+        self.session = self._onnx_session() if self.runtime == "onnx" else None
+
+    def _onnx_session(self):
+        import torch
+
+        class PixelsToDepth(torch.nn.Module):
+            def __init__(self, inner: torch.nn.Module):
+                super().__init__()
+                self.inner = inner
+
+            def forward(self, x: torch.Tensor) -> torch.Tensor:
+                return self.inner(pixel_values=x).predicted_depth
+
+        side = self.side
+        key = fingerprint(self.model, self.model.config.to_json_string(), side)
+        path = export_cached(f"depth-{self.cfg.key}-{side}", key, lambda p: export_module(
+            PixelsToDepth(self.model), p, [torch.zeros(2, 3, side, side)], ["pixel_values"], ["depth"]))
+        return cpu_session(path, "depth model")
 
     def __call__(self, crops: np.ndarray) -> np.ndarray:
         import torch
@@ -131,8 +155,11 @@ class DepthEstimator:
             x = x.permute(0, 3, 1, 2).float() / 255.0
             x = F.interpolate(x, size=(self.side, self.side), mode="bicubic", align_corners=False)
             x = (x - mean) / std
-            with torch.inference_mode(), amp:
-                depth = self.model(pixel_values=x).predicted_depth  # [B, h, w]
+            if self.session is not None:
+                depth = torch.from_numpy(self.session.run(None, {"pixel_values": x.numpy()})[0])
+            else:
+                with torch.inference_mode(), amp:
+                    depth = self.model(pixel_values=x).predicted_depth  # [B, h, w]
             depth = F.interpolate(depth[:, None].float(), size=(s, s), mode="bilinear", align_corners=False)
             out[i : i + len(x)] = depth[:, 0].cpu().numpy()
         return out
