@@ -14,6 +14,11 @@ depend on them), saved to a temporary run directory and loaded the way `tim dete
   small-224-torch dinov2-small + Depth Anything V2 small at input 224, both in PyTorch (`--runtime torch`)
   small-224       the same with `tim detect`'s default CPU runtime, ONNX Runtime fp32
   small-224-int8  the same with the detector as ONNX Runtime dynamic int8 (`tim compress --method int8`)
+  small-224-early small-224 with `--early-stop 0.01` (the detector's threshold, 0.5: random weights
+                  give means near it, so it scores every point: the cost of the check)
+  small-224-early-clear  the same with the detector's threshold at 0.1, so that every video is
+                  decided on half its points: the time of a clear video, and how far its score
+                  (the mean of half the points) moves from small-224's
 
 The small detectors share one set of weights (same seed), so each speed option differs from its
 reference by one thing, and is reported with its effect on the verdicts' scores (the largest and
@@ -60,7 +65,10 @@ SETUPS = {  # backbone, depth model, depth input size, runtime
     "small-224-torch": ("dinov2-small", "depth-anything-v2-small", 224, "torch"),
     "small-224": ("dinov2-small", "depth-anything-v2-small", 224, "auto"),
     "small-224-int8": ("dinov2-small", "depth-anything-v2-small", 224, "auto"),
+    "small-224-early": ("dinov2-small", "depth-anything-v2-small", 224, "auto"),
+    "small-224-early-clear": ("dinov2-small", "depth-anything-v2-small", 224, "auto"),
 }
+EARLY_STOP = {"small-224-early": 0.01, "small-224-early-clear": 0.01}
 
 
 def make_run(root: Path, name: str) -> Path:
@@ -77,8 +85,9 @@ def make_run(root: Path, name: str) -> Path:
         "depth": {"model": str(depth_dir), "init": "pretrained", "input_size": size},
     }
     torch.manual_seed(1)  # the same detector weights for every small setup
+    extra = {"features": features, **({"threshold": 0.1} if name.endswith("-clear") else {})}
     model = Detector.build(DetectorConfig(backbone=backbone, modality="flow+depth"), init="random",
-                           extra={"features": features}).eval()
+                           extra=extra).eval()
     if name.endswith("-int8"):
         example = {m: torch.randn(2, 3, 224, 224) for m in model.cfg.modalities}
         write_variant(model, "int8", root / name, example)
@@ -141,7 +150,7 @@ class StudyWay:
 # (option, reference): the detectors that differ by one speed option only; the first compares
 # the whole of `tim detect`'s way (faces, batching, runtime) with the study's
 EFFECTS = [("small-224", "study"), ("small-224", "small-224-torch"), ("small-224-int8", "small-224"),
-           ("small-224", "small-518")]
+           ("small-224", "small-518"), ("small-224-early", "small-224"), ("small-224-early-clear", "small-224")]
 
 
 def score_effects(verdicts: dict[tuple[str, str], Verdict], videos: list[str]) -> dict[str, dict]:
@@ -167,7 +176,8 @@ def score_effects(verdicts: dict[tuple[str, str], Verdict], videos: list[str]) -
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--device", default="cpu")
-    ap.add_argument("--detectors", default="study,small-224,small-224-torch,small-224-int8,small-518,tiny")
+    ap.add_argument("--detectors", default="study,small-224,small-224-torch,small-224-int8,small-224-early,"
+                                           "small-224-early-clear,small-518,tiny")
     ap.add_argument("--data", default=str(DATA), help="folder searched for 1080p videos (../shared/data)")
     ap.add_argument("--report", default="small-224", help="detector whose evidence page is also timed ('' : none)")
     args = ap.parse_args()
@@ -180,7 +190,8 @@ def main() -> None:
         os.environ.setdefault("TIM_CACHE_DIR", str(Path(tmp) / "cache"))  # ONNX exports, made once per setup
         for name in args.detectors.split(","):
             run = make_run(Path(tmp), name)
-            scorer = StudyWay(run, args.device) if name == "study" else Scorer(run, args.device, runtime=SETUPS[name][3])
+            scorer = (StudyWay(run, args.device) if name == "study" else
+                      Scorer(run, args.device, runtime=SETUPS[name][3], early_stop=EARLY_STOP.get(name)))
             scorer(videos[0])  # warm-up: first calls allocate and pick kernels
             totals[name] = 0.0
             for v in videos:
@@ -188,6 +199,7 @@ def main() -> None:
                 info = probe(v)
                 rows.append({"detector": name, "video": Path(v).name, "resolution": f"{info.width}x{info.height}",
                              "video_seconds": round(info.frames / info.fps, 2), "status": verdict.status,
+                             "points_scored": sum(x is not None for x in verdict.frame_scores),
                              **{f"{k}_s": round(t, 3) for k, t in verdict.timings.items()}})
                 totals[name] += verdict.timings["total"]
                 verdicts[name, Path(v).name] = verdict

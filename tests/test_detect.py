@@ -116,3 +116,73 @@ def test_onnx_cache_follows_the_weights(tmp_path, monkeypatch):
         resolve_runtime("tensorrt", "cpu")
     with pytest.raises(ConfigError, match="--runtime torch"):
         resolve_runtime("onnx", "cuda")
+
+
+def test_early_stop_bound_holds_and_is_the_stated_one():
+    """Hoeffding-Serfling at the stated values, and the rule wrong no more often than its bound
+    over many populations and random orders, most of them near the threshold."""
+    import math
+
+    import numpy as np
+
+    from truthinmotion.sequential import first_round, margin_needed, undecided
+
+    assert margin_needed(16, 32, 0.01) == pytest.approx(math.sqrt(math.log(100) * (1 - 15 / 32) / 32))
+    assert margin_needed(32, 32, 0.01) == 0.0
+    assert margin_needed(16, 32, 0.001) > margin_needed(16, 32, 0.01) > margin_needed(24, 32, 0.01)
+    rows = first_round([32, 5])
+    assert len(rows) == 16 + 3 and set(rows[:16]) < set(range(32)) and set(rows[16:]) < set(range(32, 37))
+    rng = np.random.default_rng(1)
+    delta, wrong, stopped, trials = 0.05, 0, 0, 4000
+    for _ in range(trials):
+        pop = rng.beta(*rng.uniform(0.3, 3, 2), size=32)
+        threshold = float(np.clip(pop.mean() + rng.normal(0, 0.15), 0.05, 0.95))
+        first = rng.permutation(32)[:16]
+        probs = np.full(32, np.nan)
+        probs[first] = pop[first]
+        if not undecided(probs, [32], threshold, delta)[0]:
+            stopped += 1
+            wrong += (probs[first].mean() >= threshold) != (pop.mean() >= threshold)
+    assert stopped > trials // 10  # the rule does stop
+    assert wrong <= delta * stopped
+
+
+def test_early_stop_scores_half_when_clear_and_all_when_not(run_dir, clips):
+    """Far from the threshold a face is decided on half its points (the others unscored); at the
+    threshold every point is scored and the verdict is the one without early stop."""
+    import dataclasses
+
+    import numpy as np
+
+    full = Scorer(run_dir)
+    stop = Scorer(run_dir, early_stop=0.01)
+    for video in clips.values():
+        ref = full(video)
+        scored = [x for x in ref.frame_scores if x is not None]
+        for threshold, expect_stop in ((ref.score - 0.45, True), (ref.score, False)):
+            stop.rule = dataclasses.replace(full.rule, threshold=threshold)
+            v = stop(video)
+            kept = [(x, y) for x, y in zip(v.frame_scores, ref.frame_scores) if x is not None]
+            assert v.early_stop["stopped"] is expect_stop and v.early_stop["of"] == len(scored)
+            assert all(abs(x - y) < 1e-6 for x, y in kept)
+            assert v.early_stop["time_points_scored"] == len(kept) == (-(-len(scored) // 2) if expect_stop else len(scored))
+            assert v.score == pytest.approx(float(np.mean([x for x, _ in kept])), abs=1e-6)
+            assert v.label == "fake"  # the mean is at or above these thresholds either way
+            assert set(v.timings) >= {"depth", "detector", "total"}
+    with pytest.raises(ConfigError, match="mean"):
+        Scorer(run_dir, aggregation="max", early_stop=0.01)
+    with pytest.raises(ConfigError, match="evidence"):
+        stop.score(clips["real"], evidence=2)
+
+
+def test_early_stop_from_the_command_line(run_dir, clips, tmp_path, capsys):
+    out = tmp_path / "v.json"
+    assert main(["detect", str(clips["real"]), "--model", str(run_dir), "--early-stop", "0.01", "--json", str(out),
+                 "-q"]) == 0
+    (verdict,) = json.loads(out.read_text())
+    assert verdict["early_stop"]["error_bound"] == 0.01 and verdict["early_stop"]["of"] > 0
+    with pytest.raises(SystemExit):
+        main(["detect", str(clips["real"]), "--model", str(run_dir), "--early-stop", "1.5"])
+    assert main(["detect", str(clips["real"]), "--model", str(run_dir), "--early-stop", "0.01", "--report",
+                 str(tmp_path / "pages")]) == 2
+    assert "--early-stop" in capsys.readouterr().err and not (tmp_path / "pages").exists()

@@ -100,23 +100,23 @@ def _groups(prepared: Iterable[Any], batch_size: int, alone: bool) -> Iterator[l
 def stream_verdicts(
     paths: Sequence[Path], run_dir: str | Path, *, device: str = "cpu", aggregation: str = "mean",
     workers: int = 1, batch_size: int = 64, evidence: int = 0, pages: dict[str, str] | None = None,
-    engine: Engine = LOCAL, runtime: str = "auto",
+    engine: Engine = LOCAL, runtime: str = "auto", early_stop: float | None = None,
 ) -> Iterator[tuple[Any, Any]]:
     """(verdict, evidence or None) of every video, as they finish (in input order locally; in
     finishing order on Ray). On Ray the model actor writes the evidence pages itself, to
     ``pages`` (video -> file, on storage every machine sees), and yields no evidence."""
     if engine.kind == "ray":
         yield from _ray_verdicts(paths, run_dir, device, aggregation, workers, batch_size, evidence, pages, engine,
-                                 runtime)
+                                 (runtime, early_stop))
         return
     from .detect import Scorer
 
     if workers <= 1:
-        scorer = Scorer(run_dir, device, aggregation, batch_size, runtime=runtime)
+        scorer = Scorer(run_dir, device, aggregation, batch_size, runtime=runtime, early_stop=early_stop)
         for group in _groups((scorer.prepare(p) for p in paths), batch_size, alone=evidence > 0):
             yield from scorer.finish(group, evidence)
         return
-    scorer = Scorer(run_dir, device, aggregation, batch_size, prepare=False, runtime=runtime)
+    scorer = Scorer(run_dir, device, aggregation, batch_size, prepare=False, runtime=runtime, early_stop=early_stop)
     threads = max(1, (os.cpu_count() or 1) // (workers + 1))
     pool = mp.get_context("spawn").Pool(min(workers, len(paths)), start_worker, (_preparer, (str(run_dir),), threads))
     try:
@@ -148,10 +148,12 @@ class _PrepareActor:
 
 class _ModelActor:
     def __init__(self, run_dir: str, device: str, aggregation: str, batch_size: int, evidence: int,
-                 pages: dict[str, str] | None, runtime: str):
+                 pages: dict[str, str] | None, options: tuple[str, float | None]):
         from .detect import Scorer
 
-        self.scorer = Scorer(run_dir, device, aggregation, batch_size, prepare=False, runtime=runtime)
+        runtime, early_stop = options
+        self.scorer = Scorer(run_dir, device, aggregation, batch_size, prepare=False, runtime=runtime,
+                             early_stop=early_stop)
         self.evidence, self.pages = evidence, pages
 
     def __call__(self, batch: dict[str, Any]) -> dict[str, list[str]]:
@@ -170,7 +172,7 @@ class _ModelActor:
         return {"result": out}
 
 
-def _ray_verdicts(paths, run_dir, device, aggregation, workers, batch_size, evidence, pages, engine, runtime):
+def _ray_verdicts(paths, run_dir, device, aggregation, workers, batch_size, evidence, pages, engine, options):
     from .detect import Verdict, _faces_config
     from .models import detector_dir, read_detector_config
     from .engine import ray_map, ray_session
@@ -186,7 +188,7 @@ def _ray_verdicts(paths, run_dir, device, aggregation, workers, batch_size, evid
         per_video = _faces_config(read_detector_config(detector_dir(run_dir))).num_points  # points a video gives
         stages = [
             (_PrepareActor, (str(run_dir), threads), dict(actors=actors, batch_size=1, num_cpus=1)),
-            (_ModelActor, (str(run_dir), device, aggregation, batch_size, evidence, pages, runtime),
+            (_ModelActor, (str(run_dir), device, aggregation, batch_size, evidence, pages, options),
              dict(actors=1, batch_size=max(1, batch_size // per_video), num_cpus=model_cpus,
                   num_gpus=engine.gpus if on_gpu else 0.0)),
         ]

@@ -53,7 +53,7 @@ class Calibration:
 
     def __call__(self, scores: np.ndarray | float) -> np.ndarray:
         z = self.a * _logit(scores) + self.b
-        return 1.0 / (1.0 + np.exp(-z))
+        return 0.5 * (1.0 + np.tanh(0.5 * z))  # the logistic function, without overflow for large -z
 
     @classmethod
     def fit(cls, scores: np.ndarray, labels: np.ndarray) -> "Calibration":

@@ -38,6 +38,7 @@ from .preflight import check_writable
 from .explain import neutral_inputs
 from .report import Evidence, build_evidence, write_report
 from .metrics import AGGREGATIONS
+from .sequential import first_round, undecided
 from .compress import inference_autocast, load_detector
 from .engine import LOCAL, Engine
 from .models import detector_dir, parse_modalities, read_detector_config
@@ -66,6 +67,8 @@ class Verdict:
     frame_scores: list[float | None] = field(default_factory=list)  # None: no face at that point
     faces: dict[str, Any] = field(default_factory=dict)
     timings: dict[str, float] = field(default_factory=dict)  # seconds per stage
+    # --early-stop: its error bound, the points scored of all with a face, whether it stopped early
+    early_stop: dict[str, Any] = field(default_factory=dict)
 
     @property
     def ok(self) -> bool:
@@ -177,14 +180,19 @@ class Scorer:
     scores several of them at once, ``batch_size`` pictures per forward pass. Built with
     ``prepare=False`` it holds the model stage only. ``runtime`` (``auto``: ONNX Runtime on the
     CPU, :mod:`.onnxrun`) runs depth and a plain fp32 detector; ``torch`` keeps them in PyTorch.
+    ``early_stop``: the error bound of :mod:`.sequential` (None: every point is scored).
     """
 
     def __init__(self, run_dir: str | Path, device: str = "cpu", aggregation: str = "mean", batch_size: int = 64,
-                 prepare: bool = True, runtime: str = "auto"):
+                 prepare: bool = True, runtime: str = "auto", early_stop: float | None = None):
         if aggregation not in AGGREGATIONS:
             raise ConfigError(f"aggregation: {aggregation!r} not one of {', '.join(AGGREGATIONS)}")
         if batch_size < 1:
             raise ConfigError("batch size: at least 1 picture")
+        if early_stop is not None and not (0.0 < early_stop < 1.0 and aggregation == "mean"):
+            raise ConfigError("early stop: an error bound between 0 and 1 (0.01), with the mean aggregation "
+                              f"(its bound is for means), not {early_stop} with {aggregation}")
+        self.early_stop = early_stop
         self.model = load_detector(run_dir, device, runtime)
         self.amp = inference_autocast(self.model)
         self.device, self.aggregation, self.batch_size = device, aggregation, batch_size
@@ -216,43 +224,69 @@ class Scorer:
 
     def finish(self, items: Sequence[Prepared], evidence: int = 0) -> list[tuple[Verdict, Evidence | None]]:
         """Verdicts of prepared videos: depth of all their crops, then the detector over all their
-        pictures, ``batch_size`` at a time; a stage's time is shared out by each video's points."""
+        pictures, ``batch_size`` at a time; a stage's time is shared out by each video's points.
+        With ``early_stop``, half of each face's points first, then the rest of the videos that
+        are still undecided (:mod:`.sequential`)."""
         ok = [p for p in items if p.status == "ok"]
-        counts = [p.points for p in ok]
-        total = max(1, sum(counts))
-        cuts = np.cumsum(counts)[:-1]
         timings = [dict(p.timings) for p in ok]
+        if self.early_stop is None or not ok:
+            rows = [np.arange(p.points) for p in ok]
+            probs, pictures, inputs = self._score(ok, rows, timings)
+        else:
+            if evidence:
+                raise ConfigError("--early-stop leaves points unscored, which evidence needs: use one or the other")
+            counts = [[int(n) for n in p.valid.sum(1)] for p in ok]
+            rows = [first_round(c) for c in counts]
+            probs = [np.full(p.points, np.nan, np.float32) for p in ok]
+            for p, r, pr in zip(probs, rows, self._score(ok, rows, timings)[0]):
+                p[r] = pr
+            rest = [np.setdiff1d(np.arange(p.points), r) if any(undecided(pr, c, self.rule.threshold, self.early_stop))
+                    else np.zeros(0, np.int64) for p, r, pr, c in zip(ok, rows, probs, counts)]
+            for p, r, pr in zip(probs, rest, self._score(ok, rest, timings)[0]):
+                p[r] = pr
+            pictures = inputs = [None] * len(ok)
+            scored = [np.isin(np.arange(p.points), np.concatenate([r, x])) for p, r, x in zip(ok, rows, rest)]
+        results = {}
+        for j, p in enumerate(ok):
+            results[id(p)] = self._verdict(p, probs[j], timings[j], evidence, pictures[j], inputs[j],
+                                           None if self.early_stop is None else scored[j])
+        return [results[id(p)] if p.status == "ok" else (self._failed(p), None) for p in items]
+
+    def _score(self, ok: Sequence[Prepared], rows: Sequence[np.ndarray], timings: list[dict[str, float]]
+               ) -> tuple[list[np.ndarray], list[dict[str, np.ndarray]], list[dict[str, torch.Tensor]]]:
+        """Probabilities of the ``rows`` of each video (with the pictures and backbone inputs
+        they came from): depth of their crops, then the detector, ``batch_size`` at a time, the
+        time of each stage added to each video's timings in proportion to its rows."""
+        counts = [len(r) for r in rows]
+        total = sum(counts)
+        cuts = np.cumsum(counts)[:-1]
+        if total == 0:
+            return [np.zeros(0, np.float32) for _ in ok], [{} for _ in ok], [{} for _ in ok]
 
         def share(stage: str, seconds: float) -> None:
             for tm, n in zip(timings, counts):
-                tm[stage] = seconds * n / total
+                tm[stage] = tm.get(stage, 0.0) + seconds * n / total
 
-        arrays = [dict(p.arrays) for p in ok]
-        if self.depth is not None and ok:
+        arrays = [{k: v[r] for k, v in p.arrays.items()} for p, r in zip(ok, rows)]
+        if self.depth is not None:
             t = time.perf_counter()
-            depth = stored_depth(self.depth(np.concatenate([p.crops[:, 0] for p in ok])))
+            depth = stored_depth(self.depth(np.concatenate([p.crops[r, 0] for p, r in zip(ok, rows)])))
             for a, d in zip(arrays, np.split(depth, cuts)):
                 a["depth"] = d
             share("depth", time.perf_counter() - t)
-        probs_all: list[np.ndarray] = []
-        pictures, inputs = [], []
-        if ok:
-            t = time.perf_counter()
-            for a in arrays:
-                pictures.append(encode_pictures(a, self.model.cfg.modalities, self.data_cfg, self.faces_cfg.box_scale))
-                inputs.append(to_backbone(pictures[-1], self.model.preprocess))
-            joined = {m: torch.cat([x[m] for x in inputs]) for m in inputs[0]}
-            out = []
-            with torch.no_grad(), autocast_context(self.device, self.amp):
-                for i in range(0, total, self.batch_size):
-                    batch = {m: x[i:i + self.batch_size].to(self.device) for m, x in joined.items()}
-                    out.append(self.model(batch).logit.float().cpu())
-            probs_all = np.split(torch.sigmoid(torch.cat(out)).numpy(), cuts)
-            share("detector", time.perf_counter() - t)
-        results = {}
-        for j, p in enumerate(ok):
-            results[id(p)] = self._verdict(p, probs_all[j], timings[j], evidence, pictures[j], inputs[j])
-        return [results[id(p)] if p.status == "ok" else (self._failed(p), None) for p in items]
+        t = time.perf_counter()
+        pictures = [encode_pictures(a, self.model.cfg.modalities, self.data_cfg, self.faces_cfg.box_scale)
+                    for a in arrays]
+        inputs = [to_backbone(pics, self.model.preprocess) for pics in pictures]
+        joined = {m: torch.cat([x[m] for x in inputs]) for m in inputs[0]}
+        out = []
+        with torch.no_grad(), autocast_context(self.device, self.amp):
+            for i in range(0, total, self.batch_size):
+                batch = {m: x[i:i + self.batch_size].to(self.device) for m, x in joined.items()}
+                out.append(self.model(batch).logit.float().cpu())
+        probs = np.split(torch.sigmoid(torch.cat(out)).numpy(), cuts)
+        share("detector", time.perf_counter() - t)
+        return probs, pictures, inputs
 
     def _failed(self, p: Prepared) -> Verdict:
         verdict = self._blank(p.video)
@@ -266,30 +300,38 @@ class Scorer:
                        aggregation=self.aggregation, calibration=rule.calibration.method)
 
     def _verdict(self, p: Prepared, probs: np.ndarray, timings: dict[str, float], evidence: int,
-                 pictures: dict[str, np.ndarray], inputs: dict[str, torch.Tensor]) -> tuple[Verdict, Evidence | None]:
+                 pictures: dict[str, np.ndarray], inputs: dict[str, torch.Tensor], scored: np.ndarray | None = None,
+                 ) -> tuple[Verdict, Evidence | None]:
+        """``scored``: the rows whose ``probs`` were computed (early stop); None: all of them."""
         rule, faces, valid, tracks = self.rule, p.faces, p.valid, p.faces.tracks
+        scored = np.ones(len(probs), bool) if scored is None else scored
         verdict = self._blank(p.video)
         verdict.faces = {k: faces.meta[k] for k in ("tracks", "max_faces_per_frame", "coverage", "frames", "fps")}
         verdict.faces["time_points"] = valid.shape[1]  # distinct pairs; fewer than asked in a short video
         verdict.faces["time_points_with_face"] = int(valid[0].sum())
-        if not np.isfinite(probs).all():
+        if not np.isfinite(probs[scored]).all():
             verdict.status = "non_finite"
-            verdict.reason = (f"the detector gave {int((~np.isfinite(probs)).sum())} non-finite scores of {len(probs)}: "
+            verdict.reason = (f"the detector gave {int((~np.isfinite(probs[scored])).sum())} non-finite scores of "
+                              f"{int(scored.sum())}: "
                               "its weights are damaged or overflow; no verdict")
             verdict.timings = {k: round(v, 4) for k, v in timings.items()}
             return verdict, None
         # Each face is judged on its own; the video is as fake as its most fake face.
-        per_track = np.split(probs, np.cumsum(valid.sum(1))[:-1])
-        for j, (tr, pr) in enumerate(zip(tracks, per_track)):
+        cuts = np.cumsum(valid.sum(1))[:-1]
+        for j, (tr, pr, sc) in enumerate(zip(tracks, np.split(probs, cuts), np.split(scored, cuts))):
             scores: list[float | None] = [None] * valid.shape[1]
-            for i, x in zip(np.flatnonzero(valid[j]), pr):
-                scores[i] = float(x)
-            score = AGGREGATIONS[self.aggregation](pr)
+            for i, x, s in zip(np.flatnonzero(valid[j]), pr, sc):
+                scores[i] = float(x) if s else None
+            score = AGGREGATIONS[self.aggregation](pr[sc])
             verdict.tracks.append({
                 "track": j, "probability": float(rule.calibration(score)), "score": score,
                 "label": "fake" if score >= rule.threshold else "real", "time_points": int(valid[j].sum()),
+                "time_points_scored": int(sc.sum()),
                 "box": [round(float(c), 1) for c in np.nanmedian(tr.boxes, axis=0)], "frame_scores": scores,
             })
+        if self.early_stop is not None:
+            verdict.early_stop = {"error_bound": self.early_stop, "time_points_scored": int(scored.sum()),
+                                  "of": len(scored), "stopped": bool(not scored.all())}
         top = max(verdict.tracks, key=lambda r: r["score"])
         verdict.frame_index = [int(x) for x in faces.frame_index]
         verdict.frame_scores = top["frame_scores"]
@@ -421,6 +463,7 @@ def detect(
     batch_size: int = 64,
     engine: Engine = LOCAL,
     runtime: str = "auto",
+    early_stop: float | None = None,
 ) -> list[Verdict]:
     """Score every video; write JSON / CSV / JSON lines / plots / report pages where asked.
     Failures are verdicts, not errors.
@@ -430,12 +473,16 @@ def detect(
     verdict as its video finishes, and the videos already in it are not scored again (their
     verdicts are read back, so the other outputs still list every video). ``workers`` CPU
     processes (or Ray actors) prepare videos for a model stage that scores ``batch_size``
-    pictures at a time across videos (:mod:`.batchscore`). ``runtime``: see :class:`Scorer`.
+    pictures at a time across videos (:mod:`.batchscore`). ``runtime`` and ``early_stop``: see
+    :class:`Scorer`.
     """
     from tqdm.auto import tqdm
 
     from .batchscore import JsonLines, stream_verdicts
 
+    if early_stop is not None and report_dir is not None:
+        raise ConfigError("--early-stop leaves points unscored, which the evidence of --report needs: use one or "
+                          "the other")
     paths = expand_inputs(videos)
     check_outputs(paths, json_out, csv_out, jsonl_out)
     for flag, folder in (("--plot", plot_dir), ("--report", report_dir)):
@@ -457,7 +504,7 @@ def detect(
     info = model_info(run_dir) if report_dir else None
     stream = stream_verdicts(todo, run_dir, device=device, aggregation=aggregation, workers=workers,
                              batch_size=batch_size, evidence=evidence_points if report_dir else 0, pages=pages,
-                             engine=engine, runtime=runtime)
+                             engine=engine, runtime=runtime, early_stop=early_stop)
     bar = tqdm(total=len(todo), desc="detect", unit="video", disable=not progress or len(todo) < 2)
     try:
         for v, evidence in stream:
