@@ -7,7 +7,8 @@
 #   train     DINOv2-small with autocast bf16 (the default on GPU), fp16 (gradient scaler) and off
 #   ddp       torchrun, NCCL backend (one process per GPU; one GPU runs the collectives at world 1)
 #   compress  fp16, bf16, compile, onnx (says where ONNX Runtime runs), int8, distill
-#   evaluate  and detect on CUDA vs on the CPU (video scores, verdict probabilities)
+#   evaluate  and detect on CUDA vs on the CPU (video scores, verdict probabilities; detect on the
+#             CPU runs depth and the detector in ONNX Runtime, its default there, on CUDA PyTorch)
 #   speed     tim benchmark of the variants, benchmarks/train.py, features.py, detect.py and scale.py
 #   batched   tim detect --workers/--batch-size and --engine ray (when Ray is installed) vs one at a time
 #
