@@ -68,9 +68,9 @@ def test_onnx_runtime_gives_pytorchs_verdicts_and_exports_once(run_dir, clips, o
     exports = set(onnx_cache.rglob("*.onnx"))
     made = {p.name.split("-")[0] for p in exports - before}
     assert made <= {"detector", "depth"} and {p.name.split("-")[0] for p in exports} == {"detector", "depth"}
-    stamps = {p: p.stat().st_mtime_ns for p in exports}
+    files = {p: p.stat().st_ino for p in exports}  # an export is written under another name, then renamed
     again = Scorer(run_dir, runtime="onnx")
-    assert {p: p.stat().st_mtime_ns for p in onnx_cache.rglob("*.onnx")} == stamps  # reused, not re-exported
+    assert {p: p.stat().st_ino for p in onnx_cache.rglob("*.onnx")} == files  # reused, not re-exported
     slow = Scorer(run_dir, runtime="torch")
     assert slow.depth.session is None and not isinstance(slow.model, OnnxDetector)
     for video in clips.values():
@@ -186,3 +186,21 @@ def test_early_stop_from_the_command_line(run_dir, clips, tmp_path, capsys):
     assert main(["detect", str(clips["real"]), "--model", str(run_dir), "--early-stop", "0.01", "--report",
                  str(tmp_path / "pages")]) == 2
     assert "--early-stop" in capsys.readouterr().err and not (tmp_path / "pages").exists()
+
+
+def test_onnx_cache_drops_the_least_recently_used_exports(tmp_path):
+    import os
+
+    from truthinmotion.onnxrun import prune
+
+    files = []
+    for i, name in enumerate(["old", "mid", "new", "kept"]):
+        f = tmp_path / f"{name}.onnx"
+        f.write_bytes(b"x" * 1000)
+        os.utime(f, (1000 + i, 1000 + i))
+        files.append(f)
+    os.utime(files[3], (10, 10))  # the oldest, but the one just exported
+    removed = prune(tmp_path, keep=files[3], limit_gb=2500 / 1e9)
+    assert removed == [files[0], files[1]]
+    assert sorted(p.name for p in tmp_path.glob("*.onnx")) == ["kept.onnx", "new.onnx"]
+    assert prune(tmp_path, keep=files[3], limit_gb=1.0) == []

@@ -110,12 +110,16 @@ def tiny_depth_dir(tmp_path_factory):
 
 def test_depth_from_local_directory(tiny_depth_dir):
     path, saved = tiny_depth_dir
-    est = DepthEstimator(DepthConfig(model=str(path), input_size=112))
+    est = DepthEstimator(DepthConfig(model=str(path), input_size=112), runtime="torch")
     assert est.weights == {"name": str(path.resolve()), "init": "pretrained"}
     for name, p in saved.state_dict().items():  # the weights really came from the directory
         torch.testing.assert_close(est.model.state_dict()[name], p)
     crops = np.stack([_texture(64, s) for s in range(3)])
     depth = est(crops)
+    # The CPU default, ONNX Runtime, gives the same maps (and keeps no PyTorch copy of the model).
+    fast = DepthEstimator(DepthConfig(model=str(path), input_size=112))
+    assert fast.session is not None and fast.model is None
+    np.testing.assert_allclose(fast(crops), depth, rtol=1e-4, atol=1e-5 * float(depth.max()))
     assert depth.shape == (3, 64, 64) and depth.dtype == np.float32
     assert np.isfinite(depth).all() and depth.min() >= 0  # relative depth: ReLU output
     # Batching does not change the result.

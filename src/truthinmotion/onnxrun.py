@@ -10,7 +10,8 @@ A model is exported once (PyTorch's TorchScript exporter, opset 17, a dynamic ba
 cache keyed by a hash of its weights and configuration, so a later run loads the file instead of
 exporting again: ``$TIM_CACHE_DIR``, else ``$XDG_CACHE_HOME/truthinmotion``, else
 ``~/.cache/truthinmotion``. Where that cannot be written the export goes to a temporary folder
-for this process, with a warning.
+for this process, with a warning. The cache keeps the most recently used exports up to
+``$TIM_ONNX_CACHE_GB`` (10 GB; a DINOv2-S flow+depth detector is about 180 MB).
 """
 
 from __future__ import annotations
@@ -31,7 +32,7 @@ from .io import atomic_path
 
 __all__ = [
     "CPU_ROWS", "RUNTIMES", "cache_root", "cpu_session", "export_cached", "export_module", "fingerprint",
-    "resolve_runtime", "run_batches",
+    "prune", "resolve_runtime", "run_batches",
 ]
 
 log = logging.getLogger(__name__)
@@ -83,11 +84,16 @@ def export_cached(name: str, key: str, export: Callable[[Path], None]) -> Path:
     global _fallback_dir
     path = cache_root() / "onnx" / f"{name}-{key}.onnx"
     if path.is_file():
+        try:
+            os.utime(path)  # last used: what pruning keeps
+        except OSError:
+            pass  # a read-only cache is still a cache
         return path
     try:
         path.parent.mkdir(parents=True, exist_ok=True)
         with atomic_path(path) as tmp:
             export(tmp)
+        prune(path.parent, keep=path)
         return path
     except OSError as err:
         if _fallback_dir is None:
@@ -98,6 +104,28 @@ def export_cached(name: str, key: str, export: Callable[[Path], None]) -> Path:
         if not path.is_file():
             export(path)
         return path
+
+
+def prune(folder: Path, keep: Path, limit_gb: float | None = None) -> list[Path]:
+    """Remove the least recently used exports until ``folder`` holds at most ``limit_gb``
+    (``$TIM_ONNX_CACHE_GB``, 10 by default; every trained detector adds one), never ``keep``."""
+    if limit_gb is None:
+        limit_gb = float(os.environ.get("TIM_ONNX_CACHE_GB", 10))
+    files = sorted(folder.glob("*.onnx"), key=lambda p: p.stat().st_mtime)
+    total = sum(p.stat().st_size for p in files)
+    removed = []
+    for old in files:
+        if total <= limit_gb * 1e9:
+            break
+        if old == keep:
+            continue
+        total -= old.stat().st_size
+        old.unlink(missing_ok=True)
+        removed.append(old)
+    if removed:
+        log.info("ONNX cache over %.1f GB: removed %d least recently used export(s) from %s", limit_gb, len(removed),
+                 folder)
+    return removed
 
 
 def cpu_session(path: Path, what: str):

@@ -121,7 +121,10 @@ class DepthEstimator:
         )
         self.model.eval().to(device)
         self.side = max(14, round(cfg.input_size / 14) * 14)
-        self.session = self._onnx_session() if self.runtime == "onnx" else None
+        self.session = None
+        if self.runtime == "onnx":
+            self.session = self._onnx_session()
+            self.model = None  # ONNX Runtime holds the weights now; no second copy in memory
 
     def _onnx_session(self):
         import torch
