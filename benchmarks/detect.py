@@ -14,6 +14,8 @@ depend on them), saved to a temporary run directory and loaded the way `tim dete
   small-224-torch dinov2-small + Depth Anything V2 small at input 224, both in PyTorch (`--runtime torch`)
   small-224       the same with `tim detect`'s default CPU runtime, ONNX Runtime fp32
   small-224-int8  the same with the detector as ONNX Runtime dynamic int8 (`tim compress --method int8`)
+  small-224-int8-depth   small-224 with depth in ONNX Runtime dynamic int8 (`--depth-precision int8`)
+  small-224-int8-both    int8 detector and int8 depth
   small-224-early small-224 with `--early-stop 0.01` (the detector's threshold, 0.5: random weights
                   give means near it, so it scores every point: the cost of the check)
   small-224-early-clear  the same with the detector's threshold at 0.1, so that every video is
@@ -65,10 +67,13 @@ SETUPS = {  # backbone, depth model, depth input size, runtime
     "small-224-torch": ("dinov2-small", "depth-anything-v2-small", 224, "torch"),
     "small-224": ("dinov2-small", "depth-anything-v2-small", 224, "auto"),
     "small-224-int8": ("dinov2-small", "depth-anything-v2-small", 224, "auto"),
+    "small-224-int8-depth": ("dinov2-small", "depth-anything-v2-small", 224, "auto"),
+    "small-224-int8-both": ("dinov2-small", "depth-anything-v2-small", 224, "auto"),
     "small-224-early": ("dinov2-small", "depth-anything-v2-small", 224, "auto"),
     "small-224-early-clear": ("dinov2-small", "depth-anything-v2-small", 224, "auto"),
 }
 EARLY_STOP = {"small-224-early": 0.01, "small-224-early-clear": 0.01}
+DEPTH_PRECISION = {"small-224-int8-depth": "int8", "small-224-int8-both": "int8"}
 
 
 def make_run(root: Path, name: str) -> Path:
@@ -88,7 +93,7 @@ def make_run(root: Path, name: str) -> Path:
     extra = {"features": features, **({"threshold": 0.1} if name.endswith("-clear") else {})}
     model = Detector.build(DetectorConfig(backbone=backbone, modality="flow+depth"), init="random",
                            extra=extra).eval()
-    if name.endswith("-int8"):
+    if name.endswith("-int8") or name.endswith("-int8-both"):
         example = {m: torch.randn(2, 3, 224, 224) for m in model.cfg.modalities}
         write_variant(model, "int8", root / name, example)
         return root / name
@@ -150,7 +155,8 @@ class StudyWay:
 # (option, reference): the detectors that differ by one speed option only; the first compares
 # the whole of `tim detect`'s way (faces, batching, runtime) with the study's
 EFFECTS = [("small-224", "study"), ("small-224", "small-224-torch"), ("small-224-int8", "small-224"),
-           ("small-224", "small-518"), ("small-224-early", "small-224"), ("small-224-early-clear", "small-224")]
+           ("small-224", "small-518"), ("small-224-int8-depth", "small-224"), ("small-224-int8-both", "small-224"),
+           ("small-224-early", "small-224"), ("small-224-early-clear", "small-224")]
 
 
 def score_effects(verdicts: dict[tuple[str, str], Verdict], videos: list[str]) -> dict[str, dict]:
@@ -176,8 +182,8 @@ def score_effects(verdicts: dict[tuple[str, str], Verdict], videos: list[str]) -
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--device", default="cpu")
-    ap.add_argument("--detectors", default="study,small-224,small-224-torch,small-224-int8,small-224-early,"
-                                           "small-224-early-clear,small-518,tiny")
+    ap.add_argument("--detectors", default="study,small-224,small-224-torch,small-224-int8,small-224-int8-depth,"
+                                           "small-224-int8-both,small-224-early,small-224-early-clear,small-518,tiny")
     ap.add_argument("--data", default=str(DATA), help="folder searched for 1080p videos (../shared/data)")
     ap.add_argument("--report", default="small-224", help="detector whose evidence page is also timed ('' : none)")
     args = ap.parse_args()
@@ -191,7 +197,8 @@ def main() -> None:
         for name in args.detectors.split(","):
             run = make_run(Path(tmp), name)
             scorer = (StudyWay(run, args.device) if name == "study" else
-                      Scorer(run, args.device, runtime=SETUPS[name][3], early_stop=EARLY_STOP.get(name)))
+                      Scorer(run, args.device, runtime=SETUPS[name][3], early_stop=EARLY_STOP.get(name),
+                             depth_precision=DEPTH_PRECISION.get(name)))
             scorer(videos[0])  # warm-up: first calls allocate and pick kernels
             totals[name] = 0.0
             for v in videos:

@@ -204,3 +204,13 @@ def test_onnx_cache_drops_the_least_recently_used_exports(tmp_path):
     assert removed == [files[0], files[1]]
     assert sorted(p.name for p in tmp_path.glob("*.onnx")) == ["kept.onnx", "new.onnx"]
     assert prune(tmp_path, keep=files[3], limit_gb=1.0) == []
+
+
+def test_depth_precision_override_scores_near_the_detectors_own(run_dir, clips):
+    """A detector trained on fp32 depth, scored with int8 depth: the speed option moves the
+    scores a little, and says so in its depth settings."""
+    ref, fast = Scorer(run_dir), Scorer(run_dir, depth_precision="int8")
+    assert ref.depth.cfg.precision == "fp32" and fast.depth.cfg.precision == "int8"
+    for video in clips.values():
+        a, b = ref(video), fast(video)
+        assert a.ok and b.ok and abs(a.score - b.score) < 0.05

@@ -206,3 +206,24 @@ def test_features_over_real_face_crops_resumable(tmp_path, tiny_depth_dir):
     (work / "flow" / "farneback" / "fake-a.npz").unlink()
     again = run_features(work, FlowConfig(), depth_cfg, progress=False)
     assert (again.skipped, again.processed) == (1, 1)
+
+
+def test_depth_int8_is_close_recorded_and_kept_apart(tiny_depth_dir):
+    """int8 depth (ONNX Runtime, CPU) is near fp32 but its own thing: another directory name,
+    recorded in the artifacts' settings; fp32 records stay as they were."""
+    from truthinmotion.features import _records
+
+    path, _ = tiny_depth_dir
+    crops = np.stack([_texture(64, s) for s in range(4)])
+    fp32 = DepthEstimator(DepthConfig(model=str(path), input_size=112))(crops)
+    cfg = DepthConfig(model=str(path), input_size=112, precision="int8")
+    int8 = DepthEstimator(cfg)(crops)
+    rel = np.abs(int8 - fp32).mean() / np.abs(fp32).mean()
+    assert 0 < rel < 0.1, rel
+    assert cfg.key == f"{path.name}-int8" and DepthConfig(model=str(path)).key == path.name
+    assert _records(None, cfg)["depth"]["precision"] == "int8"
+    assert "precision" not in _records(None, DepthConfig(model=str(path)))["depth"]
+    with pytest.raises(ConfigError, match="int8"):
+        DepthEstimator(cfg, device="cuda")
+    with pytest.raises(ConfigError, match="precision"):
+        DepthConfig().updated({"precision": "int4"})

@@ -101,22 +101,25 @@ def stream_verdicts(
     paths: Sequence[Path], run_dir: str | Path, *, device: str = "cpu", aggregation: str = "mean",
     workers: int = 1, batch_size: int = 64, evidence: int = 0, pages: dict[str, str] | None = None,
     engine: Engine = LOCAL, runtime: str = "auto", early_stop: float | None = None,
+    depth_precision: str | None = None,
 ) -> Iterator[tuple[Any, Any]]:
     """(verdict, evidence or None) of every video, as they finish (in input order locally; in
     finishing order on Ray). On Ray the model actor writes the evidence pages itself, to
     ``pages`` (video -> file, on storage every machine sees), and yields no evidence."""
     if engine.kind == "ray":
         yield from _ray_verdicts(paths, run_dir, device, aggregation, workers, batch_size, evidence, pages, engine,
-                                 (runtime, early_stop))
+                                 (runtime, early_stop, depth_precision))
         return
     from .detect import Scorer
 
     if workers <= 1:
-        scorer = Scorer(run_dir, device, aggregation, batch_size, runtime=runtime, early_stop=early_stop)
+        scorer = Scorer(run_dir, device, aggregation, batch_size, runtime=runtime, early_stop=early_stop,
+                        depth_precision=depth_precision)
         for group in _groups((scorer.prepare(p) for p in paths), batch_size, alone=evidence > 0):
             yield from scorer.finish(group, evidence)
         return
-    scorer = Scorer(run_dir, device, aggregation, batch_size, prepare=False, runtime=runtime, early_stop=early_stop)
+    scorer = Scorer(run_dir, device, aggregation, batch_size, prepare=False, runtime=runtime, early_stop=early_stop,
+                    depth_precision=depth_precision)
     threads = max(1, (os.cpu_count() or 1) // (workers + 1))
     pool = mp.get_context("spawn").Pool(min(workers, len(paths)), start_worker, (_preparer, (str(run_dir),), threads))
     try:
@@ -148,12 +151,12 @@ class _PrepareActor:
 
 class _ModelActor:
     def __init__(self, run_dir: str, device: str, aggregation: str, batch_size: int, evidence: int,
-                 pages: dict[str, str] | None, options: tuple[str, float | None]):
+                 pages: dict[str, str] | None, options: tuple[str, float | None, str | None]):
         from .detect import Scorer
 
-        runtime, early_stop = options
+        runtime, early_stop, depth_precision = options
         self.scorer = Scorer(run_dir, device, aggregation, batch_size, prepare=False, runtime=runtime,
-                             early_stop=early_stop)
+                             early_stop=early_stop, depth_precision=depth_precision)
         self.evidence, self.pages = evidence, pages
 
     def __call__(self, batch: dict[str, Any]) -> dict[str, list[str]]:

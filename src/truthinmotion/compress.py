@@ -40,7 +40,9 @@ from .config import ConfigError
 from .data import DataConfig, VideoDataset, collate
 from .io import dir_size, publish
 from .models import Detector, DetectorConfig, DetectorOutput, SavedDetector, detector_dir, read_detector_config
-from .onnxrun import CPU_ROWS, cpu_session, export_cached, export_module, fingerprint, resolve_runtime, run_batches
+from .onnxrun import (
+    CPU_ROWS, cpu_session, export_cached, export_module, fingerprint, quantize_int8, resolve_runtime, run_batches,
+)
 from .runtime import autocast_context
 
 __all__ = [
@@ -253,20 +255,8 @@ def write_variant(model: Detector, method: str, best: Path, example: dict[str, t
     onnx.checker.check_model(str(fp32))
     file = "model.onnx"
     if method == "int8":
-        from onnxruntime.quantization import QuantType, quantize_dynamic
-        from onnxruntime.quantization.shape_inference import quant_pre_process
-
-        # Shape inference and graph optimisation first, as ONNX Runtime recommends: more
-        # operations are recognised and quantized.
-        prepared = best / "model.prep.onnx"
-        quant_pre_process(str(fp32), str(prepared))
-        # reduce_range: 7-bit weights, which avoid the saturation of AVX2 (non-VNNI) int8 kernels;
-        # measured here it also halved the probability error. Only weight products are quantized
-        # (attention's activation-by-activation products stay fp32).
-        quantize_dynamic(str(prepared), str(best / "model.int8.onnx"), weight_type=QuantType.QInt8,
-                         reduce_range=True, extra_options={"MatMulConstBOnly": True})
+        quantize_int8(fp32, best / "model.int8.onnx", op_types=None)
         fp32.unlink()
-        prepared.unlink()
         file = "model.int8.onnx"
     inference.update({"runtime": "onnx", "file": file})
     (best / "config.json").write_text(json.dumps({**model.config_dict(), "inference": inference}, indent=2, default=str))

@@ -91,7 +91,8 @@ def _depth_config(rec: dict[str, Any]) -> DepthConfig:
             "this detector was trained on depth from a randomly initialised model, which cannot be "
             "rebuilt: save the depth model to a directory (save_pretrained) and compute depth with it"
         )
-    return DepthConfig(model=rec["model"], init="pretrained", input_size=rec["input_size"])
+    return DepthConfig(model=rec["model"], init="pretrained", input_size=rec["input_size"],
+                       precision=rec.get("precision", "fp32"))
 
 
 @dataclass
@@ -181,10 +182,13 @@ class Scorer:
     ``prepare=False`` it holds the model stage only. ``runtime`` (``auto``: ONNX Runtime on the
     CPU, :mod:`.onnxrun`) runs depth and a plain fp32 detector; ``torch`` keeps them in PyTorch.
     ``early_stop``: the error bound of :mod:`.sequential` (None: every point is scored).
+    ``depth_precision`` (``fp32``/``int8``) overrides the precision the detector's depth was
+    computed at (None: the same).
     """
 
     def __init__(self, run_dir: str | Path, device: str = "cpu", aggregation: str = "mean", batch_size: int = 64,
-                 prepare: bool = True, runtime: str = "auto", early_stop: float | None = None):
+                 prepare: bool = True, runtime: str = "auto", early_stop: float | None = None,
+                 depth_precision: str | None = None):
         if aggregation not in AGGREGATIONS:
             raise ConfigError(f"aggregation: {aggregation!r} not one of {', '.join(AGGREGATIONS)}")
         if batch_size < 1:
@@ -205,7 +209,10 @@ class Scorer:
         self.preparer = Preparer(self.faces_cfg, flow_cfg, "rgb" in mods, device) if prepare else None
         if flow_cfg is not None and not prepare:
             check_flow(flow_cfg)  # the workers will build it: a missing model fails here, before any video
-        self.depth = DepthEstimator(_depth_config(feats["depth"]), device, runtime) if "depth" in mods else None
+        self.depth = None
+        if "depth" in mods:
+            depth_cfg = _depth_config(feats["depth"]).updated({"precision": depth_precision})
+            self.depth = DepthEstimator(depth_cfg, device, runtime)
         self.data_cfg = DataConfig.from_saved(extra.get("data", {}))
         self.model_info = model_info(run_dir)
 
@@ -464,6 +471,7 @@ def detect(
     engine: Engine = LOCAL,
     runtime: str = "auto",
     early_stop: float | None = None,
+    depth_precision: str | None = None,
 ) -> list[Verdict]:
     """Score every video; write JSON / CSV / JSON lines / plots / report pages where asked.
     Failures are verdicts, not errors.
@@ -473,8 +481,8 @@ def detect(
     verdict as its video finishes, and the videos already in it are not scored again (their
     verdicts are read back, so the other outputs still list every video). ``workers`` CPU
     processes (or Ray actors) prepare videos for a model stage that scores ``batch_size``
-    pictures at a time across videos (:mod:`.batchscore`). ``runtime`` and ``early_stop``: see
-    :class:`Scorer`.
+    pictures at a time across videos (:mod:`.batchscore`). ``runtime``, ``early_stop`` and
+    ``depth_precision``: see :class:`Scorer`.
     """
     from tqdm.auto import tqdm
 
@@ -504,7 +512,8 @@ def detect(
     info = model_info(run_dir) if report_dir else None
     stream = stream_verdicts(todo, run_dir, device=device, aggregation=aggregation, workers=workers,
                              batch_size=batch_size, evidence=evidence_points if report_dir else 0, pages=pages,
-                             engine=engine, runtime=runtime, early_stop=early_stop)
+                             engine=engine, runtime=runtime, early_stop=early_stop,
+                             depth_precision=depth_precision)
     bar = tqdm(total=len(todo), desc="detect", unit="video", disable=not progress or len(todo) < 2)
     try:
         for v, evidence in stream:

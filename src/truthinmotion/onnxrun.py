@@ -32,7 +32,7 @@ from .io import atomic_path
 
 __all__ = [
     "CPU_ROWS", "RUNTIMES", "cache_root", "cpu_session", "export_cached", "export_module", "fingerprint",
-    "prune", "resolve_runtime", "run_batches",
+    "prune", "quantize_int8", "resolve_runtime", "run_batches",
 ]
 
 log = logging.getLogger(__name__)
@@ -126,6 +126,23 @@ def prune(folder: Path, keep: Path, limit_gb: float | None = None) -> list[Path]
         log.info("ONNX cache over %.1f GB: removed %d least recently used export(s) from %s", limit_gb, len(removed),
                  folder)
     return removed
+
+
+def quantize_int8(fp32: Path, out: Path, op_types: Sequence[str] | None = ("MatMul",)) -> None:
+    """ONNX Runtime dynamic int8 of ``fp32``'s ``op_types`` (None: every kind ONNX Runtime
+    quantizes) with constant weights. Shape inference and graph optimisation come first, as ONNX
+    Runtime recommends (more operations are recognised); 7-bit weights (``reduce_range``) avoid the
+    saturation of non-VNNI int8 kernels and, measured on a detector, halved the probability error.
+    Attention's activation-by-activation products stay fp32."""
+    from onnxruntime.quantization import QuantType, quantize_dynamic
+    from onnxruntime.quantization.shape_inference import quant_pre_process
+
+    prepared = fp32.with_suffix(".prep.onnx")
+    quant_pre_process(str(fp32), str(prepared))
+    quantize_dynamic(str(prepared), str(out), weight_type=QuantType.QInt8, reduce_range=True,
+                     op_types_to_quantize=list(op_types) if op_types else None,
+                     extra_options={"MatMulConstBOnly": True})
+    prepared.unlink()
 
 
 def cpu_session(path: Path, what: str):

@@ -83,6 +83,8 @@ def _records(flow_cfg: FlowConfig | None, depth_cfg: DepthConfig | None, state: 
         local = Path(depth_cfg.model).expanduser()
         model = str(local.resolve()) if local.is_dir() else depth_cfg.model
         rec["depth"] = {"model": model, "init": depth_cfg.init, "input_size": depth_cfg.input_size}
+        if depth_cfg.precision != "fp32":  # fp32 unrecorded: the artifacts made before precision existed
+            rec["depth"]["precision"] = depth_cfg.precision
     return rec
 
 
@@ -177,6 +179,7 @@ def run_features(
 def feature_configs(
     sections: dict[str, Any] | None = None, *, flow_method: str | None = None, raft_weights: str | None = None,
     depth_model: str | None = None, input_size: int | None = None, init: str | None = None,
+    precision: str | None = None,
 ) -> tuple[FlowConfig | None, DepthConfig | None]:
     """(FlowConfig | None, DepthConfig | None): defaults < YAML sections ``flow:``/``depth:`` <
     options (``None``: not given). ``flow_method``/``depth_model`` ``"none"`` switch one off."""
@@ -190,7 +193,7 @@ def feature_configs(
             {"method": flow_method, "raft_weights": raft_weights, "init": init})
     if depth_model != "none":
         depth_cfg = DepthConfig().updated(sections.get("depth")).updated(
-            {"model": depth_model, "input_size": input_size, "init": init})
+            {"model": depth_model, "input_size": input_size, "init": init, "precision": precision})
     return flow_cfg, depth_cfg
 
 
