@@ -76,6 +76,8 @@ def test_onnx_runtime_gives_pytorchs_verdicts_and_exports_once(run_dir, clips, o
     for video in clips.values():
         a, b, c = fast(video), again(video), slow(video)
         assert a.ok and c.ok
+        assert a.runtime == {"detector": "onnxruntime fp32", "depth": "onnxruntime fp32"}
+        assert c.runtime == {"detector": "torch fp32", "depth": "torch fp32"}
         assert a.frame_scores == b.frame_scores
         assert abs(a.score - c.score) < 1e-5
         for x, y in zip(a.frame_scores, c.frame_scores):
@@ -214,3 +216,4 @@ def test_depth_precision_override_scores_near_the_detectors_own(run_dir, clips):
     for video in clips.values():
         a, b = ref(video), fast(video)
         assert a.ok and b.ok and abs(a.score - b.score) < 0.05
+        assert b.runtime["depth"] == "onnxruntime int8" and a.runtime["depth"] == "onnxruntime fp32"

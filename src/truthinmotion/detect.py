@@ -69,6 +69,7 @@ class Verdict:
     timings: dict[str, float] = field(default_factory=dict)  # seconds per stage
     # --early-stop: its error bound, the points scored of all with a face, whether it stopped early
     early_stop: dict[str, Any] = field(default_factory=dict)
+    runtime: dict[str, str] = field(default_factory=dict)  # what ran each model, at what precision
 
     @property
     def ok(self) -> bool:
@@ -165,6 +166,13 @@ def model_info(run_dir: str | Path) -> dict[str, Any]:
     return {**extra, "data": DataConfig.from_saved(extra.get("data", {})).to_dict()}
 
 
+def _runtime_of(model: Any) -> str:
+    """``onnxruntime int8``, ``torch bf16``, ...: what runs a loaded detector, at what precision."""
+    inference = getattr(model, "extra", {}).get("inference", {})
+    precision = inference.get("method") if inference.get("method") in ("int8", "fp16", "bf16") else "fp32"
+    return f"{'onnxruntime' if hasattr(model, 'session') else 'torch'} {precision}"
+
+
 def _faces_config(extra: dict[str, Any]) -> FacesConfig:
     # Crops are scored as the faces artifacts stored them for training; a detector trained
     # before compact artifacts saw them raw.
@@ -215,6 +223,7 @@ class Scorer:
             self.depth = DepthEstimator(depth_cfg, device, runtime)
         self.data_cfg = DataConfig.from_saved(extra.get("data", {}))
         self.model_info = model_info(run_dir)
+        self.runtime = {"detector": _runtime_of(self.model), **({"depth": self.depth.describe()} if self.depth else {})}
 
     def __call__(self, path: str | Path) -> Verdict:
         return self.score(path)[0]
@@ -304,7 +313,7 @@ class Scorer:
     def _blank(self, video: str) -> Verdict:
         rule = self.rule
         return Verdict(video=video, status="ok", threshold=rule.probability_threshold, score_threshold=rule.threshold,
-                       aggregation=self.aggregation, calibration=rule.calibration.method)
+                       aggregation=self.aggregation, calibration=rule.calibration.method, runtime=dict(self.runtime))
 
     def _verdict(self, p: Prepared, probs: np.ndarray, timings: dict[str, float], evidence: int,
                  pictures: dict[str, np.ndarray], inputs: dict[str, torch.Tensor], scored: np.ndarray | None = None,

@@ -162,6 +162,12 @@ class DepthEstimator:
         path = export_cached(f"depth-{self.cfg.key}-{side}", key, export)
         return cpu_session(path, "depth model")
 
+    def describe(self) -> str:
+        """``onnxruntime int8``, ``torch fp16``, ...: what runs the model, at what precision."""
+        if self.session is not None:
+            return f"onnxruntime {self.cfg.precision}"
+        return "torch fp16" if self.cfg.autocast and self.device.startswith("cuda") else "torch fp32"
+
     def __call__(self, crops: np.ndarray) -> np.ndarray:
         import torch
         import torch.nn.functional as F
