@@ -167,7 +167,8 @@ def test_early_stop_scores_half_when_clear_and_all_when_not(run_dir, clips):
             kept = [(x, y) for x, y in zip(v.frame_scores, ref.frame_scores) if x is not None]
             assert v.early_stop["stopped"] is expect_stop and v.early_stop["of"] == len(scored)
             assert all(abs(x - y) < 1e-6 for x, y in kept)
-            assert v.early_stop["time_points_scored"] == len(kept) == (-(-len(scored) // 2) if expect_stop else len(scored))
+            half = -(-len(scored) // 2)
+            assert v.early_stop["time_points_scored"] == len(kept) == (half if expect_stop else len(scored))
             assert v.score == pytest.approx(float(np.mean([x for x, _ in kept])), abs=1e-6)
             assert v.label == "fake"  # the mean is at or above these thresholds either way
             assert set(v.timings) >= {"depth", "detector", "total"}

@@ -223,7 +223,8 @@ class Scorer:
             self.depth = DepthEstimator(depth_cfg, device, runtime)
         self.data_cfg = DataConfig.from_saved(extra.get("data", {}))
         self.model_info = model_info(run_dir)
-        self.runtime = {"detector": _runtime_of(self.model), **({"depth": self.depth.describe()} if self.depth else {})}
+        self.runtime_info = {"detector": _runtime_of(self.model),
+                             **({"depth": self.depth.describe()} if self.depth else {})}
 
     def __call__(self, path: str | Path) -> Verdict:
         return self.score(path)[0]
@@ -283,10 +284,12 @@ class Scorer:
             for tm, n in zip(timings, counts):
                 tm[stage] = tm.get(stage, 0.0) + seconds * n / total
 
-        arrays = [{k: v[r] for k, v in p.arrays.items()} for p, r in zip(ok, rows)]
+        # every row (no early stop): the arrays as they are, not copies
+        picks = [slice(None) if len(r) == p.points else r for p, r in zip(ok, rows)]
+        arrays = [{k: v[s] for k, v in p.arrays.items()} for p, s in zip(ok, picks)]
         if self.depth is not None:
             t = time.perf_counter()
-            depth = stored_depth(self.depth(np.concatenate([p.crops[r, 0] for p, r in zip(ok, rows)])))
+            depth = stored_depth(self.depth(np.concatenate([p.crops[s, 0] for p, s in zip(ok, picks)])))
             for a, d in zip(arrays, np.split(depth, cuts)):
                 a["depth"] = d
             share("depth", time.perf_counter() - t)
@@ -313,7 +316,8 @@ class Scorer:
     def _blank(self, video: str) -> Verdict:
         rule = self.rule
         return Verdict(video=video, status="ok", threshold=rule.probability_threshold, score_threshold=rule.threshold,
-                       aggregation=self.aggregation, calibration=rule.calibration.method, runtime=dict(self.runtime))
+                       aggregation=self.aggregation, calibration=rule.calibration.method,
+                       runtime=dict(self.runtime_info))
 
     def _verdict(self, p: Prepared, probs: np.ndarray, timings: dict[str, float], evidence: int,
                  pictures: dict[str, np.ndarray], inputs: dict[str, torch.Tensor], scored: np.ndarray | None = None,

@@ -183,5 +183,6 @@ def run_batches(session, feed: dict[str, np.ndarray], rows: int, outputs: Sequen
     """``outputs`` (all when None) of ``session`` over ``feed``'s rows, ``rows`` rows per call,
     concatenated."""
     n = len(next(iter(feed.values())))
-    parts = [session.run(outputs, {k: v[i:i + rows] for k, v in feed.items()}) for i in range(0, max(n, 1), max(rows, 1))]
+    starts = range(0, max(n, 1), max(rows, 1))
+    parts = [session.run(outputs, {k: v[i:i + rows] for k, v in feed.items()}) for i in starts]
     return [np.concatenate([p[j] for p in parts]) for j in range(len(parts[0]))]
