@@ -37,7 +37,8 @@ import numpy as np
 import torch
 
 from truthinmotion.compact import pack_depth, pack_flow, stored_crops, stored_depth, stored_flow
-from truthinmotion.data import DataConfig, VideoDataset, collate, encode_pictures, to_backbone
+from truthinmotion.inputs import DataConfig, encode_pictures, to_backbone
+from truthinmotion.data import VideoDataset, collate
 from truthinmotion.faces import FaceDetector, Faces, FacesConfig, extract_faces
 from truthinmotion.features import DepthConfig, DepthEstimator, FlowConfig, FlowEstimator, load_feature
 from truthinmotion.io import WorkDir, save_npz

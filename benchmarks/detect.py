@@ -50,8 +50,9 @@ import numpy as np
 import torch
 
 from truthinmotion.compress import write_variant
-from truthinmotion.data import encode_pictures, to_backbone
-from truthinmotion.detect import Scorer, Verdict
+from truthinmotion.inputs import encode_pictures, to_backbone
+from truthinmotion.scorer import Scorer
+from truthinmotion.verdict import Verdict
 from truthinmotion.mtcnn import crop_square
 from truthinmotion.report import write_report
 from truthinmotion.features import depth_anything_config

@@ -26,7 +26,8 @@ import numpy as np
 import torch
 
 from truthinmotion.bench import time_calls
-from truthinmotion.compress import inference_autocast, load_detector, write_variant
+from truthinmotion.loading import inference_autocast, load_detector
+from truthinmotion.compress import write_variant
 from truthinmotion.models import Detector, DetectorConfig
 
 

@@ -31,7 +31,7 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from detect import make_run  # noqa: E402 - the same small-224 detector as benchmarks/detect.py
 
-from truthinmotion.detect import Scorer  # noqa: E402
+from truthinmotion.scorer import Scorer  # noqa: E402
 from truthinmotion.report import write_report  # noqa: E402
 
 DATA = Path(__file__).resolve().parents[2] / "shared" / "data"

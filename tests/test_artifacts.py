@@ -14,14 +14,14 @@ import pytest
 
 from conftest import FFPP
 from truthinmotion.compact import (
-    DEPTH_LEVELS, FLOW_STEP, pack_crops, pack_depth, pack_flow, stored_crops, stored_depth, stored_flow, unpack_crops,
-    unpack_depth, unpack_flow,
+    DEPTH_LEVELS, FLOW_STEP, pack_crops, pack_depth, pack_flow, stored_crops, stored_depth, stored_flow, unpack_crops, unpack_depth, unpack_flow,
 )
-from truthinmotion.config import ConfigError
+from truthinmotion.errors import ConfigError
 from truthinmotion.faces import Faces, FacesConfig, extract_faces, FaceDetector, load_crops, run_faces
 from truthinmotion.features import FlowConfig, FlowEstimator, load_feature
 from truthinmotion.index import IndexConfig, index_dataset
-from truthinmotion.io import StageError, atomic_write_text, save_npz
+from truthinmotion.errors import StageError
+from truthinmotion.io import atomic_write_text, save_npz
 from truthinmotion.stage import run_stage
 from truthinmotion.weights import check_hf_model, WeightsNotFound
 

@@ -8,9 +8,8 @@ import json
 import numpy as np
 import pytest
 
-from truthinmotion.calibration import (Calibration, brier, expected_calibration_error, fit_verdict_rules,
-                                       verdict_rule)
-from truthinmotion.detect import Scorer
+from truthinmotion.calibration import Calibration, brier, expected_calibration_error, fit_verdict_rules, verdict_rule
+from truthinmotion.scorer import Scorer
 from truthinmotion.evaluate import evaluate
 from truthinmotion.models import read_detector_config
 

@@ -6,7 +6,7 @@ import json
 import pytest
 
 from truthinmotion.cli import main
-from truthinmotion.detect import Scorer
+from truthinmotion.scorer import Scorer
 
 
 @pytest.mark.slow

@@ -10,14 +10,16 @@ import torch
 from conftest import FFPP, need_shared
 from synthetic import make_workdir
 from truthinmotion.cli import main
-from truthinmotion.compress import OnnxDetector, compress, load_detector
-from truthinmotion.config import ConfigError
-from truthinmotion.data import DataConfig, encode_inputs
+from truthinmotion.loading import OnnxDetector, load_detector
+from truthinmotion.compress import compress
+from truthinmotion.errors import ConfigError
+from truthinmotion.inputs import DataConfig, encode_inputs
 from truthinmotion.evaluate import evaluate
 from truthinmotion.faces import FaceDetector, FacesConfig, extract_faces
 from truthinmotion.features import FlowConfig, FlowEstimator
 from truthinmotion.models import Detector
-from truthinmotion.distill import distill, distill_loss
+from truthinmotion.distill import distill
+from truthinmotion.distiller import distill_loss
 from truthinmotion.train import TrainConfig, train
 
 # per-picture flow scaling: the synthetic disc's signal (see tests/test_train.py's TINY)
@@ -107,7 +109,8 @@ def _agreement(student_run, teacher: Detector, work) -> float:
     """Share of held-out (test) pictures on which the student and the teacher give the same class."""
     from torch.utils.data import DataLoader
 
-    from truthinmotion.data import DataConfig, VideoDataset, collate
+    from truthinmotion.inputs import DataConfig
+    from truthinmotion.data import VideoDataset, collate
     from truthinmotion.train import predict
 
     student = Detector.from_pretrained(student_run)
@@ -144,8 +147,9 @@ def test_distillation_projection_is_fixed_and_cannot_be_met_half_way(base, tmp_p
     projection the student trained against is the one fitted to the teacher (not co-trained)."""
     from torch.utils.data import DataLoader
 
-    from truthinmotion.data import DataConfig, VideoDataset, collate
-    from truthinmotion.distill import DistillConfig, Distiller
+    from truthinmotion.inputs import DataConfig
+    from truthinmotion.data import VideoDataset, collate
+    from truthinmotion.distiller import DistillConfig, Distiller
 
     work = base / "w"
     train(work, TrainConfig(backbone="dinov2-tiny-wide", epochs=1, **TINY), tmp_path / "teacher")

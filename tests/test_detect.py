@@ -7,8 +7,8 @@ import pytest
 
 from conftest import DFDC, FFPP, need_shared
 from truthinmotion.cli import main
-from truthinmotion.config import ConfigError
-from truthinmotion.detect import Scorer
+from truthinmotion.errors import ConfigError
+from truthinmotion.scorer import Scorer
 
 
 @pytest.mark.slow
@@ -60,7 +60,7 @@ def test_random_depth_cannot_be_rebuilt_for_detect(tmp_path):
 def test_onnx_runtime_gives_pytorchs_verdicts_and_exports_once(run_dir, clips, onnx_cache):
     """The default CPU runtime (ONNX Runtime) scores what PyTorch scores, from an export made once
     and found again in the cache."""
-    from truthinmotion.compress import OnnxDetector
+    from truthinmotion.loading import OnnxDetector
 
     before = set(onnx_cache.rglob("*.onnx"))
     fast = Scorer(run_dir)  # auto: ONNX Runtime on the CPU
@@ -89,7 +89,7 @@ def test_onnx_cache_follows_the_weights(tmp_path, monkeypatch):
     exports to a temporary folder instead of failing."""
     import torch
 
-    from truthinmotion.compress import OnnxDetector
+    from truthinmotion.loading import OnnxDetector
     from truthinmotion.models import Detector, DetectorConfig
     from truthinmotion.onnxrun import fingerprint, resolve_runtime
 

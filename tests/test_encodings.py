@@ -5,8 +5,8 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from truthinmotion.config import ConfigError
-from truthinmotion.data import DataConfig
+from truthinmotion.errors import ConfigError
+from truthinmotion.inputs import DataConfig
 from truthinmotion.encodings import encode_depth, encode_flow, face_slice, relative_motion
 
 S = 32

@@ -7,7 +7,7 @@ import pytest
 from sklearn.metrics import accuracy_score, average_precision_score, roc_auc_score
 
 from synthetic import make_workdir
-from truthinmotion.config import ConfigError
+from truthinmotion.errors import ConfigError
 from truthinmotion.evaluate import evaluate
 from truthinmotion.metrics import binary_metrics, eer, video_level, youden_threshold
 from truthinmotion.train import TrainConfig, train

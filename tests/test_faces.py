@@ -12,15 +12,7 @@ import pytest
 from conftest import FFPP, need_shared
 from truthinmotion import faces as faces_mod
 from truthinmotion.compact import stored_crops
-from truthinmotion.faces import (
-    FaceDetector,
-    Faces,
-    FacesConfig,
-    box_iou,
-    crop_square,
-    extract_faces,
-    run_faces,
-)
+from truthinmotion.faces import FaceDetector, Faces, FacesConfig, box_iou, crop_square, extract_faces, run_faces
 from truthinmotion.index import IndexConfig, index_dataset
 from truthinmotion.synth import synth_clip
 from truthinmotion.video import read_frames, sample_points
@@ -187,7 +179,7 @@ def _side_by_side(tmp_path: Path, frames: int = 40, height: int = 360) -> tuple[
 
 def test_two_people_give_two_tracks_each_on_its_face(tmp_path, detector, run_dir):
     need_shared()
-    from truthinmotion.detect import Scorer
+    from truthinmotion.scorer import Scorer
 
     video, halves, left_w = _side_by_side(tmp_path)
     cfg = FacesConfig(num_points=8)
@@ -233,7 +225,7 @@ def test_faces_artifacts_of_schema_1_are_read_as_one_track(tmp_path):
     old = Faces.load(tmp_path / "old.npz")
     assert len(old.tracks) == 1 and np.array_equal(old.crops, crops) and old.boxes.shape == (k, 4)
     save_npz(tmp_path / "future.npz", {"stage": "faces", "schema": 9}, frame_index=np.arange(k), boxes=boxes[None])
-    from truthinmotion.io import StageError
+    from truthinmotion.errors import StageError
 
     with pytest.raises(StageError, match="schema 9"):
         Faces.load(tmp_path / "future.npz")

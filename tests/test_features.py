@@ -10,18 +10,10 @@ import torch
 
 from conftest import FFPP, need_shared
 from truthinmotion.compact import FLOW_STEP
-from truthinmotion.config import ConfigError
+from truthinmotion.errors import ConfigError
 from truthinmotion.faces import Faces, FacesConfig, run_faces
 from truthinmotion.features import (
-    DepthConfig,
-    DepthEstimator,
-    FlowConfig,
-    FlowEstimator,
-    depth_anything_config,
-    depth_to_rgb,
-    flow_to_rgb,
-    load_feature,
-    run_features,
+    DepthConfig, DepthEstimator, FlowConfig, FlowEstimator, depth_anything_config, depth_to_rgb, flow_to_rgb, load_feature, run_features,
 )
 from truthinmotion.index import IndexConfig, index_dataset
 from truthinmotion.weights import WeightsNotFound

@@ -20,10 +20,11 @@ from synthetic import make_workdir
 from truthinmotion import video as video_mod
 from truthinmotion.cli import main
 from truthinmotion.compress import compress
-from truthinmotion.config import ConfigError
+from truthinmotion.errors import ConfigError
 from truthinmotion.detect import _plot_names, _write
 from truthinmotion.faces import FaceDetector, Faces, FacesConfig, extract_faces, run_faces
-from truthinmotion.io import StageError, WorkDir, load_npz
+from truthinmotion.errors import StageError
+from truthinmotion.io import WorkDir, load_npz
 from truthinmotion.models import Detector
 from truthinmotion.synth import synth_clip, write_video
 from truthinmotion.train import TrainConfig, train
@@ -66,7 +67,7 @@ def test_run_directory_works_from_anywhere(tmp_path, monkeypatch, clips):
     another working directory."""
     from transformers import DepthAnythingForDepthEstimation
 
-    from truthinmotion.detect import Scorer
+    from truthinmotion.scorer import Scorer
     from truthinmotion.features import DepthConfig, depth_anything_config
     from truthinmotion.weights import save_random_model
 

@@ -10,7 +10,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from conftest import DFDC, FFPP, FFPP_SPLITS, need_shared
-from truthinmotion.config import ConfigError
+from truthinmotion.errors import ConfigError
 from truthinmotion.index import IndexConfig, group_split, index_dataset, read_manifest
 
 

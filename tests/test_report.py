@@ -9,8 +9,9 @@ import subprocess
 import numpy as np
 import pytest
 
-from truthinmotion.config import ConfigError
-from truthinmotion.detect import Scorer, detect
+from truthinmotion.errors import ConfigError
+from truthinmotion.scorer import Scorer
+from truthinmotion.detect import detect
 from truthinmotion.explain import explain
 
 
@@ -50,7 +51,8 @@ def test_saliency_finds_an_artefact_confined_to_one_half(tmp_path):
     """A detector trained (default encodings) on fakes whose own motion is only in the left half
     of the face puts most saliency there on held-out fakes."""
     from synthetic import make_workdir
-    from truthinmotion.data import DataConfig, VideoDataset, collate
+    from truthinmotion.inputs import DataConfig
+    from truthinmotion.data import VideoDataset, collate
     from truthinmotion.explain import neutral_inputs
     from truthinmotion.models import Detector
     from truthinmotion.train import TrainConfig, train
@@ -104,7 +106,7 @@ def test_the_report_page_renders_in_a_browser(run_dir, clips, tmp_path):
 
 def test_evaluate_report_shows_the_most_confidently_wrong_videos(run_dir, tmp_path):
     from truthinmotion.evaluate import evaluate
-    from truthinmotion.report import error_analysis
+    from truthinmotion.error_analysis import error_analysis
 
     result = evaluate(run_dir, "test", out_dir=tmp_path / "ev", progress=False)
     assert "## Error analysis" in (tmp_path / "ev" / "report.md").read_text()
@@ -112,8 +114,9 @@ def test_evaluate_report_shows_the_most_confidently_wrong_videos(run_dir, tmp_pa
     # highest first, each with its worst point's crop, pictures and saliency.
     from torch.utils.data import DataLoader
 
-    from truthinmotion.compress import load_detector
-    from truthinmotion.data import DataConfig, VideoDataset, collate
+    from truthinmotion.loading import load_detector
+    from truthinmotion.inputs import DataConfig
+    from truthinmotion.data import VideoDataset, collate
     from truthinmotion.train import predict
 
     model = load_detector(run_dir)

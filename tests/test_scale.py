@@ -17,8 +17,9 @@ import pytest
 
 from conftest import FFPP, need_shared
 from test_hostile import default_sigint
-from truthinmotion.config import ConfigError
-from truthinmotion.detect import Preparer, detect
+from truthinmotion.errors import ConfigError
+from truthinmotion.scorer import Preparer
+from truthinmotion.detect import detect
 from truthinmotion.engine import Engine
 from truthinmotion.faces import Faces, FacesConfig, run_faces
 from truthinmotion.index import IndexConfig, index_dataset
@@ -150,7 +151,7 @@ def test_ray_engine_without_ray_says_how_to_install(monkeypatch):
 
 def test_detect_workers_that_cannot_build_their_models_stop_before_any_video(tmp_path, run_dir, clips, monkeypatch):
     from truthinmotion import batchscore, stage
-    from truthinmotion.stage import InitFailed
+    from truthinmotion.workers import InitFailed
     from truthinmotion.weights import WeightsNotFound
 
     # Flow the workers would compute with RAFT weights that are not there: refused up front.

@@ -93,7 +93,7 @@ def server(run_dir, tmp_path):
 
 def test_a_video_gets_the_verdict_of_tim_detect(server, run_dir):
     need_shared()
-    from truthinmotion.detect import Scorer
+    from truthinmotion.scorer import Scorer
 
     video = FFPP / "original_sequences/youtube/c23/videos/004.mp4"
     code, job, _ = server.upload(video.read_bytes(), "004.mp4")

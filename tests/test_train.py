@@ -12,8 +12,9 @@ import torch
 
 from synthetic import make_workdir
 from truthinmotion import train as train_mod
-from truthinmotion.config import ConfigError
-from truthinmotion.data import DataConfig, VideoDataset, collate, encode_inputs, flip_flow
+from truthinmotion.errors import ConfigError
+from truthinmotion.inputs import DataConfig, encode_inputs
+from truthinmotion.data import VideoDataset, collate, flip_flow
 from truthinmotion.models import BACKBONES, Detector, DetectorConfig, Preprocess
 from truthinmotion.train import TrainConfig, train
 

@@ -20,55 +20,23 @@ from dataclasses import asdict
 from pathlib import Path
 from typing import Any, Iterable, Iterator, Sequence
 
-from .config import ConfigError
+from .errors import ConfigError
 from .engine import LOCAL, Engine
-from .stage import InitFailed, start_worker, worker_state
+from .workers import InitFailed, start_worker, worker_state
 
-__all__ = ["JsonLines", "stream_verdicts"]
+__all__ = ["stream_verdicts"]
 
 log = logging.getLogger(__name__)
 
-class JsonLines:
-    """A file of one verdict per line, appended and flushed as each video finishes. Reading it
-    back gives the verdicts already there (by resolved video path), so a re-run skips them; a
-    line cut short by a kill is dropped."""
-
-    def __init__(self, path: str | Path):
-        self.path = Path(path)
-
-    def done(self) -> dict[str, dict[str, Any]]:
-        if not self.path.is_file():
-            return {}
-        text = self.path.read_text()
-        if text and not text.endswith("\n"):  # the last write was cut short: keep whole lines
-            text = text[: text.rfind("\n") + 1]
-            self.path.write_text(text)
-        out = {}
-        for line in text.splitlines():
-            if line.strip():
-                record = json.loads(line)
-                out[str(Path(record["video"]).resolve())] = record
-        return out
-
-    def append(self, verdict: Any) -> None:
-        from .detect import to_json
-
-        self.path.parent.mkdir(parents=True, exist_ok=True)
-        line = json.dumps(json.loads(to_json([verdict]))[0], separators=(",", ":"))
-        with open(self.path, "a") as f:
-            f.write(line + "\n")
-            f.flush()
-
-
 def _preparer(run_dir: str) -> Any:
-    from .detect import Preparer
+    from .scorer import Preparer
 
     return Preparer.from_run(run_dir, "cpu")
 
 
 def _prepare(path: str) -> Any:
     """In a worker started by :func:`.stage.start_worker` with :func:`_preparer`."""
-    from .detect import Prepared
+    from .scorer import Prepared
 
     preparer = worker_state()
     if isinstance(preparer, InitFailed):
@@ -110,7 +78,7 @@ def stream_verdicts(
         yield from _ray_verdicts(paths, run_dir, device, aggregation, workers, batch_size, evidence, pages, engine,
                                  (runtime, early_stop, depth_precision))
         return
-    from .detect import Scorer
+    from .scorer import Scorer
 
     if workers <= 1:
         scorer = Scorer(run_dir, device, aggregation, batch_size, runtime=runtime, early_stop=early_stop,
@@ -138,7 +106,7 @@ class _PrepareActor:
     def __init__(self, run_dir: str, threads: int):
         import torch
 
-        from .detect import Preparer
+        from .scorer import Preparer
 
         torch.set_num_threads(threads)
         self.preparer = Preparer.from_run(run_dir, "cpu")
@@ -152,7 +120,7 @@ class _PrepareActor:
 class _ModelActor:
     def __init__(self, run_dir: str, device: str, aggregation: str, batch_size: int, evidence: int,
                  pages: dict[str, str] | None, options: tuple[str, float | None, str | None]):
-        from .detect import Scorer
+        from .scorer import Scorer
 
         runtime, early_stop, depth_precision = options
         self.scorer = Scorer(run_dir, device, aggregation, batch_size, prepare=False, runtime=runtime,
@@ -176,7 +144,8 @@ class _ModelActor:
 
 
 def _ray_verdicts(paths, run_dir, device, aggregation, workers, batch_size, evidence, pages, engine, options):
-    from .detect import Verdict, _faces_config
+    from .verdict import Verdict
+    from .scorer import _faces_config
     from .models import detector_dir, read_detector_config
     from .engine import ray_map, ray_session
 

@@ -19,8 +19,10 @@ import numpy as np
 import torch
 from torch.utils.data import DataLoader
 
-from .compress import inference_autocast, load_detector, sample_inputs
-from .data import DataConfig, VideoDataset, collate
+from .loading import inference_autocast, load_detector
+from .compress import sample_inputs
+from .inputs import DataConfig
+from .data import VideoDataset, collate
 from .metrics import binary_metrics, video_level
 from .models import Detector
 from .io import atomic_write_text, dir_size

@@ -14,7 +14,8 @@ import sys
 from pathlib import Path
 from typing import Any, Callable, Sequence
 
-from .config import ConfigError, Settings, load_yaml
+from .errors import ConfigError
+from .config import Settings, load_yaml
 
 log = logging.getLogger("truthinmotion")
 
@@ -538,7 +539,7 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    from .stage import sigterm_as_interrupt
+    from .workers import sigterm_as_interrupt
 
     args = build_parser().parse_args(argv)
     level = logging.WARNING if getattr(args, "quiet", False) else logging.INFO

@@ -16,13 +16,11 @@ from typing import Any, Mapping, TypeVar
 
 import yaml
 
-__all__ = ["ConfigError", "Settings", "load_yaml", "save_yaml"]
+from .errors import ConfigError
+
+__all__ = ["Settings", "load_yaml", "save_yaml"]
 
 S = TypeVar("S", bound="Settings")
-
-
-class ConfigError(ValueError):
-    """A configuration key or value that the program cannot accept."""
 
 
 def _allowed_types(tp: Any) -> tuple[type, ...]:

@@ -17,7 +17,8 @@ from pathlib import Path
 
 import torch
 
-from .detect import Scorer, plot_scores
+from .scorer import Scorer
+from .plots import plot_scores
 from .report import write_report
 from .faces import FacesConfig
 from .features import DEPTH_MODELS, DepthConfig, FlowConfig, depth_anything_config

@@ -33,7 +33,7 @@ from __future__ import annotations
 import cv2
 import numpy as np
 
-from .config import ConfigError
+from .errors import ConfigError
 
 __all__ = ["DEPTH_ENCODINGS", "FLOW_ENCODINGS", "encode_depth", "encode_flow", "face_slice", "flow_to_rgb",
            "relative_motion"]

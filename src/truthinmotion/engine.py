@@ -22,7 +22,7 @@ import os
 from dataclasses import dataclass
 from typing import Any, Callable, Iterator, Sequence
 
-from .config import ConfigError
+from .errors import ConfigError
 
 __all__ = ["ENGINES", "LOCAL", "Engine", "StageActor", "ray_map", "ray_session", "require_ray"]
 
@@ -102,7 +102,7 @@ class StageActor:
     def __init__(self, init: Callable[..., Any], init_args: tuple, fn: Callable, threads: int):
         import torch
 
-        from .stage import InitFailed
+        from .workers import InitFailed
 
         torch.set_num_threads(threads)
         self.fn = fn
@@ -112,6 +112,6 @@ class StageActor:
             self.state = InitFailed(f"{type(err).__name__}: {err}")
 
     def __call__(self, batch: dict[str, Any]) -> dict[str, list[str]]:
-        from .stage import call
+        from .workers import call
 
         return {"result": [json.dumps(call(self.fn, self.state, tuple(json.loads(str(job))))) for job in batch["job"]]}

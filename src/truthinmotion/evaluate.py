@@ -24,12 +24,13 @@ import numpy as np
 from torch.utils.data import DataLoader
 
 from .calibration import brier, expected_calibration_error, verdict_rule
-from .config import ConfigError
-from .data import DataConfig, VideoDataset, collate
+from .errors import ConfigError
+from .inputs import DataConfig
+from .data import VideoDataset, collate
 from .io import WorkDir, atomic_write_text, load_npz
 from .metrics import binary_metrics, video_level
-from .report import error_analysis
-from .compress import inference_autocast, load_detector
+from .error_analysis import error_analysis
+from .loading import inference_autocast, load_detector
 from .train import predict
 
 __all__ = ["EvalResult", "evaluate"]

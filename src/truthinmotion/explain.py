@@ -23,7 +23,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from .config import ConfigError
+from .errors import ConfigError
 from .runtime import autocast_context
 
 __all__ = ["explain", "neutral_inputs"]
@@ -33,7 +33,7 @@ def neutral_inputs(modalities: tuple[str, ...], cfg: Any, pre: Any, size: int, b
                    ) -> dict[str, torch.Tensor]:
     """Backbone inputs ``[1, 3, H, W]`` of pictures that show nothing, encoded as the detector
     encodes: zero flow, flat depth, a black crop."""
-    from .data import encode_pictures, to_backbone
+    from .inputs import encode_pictures, to_backbone
 
     zeros = {"flow": np.zeros((1, size, size, 2), np.float32), "depth": np.zeros((1, size, size), np.float32),
              "rgb": np.zeros((1, size, size, 3), np.uint8)}

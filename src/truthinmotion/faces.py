@@ -31,7 +31,8 @@ import numpy as np
 
 from .compact import CROP_FORMATS, unpack_crops, pack_crops
 from .config import Settings, require
-from .io import StageError, WorkDir, check_settings, clean_temporaries, load_npz, save_npz, source_identity
+from .errors import StageError
+from .io import WorkDir, check_settings, clean_temporaries, load_npz, save_npz, source_identity
 from .mtcnn import FaceDetector, box_iou, crop_square
 from .engine import LOCAL, Engine
 from .preflight import estimate, preflight

@@ -28,8 +28,10 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Sequence
 
-from .config import ConfigError, Settings, require
-from .io import StageError, WorkDir, atomic_path, check_video_id
+from .errors import ConfigError
+from .config import Settings, require
+from .errors import StageError
+from .io import WorkDir, atomic_path, check_video_id
 from .splits import SPLITS, assign_splits, group_split
 
 __all__ = [

@@ -19,11 +19,11 @@ from typing import Any, Iterable, Iterator
 
 import numpy as np
 
-from .config import ConfigError
+from .errors import ConfigError
+from .errors import StageError
 
 __all__ = [
     "ErrorLog",
-    "StageError",
     "WorkDir",
     "atomic_path",
     "atomic_write_text",
@@ -37,15 +37,6 @@ __all__ = [
     "save_npz",
     "umask",
 ]
-
-
-class StageError(RuntimeError):
-    """A video that a stage cannot process; ``status`` is a short machine-readable code."""
-
-    def __init__(self, status: str, reason: str):
-        super().__init__(f"{status}: {reason}")
-        self.status = status
-        self.reason = reason
 
 
 def umask() -> int:

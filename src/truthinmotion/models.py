@@ -22,7 +22,8 @@ from typing import Any
 import torch
 from torch import nn
 
-from .config import ConfigError, Settings, require
+from .errors import ConfigError
+from .config import Settings, require
 from .io import atomic_path, atomic_write_text
 from .weights import INITS, check_hf_model, load_hf_model
 

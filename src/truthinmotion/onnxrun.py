@@ -27,7 +27,7 @@ from typing import Callable, Sequence
 import numpy as np
 import torch
 
-from .config import ConfigError
+from .errors import ConfigError
 from .io import atomic_path
 
 __all__ = [

@@ -13,7 +13,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from .config import ConfigError
+from .errors import ConfigError
 from .evaluate import EvalResult, evaluate
 from .faces import FacesConfig, run_faces
 from .features import DepthConfig, FlowConfig, check_depth, check_flow, run_features

@@ -20,7 +20,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable, Iterable
 
-from .config import ConfigError
+from .errors import ConfigError
 
 __all__ = ["Estimate", "check_space", "check_writable", "estimate", "human_bytes", "preflight"]
 

@@ -20,11 +20,9 @@ from typing import Any
 import cv2
 import numpy as np
 
-from .explain import explain
 from .io import atomic_write_text
-from .video import read_frames
 
-__all__ = ["Evidence", "build_evidence", "error_analysis", "overlay", "write_report"]
+__all__ = ["Evidence", "overlay", "write_report"]
 
 
 @dataclass
@@ -40,28 +38,6 @@ class Evidence:
     frame: np.ndarray | None = None  # [H, W, 3] uint8 RGB at the most suspicious point
     frame_point: int = 0  # its time point
     boxes: dict[int, list[float]] = field(default_factory=dict)  # track -> box in that frame
-
-
-def build_evidence(
-    path: str | Path, model: Any, faces: Any, rows: np.ndarray, points: np.ndarray, probs: np.ndarray,
-    crops: np.ndarray, pictures: dict[str, np.ndarray], inputs: dict[str, Any], most: int, device: str, amp: str,
-    baseline: dict[str, Any] | None = None,
-) -> Evidence:
-    """Evidence for the face whose scored rows (among every face's) are ``rows``, at time points
-    ``points``: its ``most`` highest-scoring points and its 2 lowest."""
-    order = np.argsort(-probs[rows], kind="stable")
-    top = list(order[:most])
-    low = [i for i in order[::-1][:2] if i not in top]
-    chosen = np.array(top + low, dtype=int)
-    sel = rows[chosen]
-    size = crops.shape[2]
-    saliency = explain(model, {m: x[sel] for m, x in inputs.items()}, size, device, amp, baseline)
-    first = int(points[chosen[0]])
-    t = int(faces.frame_index[first])
-    frame = next((f for _, f in read_frames(path, [t])), None)
-    boxes = {j: [float(c) for c in tr.boxes[first]] for j, tr in enumerate(faces.tracks) if tr.valid[first]}
-    return Evidence(points[chosen], probs[sel], ["most suspicious"] * len(top) + ["least suspicious"] * len(low),
-                    crops[sel, 0], {m: p[sel] for m, p in pictures.items()}, saliency, frame, first, boxes)
 
 
 def _png(img: np.ndarray) -> str:
@@ -101,7 +77,7 @@ def _frame_with_boxes(ev: Evidence, tracks: list[dict[str, Any]]) -> np.ndarray:
 
 def write_report(verdict: Any, evidence: Evidence | None, model_info: dict[str, Any], out: Path) -> Path:
     """One self-contained HTML page for a verdict (``out``: the .html file)."""
-    from .detect import plot_scores
+    from .plots import plot_scores
 
     e = html.escape
     fps = verdict.faces.get("fps") or 25.0
@@ -161,53 +137,3 @@ def write_report(verdict: Any, evidence: Evidence | None, model_info: dict[str, 
     return out
 
 
-def error_analysis(out: Path, model: Any, ds: Any, pred: dict[str, np.ndarray], videos: list[dict[str, Any]],
-                   threshold: float, box_scale: float = 1.3, per_kind: int = 3) -> list[str]:
-    """Markdown for evaluate's report: the most confidently wrong videos (false fakes: real
-    videos scored highest above the threshold; missed fakes: fakes scored lowest below it), each
-    with the panels of its worst point (the highest-scoring point of a real video, the lowest of a
-    fake), written as PNG files under ``out/errors``."""
-    import torch
-
-    from .data import encode_pictures, to_backbone
-    from .explain import neutral_inputs
-    from .faces import load_crops
-    from .io import WorkDir
-
-    wrong_real = sorted((v for v in videos if v["label"] == 0 and v["score"] >= threshold), key=lambda v: -v["score"])
-    wrong_fake = sorted((v for v in videos if v["label"] == 1 and v["score"] < threshold), key=lambda v: v["score"])
-    lines = ["", "## Error analysis", ""]
-    if not wrong_real and not wrong_fake:
-        return lines + ["No test video is on the wrong side of the threshold."]
-    can_explain = isinstance(model, torch.nn.Module)
-    if not can_explain:
-        lines.append("(An ONNX detector has no gradients: panels without saliency.)")
-    mods = model.cfg.modalities
-    base = neutral_inputs(mods, ds.cfg, model.preprocess, ds.pre.size, box_scale) if can_explain else None
-    folder = out / "errors"
-    folder.mkdir(parents=True, exist_ok=True)
-    for title, chosen in (("False fakes (real videos called fake)", wrong_real[:per_kind]),
-                          ("Missed fakes (fakes called real)", wrong_fake[:per_kind])):
-        if not chosen:
-            continue
-        lines += [f"### {title}", ""]
-        for v in chosen:
-            rows = np.flatnonzero(np.array([ds.videos[i].video_id == v["video_id"] for i in pred["video"]]))
-            worst = rows[np.argmax(pred["prob"][rows])] if v["label"] == 0 else rows[np.argmin(pred["prob"][rows])]
-            item, point = int(pred["video"][worst]), int(pred["point"][worst])
-            pics = encode_pictures(ds.load_arrays(item, [point]), mods, ds.cfg, box_scale)
-            crop = load_crops(WorkDir(ds.work.root).faces(v["video_id"]), ds.videos[item].track, [point])[0]
-            size = crop.shape[0]
-            panels = [("crop", crop)] + [(m, pics[m][0]) for m in mods if m != "rgb"]
-            if can_explain:
-                sal = explain(model, to_backbone(pics, model.preprocess), size, baseline=base)
-                panels += [(f"{m}-saliency", overlay(crop, sal[m][0])) for m in mods]
-            names = []
-            for name, img in panels:
-                file = folder / f"{v['video_id']}-{name}.png"
-                cv2.imwrite(str(file), cv2.cvtColor(np.ascontiguousarray(img), cv2.COLOR_RGB2BGR))
-                names.append(f"![{name}](errors/{file.name})")
-            lines += [f"- `{v['video_id']}` ({v['method']}): score {v['score']:.3f}, probability "
-                      f"{v['probability']:.3f}; worst point {point} (score {pred['prob'][worst]:.3f}, face "
-                      f"{ds.videos[item].track})", "", "  " + " ".join(names), ""]
-    return lines

@@ -14,9 +14,10 @@ from typing import Any
 
 import torch
 
-from .config import ConfigError, load_yaml, require
-from .data import DataConfig
-from .distill import DistillConfig
+from .errors import ConfigError
+from .config import load_yaml, require
+from .inputs import DataConfig
+from .distiller import DistillConfig
 from .models import DetectorConfig
 
 __all__ = ["RESUMABLE", "TrainConfig", "TrainResult", "check_resume", "saved_config", "train_status"]

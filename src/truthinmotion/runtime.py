@@ -14,7 +14,7 @@ from contextlib import nullcontext
 from pathlib import Path
 from typing import Any
 
-from .config import ConfigError
+from .errors import ConfigError
 
 __all__ = ["autocast_context", "check_device", "env_info", "grad_scaler"]
 

@@ -105,7 +105,7 @@ class Service:
     """The jobs, the worker threads and the files of one data directory."""
 
     def __init__(self, cfg: ServeConfig):
-        from .detect import Scorer
+        from .scorer import Scorer
 
         self.cfg = cfg
         for sub in ("uploads", "reports"):
@@ -124,7 +124,7 @@ class Service:
             t.start()
 
     def _work(self, scorer: Any) -> None:
-        from .detect import to_json
+        from .verdict import to_json
         from .report import write_report
 
         while not self.stop.is_set():

@@ -19,24 +19,21 @@ import json
 import logging
 import multiprocessing as mp
 import os
-import signal
 import time
-import traceback
 from dataclasses import dataclass, field
 from typing import Any, Callable, Iterator, Sequence
 
 from tqdm.auto import tqdm
 
-from .config import ConfigError
+from .errors import ConfigError
 from .engine import LOCAL, Engine
-from .io import ErrorLog, StageError
+from .io import ErrorLog
+from .errors import StageError
+from .workers import InitFailed, _call_packed, call, forget_worker_state, start_worker
 
-__all__ = ["InitFailed", "StageReport", "call", "run_stage", "sigterm_as_interrupt", "start_worker", "worker_state"]
+__all__ = ["StageReport", "run_stage"]
 
 log = logging.getLogger(__name__)
-
-_STATE: dict[str, Any] = {}
-
 
 @dataclass
 class StageReport:
@@ -62,66 +59,6 @@ class StageReport:
         for vid, reason in sorted(self.failed.items()):
             text += f"\n  {vid}: {reason}"
         return text
-
-
-def _raise_interrupt(signum: int, frame: Any) -> None:
-    raise KeyboardInterrupt
-
-
-def sigterm_as_interrupt() -> None:
-    """Handle SIGTERM (``kill``, a scheduler, a container stop) as Ctrl-C: finally-blocks run,
-    temporary files are removed, finished work is kept."""
-    signal.signal(signal.SIGTERM, _raise_interrupt)
-
-
-class InitFailed:
-    """The state of a worker whose models could not be built: a problem of the settings, not of
-    one video. Every job it gets reports it, and the stage stops."""
-
-    STATUS = "init_failed"
-
-    def __init__(self, reason: str):
-        self.reason = reason
-
-
-def start_worker(init: Callable[..., Any], args: tuple, threads: int) -> None:
-    """A pool initializer: signals as a worker needs them, ``threads`` torch threads, and the state
-    ``init(*args)`` (see :func:`worker_state`); one that fails becomes :class:`InitFailed`."""
-    import torch
-
-    signal.signal(signal.SIGINT, signal.SIG_IGN)
-    sigterm_as_interrupt()
-    torch.set_num_threads(threads)
-    try:
-        _STATE["state"] = init(*args)
-    except KeyboardInterrupt:  # terminated while starting: nothing to clean up, nothing to print
-        os._exit(130)
-    except Exception as err:  # noqa: BLE001 - raised in a pool initializer, the pool would respawn
-        _STATE["state"] = InitFailed(f"{type(err).__name__}: {err}")  # the worker forever
-
-
-def worker_state() -> Any:
-    """What :func:`start_worker` built in this worker process."""
-    return _STATE["state"]
-
-
-def _call_packed(args: tuple) -> tuple[str, dict | None, str | None, str | None]:
-    fn, job = args
-    return call(fn, worker_state(), job)
-
-
-def call(fn: Callable[..., dict], state: Any, job: Any) -> tuple[str, dict | None, str | None, str | None]:
-    """``fn(state, job)`` as (video id, stats, None, None), or (video id, None, status, reason)."""
-    video_id = job[0]
-    if isinstance(state, InitFailed):
-        return video_id, None, InitFailed.STATUS, state.reason
-    try:
-        return video_id, fn(state, job), None, None
-    except StageError as err:
-        return video_id, None, err.status, err.reason
-    except Exception as err:  # noqa: BLE001 - one bad video must not stop the batch
-        log.debug("unexpected failure on %s:\n%s", video_id, traceback.format_exc())
-        return video_id, None, "error", f"{type(err).__name__}: {err}"
 
 
 def _local_results(jobs: Sequence[tuple], fn: Callable, init: Callable, init_args: tuple, workers: int) -> Iterator[tuple]:
@@ -206,7 +143,7 @@ def run_stage(
     finally:
         results.close()  # stops the workers at once when the loop ended early
         bar.close()
-        _STATE.pop("state", None)
+        forget_worker_state()
         errors.update(stage, attempted, failures)
         report.seconds = time.perf_counter() - start
     return report

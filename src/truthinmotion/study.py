@@ -24,7 +24,7 @@ from typing import Any, Callable, Sequence
 import numpy as np
 
 from .calibration import expected_calibration_error
-from .config import ConfigError
+from .errors import ConfigError
 from .io import atomic_write_text
 from .metrics import binary_metrics
 from .models import BACKBONES, parse_modalities

@@ -32,9 +32,10 @@ from torch.utils.data import DataLoader, Subset
 from tqdm.auto import tqdm
 
 from .calibration import fit_verdict_rules
-from .config import ConfigError, save_yaml
+from .errors import ConfigError
+from .config import save_yaml
 from .data import VideoDataset, collate
-from .distill import Distiller
+from .distiller import Distiller
 from .io import atomic_path, atomic_write_text
 from .preflight import preflight
 from .metrics import binary_metrics, video_level, youden_threshold

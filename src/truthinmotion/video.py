@@ -14,7 +14,7 @@ from typing import Iterator, Sequence
 import cv2
 import numpy as np
 
-from .io import StageError
+from .errors import StageError
 
 __all__ = ["VideoInfo", "probe", "read_frames", "sample_points"]
 

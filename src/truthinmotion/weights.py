@@ -24,7 +24,7 @@ from pathlib import Path
 from urllib.parse import urlparse
 from typing import Any, Callable
 
-from .config import ConfigError
+from .errors import ConfigError
 
 __all__ = ["RANDOM_MARKER", "WeightsNotFound", "check_hf_model", "hub_endpoint", "is_cached", "load_hf_model",
            "looks_like_hub_id", "reachable", "save_random_model", "INITS"]

@@ -20,7 +20,7 @@ from typing import Any, Sequence
 import numpy as np
 
 from ..compact import unpack_depth, unpack_flow, pack_depth, pack_flow
-from ..config import ConfigError
+from ..errors import ConfigError
 from ..faces import SCHEMA, Faces, with_track_axis
 from ..index import read_manifest, select_rows
 from ..io import WorkDir, check_settings, clean_temporaries, load_npz, save_npz

@@ -18,7 +18,8 @@ from typing import Any
 
 import numpy as np
 
-from ..config import ConfigError, Settings, require
+from ..errors import ConfigError
+from ..config import Settings, require
 from ..onnxrun import cpu_session, export_cached, export_module, fingerprint, quantize_int8, resolve_runtime
 from ..weights import INITS, check_hf_model, load_hf_model
 
