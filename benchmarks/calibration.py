@@ -20,12 +20,12 @@ from pathlib import Path
 
 import numpy as np
 
-from truthinmotion.demo import demo_config, make_demo_data
-from truthinmotion.evaluate import evaluate
-from truthinmotion.faces import run_faces
+from truthinmotion.apps.demo import demo_config, make_demo_data
+from truthinmotion.experiments.evaluate import evaluate
+from truthinmotion.faces.extract.extract import run_faces
 from truthinmotion.features import run_features
-from truthinmotion.index import IndexConfig, index_dataset
-from truthinmotion.train import train
+from truthinmotion.training.dataset.index import IndexConfig, index_dataset
+from truthinmotion.training.train import train
 
 
 def main() -> None:

@@ -15,13 +15,13 @@ import json
 import logging
 from pathlib import Path
 
-from truthinmotion.bench import benchmark_runs
-from truthinmotion.compress import compress
-from truthinmotion.demo import make_demo_data
-from truthinmotion.faces import FacesConfig, run_faces
+from truthinmotion.experiments.bench import benchmark_runs
+from truthinmotion.experiments.compress import compress
+from truthinmotion.apps.demo import make_demo_data
+from truthinmotion.faces.extract.extract import FacesConfig, run_faces
 from truthinmotion.features import FlowConfig, run_features
-from truthinmotion.index import IndexConfig, index_dataset
-from truthinmotion.train import TrainConfig, train, train_status
+from truthinmotion.training.dataset.index import IndexConfig, index_dataset
+from truthinmotion.training.train import TrainConfig, train, train_status
 
 
 def main() -> None:

@@ -49,16 +49,16 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from truthinmotion.compress import write_variant
-from truthinmotion.inputs import encode_pictures, to_backbone
-from truthinmotion.scorer import Scorer
-from truthinmotion.verdict import Verdict
-from truthinmotion.mtcnn import crop_square
-from truthinmotion.report import write_report
+from truthinmotion.experiments.compress import write_variant
+from truthinmotion.models.detector.inputs import encode_pictures, to_backbone
+from truthinmotion.inference.scorer import Scorer
+from truthinmotion.inference.verdict import Verdict
+from truthinmotion.faces.extract.mtcnn import crop_square
+from truthinmotion.reports.page import write_report
 from truthinmotion.features import depth_anything_config
-from truthinmotion.models import Detector, DetectorConfig
-from truthinmotion.video import probe, read_frames, sample_points
-from truthinmotion.weights import save_random_model
+from truthinmotion.models.detector.detector import Detector, DetectorConfig
+from truthinmotion.media.video import probe, read_frames, sample_points
+from truthinmotion.backends.weights import save_random_model
 
 DATA = Path(__file__).resolve().parents[2] / "shared" / "data"
 SETUPS = {  # backbone, depth model, depth input size, runtime

@@ -34,8 +34,8 @@ import cv2
 import numpy as np
 import torch
 
-from truthinmotion.faces import FaceDetector, FacesConfig, box_iou, extract_faces
-from truthinmotion.video import probe, read_frames, sample_points
+from truthinmotion.faces.extract.extract import FaceDetector, FacesConfig, box_iou, extract_faces
+from truthinmotion.media.video import probe, read_frames, sample_points
 
 
 def baseline(path: str, k: int, mtcnn) -> np.ndarray:

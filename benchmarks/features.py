@@ -19,7 +19,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from truthinmotion.faces import FaceDetector, FacesConfig, extract_faces
+from truthinmotion.faces.extract.extract import FaceDetector, FacesConfig, extract_faces
 from truthinmotion.features import DepthConfig, DepthEstimator, FlowConfig, FlowEstimator
 
 SHARED_VIDEO = Path(__file__).resolve().parents[2] / "shared/data/ffpp/original_sequences/youtube/c23/videos/004.mp4"
@@ -31,7 +31,7 @@ def crops(n: int) -> tuple[np.ndarray, str]:
         return extract_faces(SHARED_VIDEO, cfg, FaceDetector.from_config(cfg)).crops, SHARED_VIDEO.name
     import tempfile
 
-    from truthinmotion.synth import synth_clip, write_video
+    from truthinmotion.media.clips import synth_clip, write_video
 
     path = write_video(Path(tempfile.mkdtemp()) / "clip.mp4", synth_clip(False, frames=n + 2, size=256))
     return extract_faces(path, cfg, FaceDetector.from_config(cfg)).crops, "generated clip"

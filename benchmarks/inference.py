@@ -25,10 +25,10 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from truthinmotion.bench import time_calls
-from truthinmotion.loading import inference_autocast, load_detector
-from truthinmotion.compress import write_variant
-from truthinmotion.models import Detector, DetectorConfig
+from truthinmotion.experiments.bench import time_calls
+from truthinmotion.models.detector.loading import inference_autocast, load_detector
+from truthinmotion.experiments.compress import write_variant
+from truthinmotion.models.detector.detector import Detector, DetectorConfig
 
 
 def main() -> None:

@@ -35,14 +35,14 @@ import cv2
 import numpy as np
 import torch
 
-from truthinmotion.faces import FaceDetector, FacesConfig, run_faces
+from truthinmotion.faces.extract.extract import FaceDetector, FacesConfig, run_faces
 from truthinmotion.features import DepthConfig, FlowConfig, depth_anything_config, run_features
-from truthinmotion.evaluate import evaluate
-from truthinmotion.index import IndexConfig, index_dataset
-from truthinmotion.synth import write_video
-from truthinmotion.train import TrainConfig, train
-from truthinmotion.video import probe, read_frames
-from truthinmotion.weights import save_random_model
+from truthinmotion.experiments.evaluate import evaluate
+from truthinmotion.training.dataset.index import IndexConfig, index_dataset
+from truthinmotion.media.clips import write_video
+from truthinmotion.training.train import TrainConfig, train
+from truthinmotion.media.video import probe, read_frames
+from truthinmotion.backends.weights import save_random_model
 
 KINDS = ("warp", "flicker", "timing", "seam")
 # Every encoding setting is given in full, so a change of the library's defaults cannot move a row.

@@ -32,10 +32,10 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 from detect import make_run  # noqa: E402 - the small random-weights detector of benchmarks/detect.py
 
-from truthinmotion.detect import detect  # noqa: E402
-from truthinmotion.engine import Engine  # noqa: E402
-from truthinmotion.faces import FacesConfig, run_faces  # noqa: E402
-from truthinmotion.index import IndexConfig, index_dataset  # noqa: E402
+from truthinmotion.inference.detect import detect  # noqa: E402
+from truthinmotion.execution.engine import Engine  # noqa: E402
+from truthinmotion.faces.extract.extract import FacesConfig, run_faces  # noqa: E402
+from truthinmotion.training.dataset.index import IndexConfig, index_dataset  # noqa: E402
 
 DATA = Path(__file__).resolve().parents[2] / "shared" / "data"
 

@@ -31,8 +31,8 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from detect import make_run  # noqa: E402 - the same small-224 detector as benchmarks/detect.py
 
-from truthinmotion.scorer import Scorer  # noqa: E402
-from truthinmotion.report import write_report  # noqa: E402
+from truthinmotion.inference.scorer import Scorer  # noqa: E402
+from truthinmotion.reports.page import write_report  # noqa: E402
 
 DATA = Path(__file__).resolve().parents[2] / "shared" / "data"
 
@@ -82,7 +82,7 @@ def main() -> None:
         del scorer
         port = _port()
         url = f"http://127.0.0.1:{port}"
-        server = subprocess.Popen([sys.executable, "-m", "truthinmotion.cli", "serve", "--model", str(run), "--port",
+        server = subprocess.Popen([sys.executable, "-m", "truthinmotion.apps.cli", "serve", "--model", str(run), "--port",
                                    str(port), "--data-dir", f"{tmp}/serve", "--queue", str(len(videos) + 1)],
                                   stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
         try:

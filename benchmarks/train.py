@@ -17,8 +17,8 @@ import time
 
 import torch
 
-from truthinmotion.models import Detector, DetectorConfig
-from truthinmotion.runtime import autocast_context
+from truthinmotion.models.detector.detector import Detector, DetectorConfig
+from truthinmotion.backends.runtime import autocast_context
 
 
 def step_rate(backbone: str, modality: str, amp: str, batch: int, steps: int, device: str) -> float:

@@ -23,7 +23,7 @@ def need_shared() -> Path:
 
 @pytest.fixture(scope="session", autouse=True)
 def onnx_cache(tmp_path_factory) -> Path:
-    """ONNX exports (:mod:`truthinmotion.onnxrun`) go to a folder of this session, not the user's
+    """ONNX exports (:mod:`truthinmotion.backends.onnxrun`) go to a folder of this session, not the user's
     cache; tim started by a test inherits it."""
     path = tmp_path_factory.mktemp("onnx-cache")
     os.environ["TIM_CACHE_DIR"] = str(path)
@@ -38,7 +38,7 @@ def shared() -> Path:
 @pytest.fixture(scope="session")
 def clips(tmp_path_factory) -> dict[str, Path]:
     """Two short generated face videos, one real-style and one fake-style (256 px, 30 frames)."""
-    from truthinmotion.synth import synth_clip, write_video
+    from truthinmotion.media.clips import synth_clip, write_video
 
     root = tmp_path_factory.mktemp("clips")
     return {
@@ -50,7 +50,7 @@ def clips(tmp_path_factory) -> dict[str, Path]:
 @pytest.fixture(scope="session")
 def faceless(tmp_path_factory) -> Path:
     """A readable video without a face: smooth noise."""
-    from truthinmotion.synth import write_video
+    from truthinmotion.media.clips import write_video
 
     rng = np.random.default_rng(0)
     frames = np.clip(rng.normal(128, 20, (12, 128, 128, 3)), 0, 255).astype(np.uint8)
@@ -65,8 +65,8 @@ def run_dir(tmp_path_factory):
 
     from synthetic import make_workdir
     from truthinmotion.features import DepthConfig, depth_anything_config
-    from truthinmotion.train import TrainConfig, train
-    from truthinmotion.weights import save_random_model
+    from truthinmotion.training.train import TrainConfig, train
+    from truthinmotion.backends.weights import save_random_model
 
     root = tmp_path_factory.mktemp("detect")
     torch.manual_seed(0)

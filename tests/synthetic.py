@@ -14,9 +14,9 @@ from pathlib import Path
 import cv2
 import numpy as np
 
-from truthinmotion.faces import Faces, Track
+from truthinmotion.faces.extract.extract import Faces, Track
 from truthinmotion.features import FlowConfig, run_features
-from truthinmotion.io import WorkDir
+from truthinmotion.core.io import WorkDir
 
 
 def _texture(rng: np.random.Generator, size: int) -> np.ndarray:

@@ -13,17 +13,17 @@ import numpy as np
 import pytest
 
 from conftest import FFPP
-from truthinmotion.compact import (
+from truthinmotion.training.dataset.compact import (
     DEPTH_LEVELS, FLOW_STEP, pack_crops, pack_depth, pack_flow, stored_crops, stored_depth, stored_flow, unpack_crops, unpack_depth, unpack_flow,
 )
-from truthinmotion.errors import ConfigError
-from truthinmotion.faces import Faces, FacesConfig, extract_faces, FaceDetector, load_crops, run_faces
+from truthinmotion.core.errors import ConfigError
+from truthinmotion.faces.extract.extract import Faces, FacesConfig, extract_faces, FaceDetector, load_crops, run_faces
 from truthinmotion.features import FlowConfig, FlowEstimator, load_feature
-from truthinmotion.index import IndexConfig, index_dataset
-from truthinmotion.errors import StageError
-from truthinmotion.io import atomic_write_text, save_npz
-from truthinmotion.stage import run_stage
-from truthinmotion.weights import check_hf_model, WeightsNotFound
+from truthinmotion.training.dataset.index import IndexConfig, index_dataset
+from truthinmotion.core.errors import StageError
+from truthinmotion.core.io import atomic_write_text, save_npz
+from truthinmotion.execution.stage import run_stage
+from truthinmotion.backends.weights import check_hf_model, WeightsNotFound
 
 SHARED_VIDEO = FFPP / "original_sequences/youtube/c23/videos/004.mp4"
 
@@ -132,7 +132,7 @@ def _never(state, job):  # pragma: no cover - must not run
 
 
 def test_a_worker_that_cannot_start_stops_the_stage_at_once(tmp_path):
-    from truthinmotion.io import ErrorLog
+    from truthinmotion.core.io import ErrorLog
 
     t = time.perf_counter()
     with pytest.raises(ConfigError, match="worker could not start.*no weights for this model"):
@@ -155,7 +155,7 @@ def test_run_with_a_missing_model_fails_in_seconds_before_any_video(tmp_path, cl
     env = {**os.environ, "HF_HOME": str(tmp_path / "hf"), "HF_ENDPOINT": "http://tim-no-network.invalid"}
     env.pop("HF_HUB_OFFLINE", None)
     t = time.perf_counter()
-    proc = subprocess.run([sys.executable, "-m", "truthinmotion.cli", "run", str(root), "-o", str(tmp_path / "out"),
+    proc = subprocess.run([sys.executable, "-m", "truthinmotion.apps.cli", "run", str(root), "-o", str(tmp_path / "out"),
                            "-q"], env=env, capture_output=True, text=True, timeout=120)
     seconds = time.perf_counter() - t
     assert proc.returncode == 2, proc.stderr
@@ -181,17 +181,17 @@ def test_unwritable_output_and_too_little_space_fail_before_any_video(tmp_path, 
     work = tmp_path / "w"
     index_dataset(_folder_dataset(tmp_path / "data", clips), work, IndexConfig(format="folder"))
     calls = []
-    monkeypatch.setattr("truthinmotion.faces.extract_faces", lambda *a, **k: calls.append(a))
+    monkeypatch.setattr("truthinmotion.faces.extract.extract_faces", lambda *a, **k: calls.append(a))
     (work / "faces").write_text("not a directory")
     with pytest.raises(ConfigError, match="(?s)before touching any video.*faces is a file, not a directory"):
         run_faces(work, FacesConfig(num_points=4), progress=False)
     (work / "faces").unlink()
     little = shutil.disk_usage(tmp_path)._replace(free=100_000)
-    monkeypatch.setattr("truthinmotion.preflight.shutil.disk_usage", lambda p: little)
+    monkeypatch.setattr("truthinmotion.execution.preflight.shutil.disk_usage", lambda p: little)
     with pytest.raises(ConfigError, match=r"(?s)need about .*100\.0 kB free.*--no-space-check"):
         run_faces(work, FacesConfig(num_points=4), progress=False)
     assert calls == [] and not list(work.glob("faces/*.npz")) and not (work / "errors.csv").exists()
     monkeypatch.undo()
-    monkeypatch.setattr("truthinmotion.preflight.shutil.disk_usage", lambda p: little)
+    monkeypatch.setattr("truthinmotion.execution.preflight.shutil.disk_usage", lambda p: little)
     report = run_faces(work, FacesConfig(num_points=4), progress=False, space_check=False)
     assert report.processed == 2 and len(list(work.glob("faces/*.npz"))) == 2

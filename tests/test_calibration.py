@@ -8,10 +8,12 @@ import json
 import numpy as np
 import pytest
 
-from truthinmotion.calibration import Calibration, brier, expected_calibration_error, fit_verdict_rules, verdict_rule
-from truthinmotion.scorer import Scorer
-from truthinmotion.evaluate import evaluate
-from truthinmotion.models import read_detector_config
+from truthinmotion.models.detector.calibration import (
+    Calibration, brier, expected_calibration_error, fit_verdict_rules, verdict_rule,
+)
+from truthinmotion.inference.scorer import Scorer
+from truthinmotion.experiments.evaluate import evaluate
+from truthinmotion.models.detector.detector import read_detector_config
 
 
 def _skewed(n: int, rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray]:

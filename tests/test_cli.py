@@ -5,8 +5,8 @@ import json
 
 import pytest
 
-from truthinmotion.cli import main
-from truthinmotion.scorer import Scorer
+from truthinmotion.apps.cli import main
+from truthinmotion.inference.scorer import Scorer
 
 
 @pytest.mark.slow

@@ -9,18 +9,18 @@ import torch
 
 from conftest import FFPP, need_shared
 from synthetic import make_workdir
-from truthinmotion.cli import main
-from truthinmotion.loading import OnnxDetector, load_detector
-from truthinmotion.compress import compress
-from truthinmotion.errors import ConfigError
-from truthinmotion.inputs import DataConfig, encode_inputs
-from truthinmotion.evaluate import evaluate
-from truthinmotion.faces import FaceDetector, FacesConfig, extract_faces
+from truthinmotion.apps.cli import main
+from truthinmotion.models.detector.loading import OnnxDetector, load_detector
+from truthinmotion.experiments.compress import compress
+from truthinmotion.core.errors import ConfigError
+from truthinmotion.models.detector.inputs import DataConfig, encode_inputs
+from truthinmotion.experiments.evaluate import evaluate
+from truthinmotion.faces.extract.extract import FaceDetector, FacesConfig, extract_faces
 from truthinmotion.features import FlowConfig, FlowEstimator
-from truthinmotion.models import Detector
-from truthinmotion.distill import distill
-from truthinmotion.distiller import distill_loss
-from truthinmotion.train import TrainConfig, train
+from truthinmotion.models.detector.detector import Detector
+from truthinmotion.training.distill import distill
+from truthinmotion.training.distiller import distill_loss
+from truthinmotion.training.train import TrainConfig, train
 
 # per-picture flow scaling: the synthetic disc's signal (see tests/test_train.py's TINY)
 TINY = dict(init="random", image_size=56, workers=0, progress=False, batch_size=6, lr=1e-3, train_points=4,
@@ -109,9 +109,9 @@ def _agreement(student_run, teacher: Detector, work) -> float:
     """Share of held-out (test) pictures on which the student and the teacher give the same class."""
     from torch.utils.data import DataLoader
 
-    from truthinmotion.inputs import DataConfig
-    from truthinmotion.data import VideoDataset, collate
-    from truthinmotion.train import predict
+    from truthinmotion.models.detector.inputs import DataConfig
+    from truthinmotion.training.dataset import VideoDataset, collate
+    from truthinmotion.training.train import predict
 
     student = Detector.from_pretrained(student_run)
     data = DataConfig.from_saved(student.extra["data"])  # the teacher's encodings too
@@ -147,9 +147,9 @@ def test_distillation_projection_is_fixed_and_cannot_be_met_half_way(base, tmp_p
     projection the student trained against is the one fitted to the teacher (not co-trained)."""
     from torch.utils.data import DataLoader
 
-    from truthinmotion.inputs import DataConfig
-    from truthinmotion.data import VideoDataset, collate
-    from truthinmotion.distiller import DistillConfig, Distiller
+    from truthinmotion.models.detector.inputs import DataConfig
+    from truthinmotion.training.dataset import VideoDataset, collate
+    from truthinmotion.training.distiller import DistillConfig, Distiller
 
     work = base / "w"
     train(work, TrainConfig(backbone="dinov2-tiny-wide", epochs=1, **TINY), tmp_path / "teacher")

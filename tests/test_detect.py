@@ -6,9 +6,9 @@ import shutil
 import pytest
 
 from conftest import DFDC, FFPP, need_shared
-from truthinmotion.cli import main
-from truthinmotion.errors import ConfigError
-from truthinmotion.scorer import Scorer
+from truthinmotion.apps.cli import main
+from truthinmotion.core.errors import ConfigError
+from truthinmotion.inference.scorer import Scorer
 
 
 @pytest.mark.slow
@@ -47,7 +47,7 @@ def test_detect_exit_codes_on_generated_clips(run_dir, clips, tmp_path, capsys):
 
 
 def test_random_depth_cannot_be_rebuilt_for_detect(tmp_path):
-    from truthinmotion.models import Detector, DetectorConfig
+    from truthinmotion.models.detector.detector import Detector, DetectorConfig
 
     model = Detector.build(DetectorConfig(backbone="dinov2-tiny", modality="depth"), init="random",
                            extra={"features": {"depth": {"model": "depth-anything-v2-tiny", "init": "random",
@@ -60,7 +60,7 @@ def test_random_depth_cannot_be_rebuilt_for_detect(tmp_path):
 def test_onnx_runtime_gives_pytorchs_verdicts_and_exports_once(run_dir, clips, onnx_cache):
     """The default CPU runtime (ONNX Runtime) scores what PyTorch scores, from an export made once
     and found again in the cache."""
-    from truthinmotion.loading import OnnxDetector
+    from truthinmotion.models.detector.loading import OnnxDetector
 
     before = set(onnx_cache.rglob("*.onnx"))
     fast = Scorer(run_dir)  # auto: ONNX Runtime on the CPU
@@ -89,9 +89,9 @@ def test_onnx_cache_follows_the_weights(tmp_path, monkeypatch):
     exports to a temporary folder instead of failing."""
     import torch
 
-    from truthinmotion.loading import OnnxDetector
-    from truthinmotion.models import Detector, DetectorConfig
-    from truthinmotion.onnxrun import fingerprint, resolve_runtime
+    from truthinmotion.models.detector.loading import OnnxDetector
+    from truthinmotion.models.detector.detector import Detector, DetectorConfig
+    from truthinmotion.backends.onnxrun import fingerprint, resolve_runtime
 
     monkeypatch.setenv("TIM_CACHE_DIR", str(tmp_path / "cache"))
     cfg = DetectorConfig(backbone="dinov2-tiny", modality="flow")
@@ -127,7 +127,7 @@ def test_early_stop_bound_holds_and_is_the_stated_one():
 
     import numpy as np
 
-    from truthinmotion.sequential import first_round, margin_needed, undecided
+    from truthinmotion.inference.sequential import first_round, margin_needed, undecided
 
     assert margin_needed(16, 32, 0.01) == pytest.approx(math.sqrt(math.log(100) * (1 - 15 / 32) / 32))
     assert margin_needed(32, 32, 0.01) == 0.0
@@ -194,7 +194,7 @@ def test_early_stop_from_the_command_line(run_dir, clips, tmp_path, capsys):
 def test_onnx_cache_drops_the_least_recently_used_exports(tmp_path):
     import os
 
-    from truthinmotion.onnxrun import prune
+    from truthinmotion.backends.onnxrun import prune
 
     files = []
     for i, name in enumerate(["old", "mid", "new", "kept"]):

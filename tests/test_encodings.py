@@ -5,9 +5,9 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from truthinmotion.errors import ConfigError
-from truthinmotion.inputs import DataConfig
-from truthinmotion.encodings import encode_depth, encode_flow, face_slice, relative_motion
+from truthinmotion.core.errors import ConfigError
+from truthinmotion.models.detector.inputs import DataConfig
+from truthinmotion.features.encodings import encode_depth, encode_flow, face_slice, relative_motion
 
 S = 32
 
@@ -96,8 +96,8 @@ def test_saved_runs_without_encodings_keep_the_studys():
 def test_the_study_config_file_selects_the_studys_encodings():
     from pathlib import Path
 
-    from truthinmotion.config import load_yaml
-    from truthinmotion.pipeline import StudyConfig
+    from truthinmotion.core.config import load_yaml
+    from truthinmotion.experiments.pipeline import StudyConfig
 
     cfg = StudyConfig.from_sections(load_yaml(Path(__file__).parents[1] / "configs" / "study.yaml"))
     assert cfg.train.flow_encoding == "hsv-per-picture" and cfg.train.depth_encoding == "crop-minmax"
@@ -112,8 +112,8 @@ def test_a_run_records_its_encodings_and_evaluation_applies_them(tmp_path):
     import json
 
     from synthetic import make_workdir
-    from truthinmotion.evaluate import evaluate
-    from truthinmotion.train import TrainConfig, train
+    from truthinmotion.experiments.evaluate import evaluate
+    from truthinmotion.training.train import TrainConfig, train
 
     work = make_workdir(tmp_path / "w", n_per_class=8, splits=(4, 2, 2))
     cfg = TrainConfig(backbone="dinov2-tiny", init="random", image_size=28, workers=0, progress=False, epochs=1,

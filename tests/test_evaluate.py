@@ -7,10 +7,10 @@ import pytest
 from sklearn.metrics import accuracy_score, average_precision_score, roc_auc_score
 
 from synthetic import make_workdir
-from truthinmotion.errors import ConfigError
-from truthinmotion.evaluate import evaluate
-from truthinmotion.metrics import binary_metrics, eer, video_level, youden_threshold
-from truthinmotion.train import TrainConfig, train
+from truthinmotion.core.errors import ConfigError
+from truthinmotion.experiments.evaluate import evaluate
+from truthinmotion.core.metrics import binary_metrics, eer, video_level, youden_threshold
+from truthinmotion.training.train import TrainConfig, train
 
 
 def test_binary_metrics_agree_with_scikit_learn():

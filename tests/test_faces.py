@@ -10,12 +10,14 @@ import numpy as np
 import pytest
 
 from conftest import FFPP, need_shared
-from truthinmotion import faces as faces_mod
-from truthinmotion.compact import stored_crops
-from truthinmotion.faces import FaceDetector, Faces, FacesConfig, box_iou, crop_square, extract_faces, run_faces
-from truthinmotion.index import IndexConfig, index_dataset
-from truthinmotion.synth import synth_clip
-from truthinmotion.video import read_frames, sample_points
+from truthinmotion.faces.extract import extract as faces_mod
+from truthinmotion.training.dataset.compact import stored_crops
+from truthinmotion.faces.extract.extract import (
+    FaceDetector, Faces, FacesConfig, box_iou, crop_square, extract_faces, run_faces,
+)
+from truthinmotion.training.dataset.index import IndexConfig, index_dataset
+from truthinmotion.media.clips import synth_clip
+from truthinmotion.media.video import read_frames, sample_points
 
 
 @pytest.fixture(scope="module")
@@ -162,7 +164,7 @@ def test_parallel_workers_give_the_same_crops(tmp_path, clips, faceless):
 
 def _side_by_side(tmp_path: Path, frames: int = 40, height: int = 360) -> tuple[Path, list[Path], int]:
     """Two real FF++ videos next to each other, each scaled to ``height``: (video, sources, left width)."""
-    from truthinmotion.synth import write_video
+    from truthinmotion.media.clips import write_video
 
     sources = [FFPP / "original_sequences/youtube/c23/videos/004.mp4",
                FFPP / "original_sequences/youtube/c23/videos/634.mp4"]
@@ -179,7 +181,7 @@ def _side_by_side(tmp_path: Path, frames: int = 40, height: int = 360) -> tuple[
 
 def test_two_people_give_two_tracks_each_on_its_face(tmp_path, detector, run_dir):
     need_shared()
-    from truthinmotion.scorer import Scorer
+    from truthinmotion.inference.scorer import Scorer
 
     video, halves, left_w = _side_by_side(tmp_path)
     cfg = FacesConfig(num_points=8)
@@ -215,7 +217,7 @@ def test_two_people_give_two_tracks_each_on_its_face(tmp_path, detector, run_dir
 
 def test_faces_artifacts_of_schema_1_are_read_as_one_track(tmp_path):
     """Artifacts written before the track axis (the main face alone) still load."""
-    from truthinmotion.io import save_npz
+    from truthinmotion.core.io import save_npz
 
     k, s = 3, 16
     crops = np.random.default_rng(0).integers(0, 255, (k, 2, s, s, 3), dtype=np.uint8)
@@ -225,7 +227,7 @@ def test_faces_artifacts_of_schema_1_are_read_as_one_track(tmp_path):
     old = Faces.load(tmp_path / "old.npz")
     assert len(old.tracks) == 1 and np.array_equal(old.crops, crops) and old.boxes.shape == (k, 4)
     save_npz(tmp_path / "future.npz", {"stage": "faces", "schema": 9}, frame_index=np.arange(k), boxes=boxes[None])
-    from truthinmotion.errors import StageError
+    from truthinmotion.core.errors import StageError
 
     with pytest.raises(StageError, match="schema 9"):
         Faces.load(tmp_path / "future.npz")

@@ -9,14 +9,14 @@ import pytest
 import torch
 
 from conftest import FFPP, need_shared
-from truthinmotion.compact import FLOW_STEP
-from truthinmotion.errors import ConfigError
-from truthinmotion.faces import Faces, FacesConfig, run_faces
+from truthinmotion.training.dataset.compact import FLOW_STEP
+from truthinmotion.core.errors import ConfigError
+from truthinmotion.faces.extract.extract import Faces, FacesConfig, run_faces
 from truthinmotion.features import (
     DepthConfig, DepthEstimator, FlowConfig, FlowEstimator, depth_anything_config, depth_to_rgb, flow_to_rgb, load_feature, run_features,
 )
-from truthinmotion.index import IndexConfig, index_dataset
-from truthinmotion.weights import WeightsNotFound
+from truthinmotion.training.dataset.index import IndexConfig, index_dataset
+from truthinmotion.backends.weights import WeightsNotFound
 
 
 def _texture(size: int = 224, seed: int = 0) -> np.ndarray:

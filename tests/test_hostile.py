@@ -17,17 +17,17 @@ import pytest
 import torch
 
 from synthetic import make_workdir
-from truthinmotion import video as video_mod
-from truthinmotion.cli import main
-from truthinmotion.compress import compress
-from truthinmotion.errors import ConfigError
-from truthinmotion.detect import _plot_names, _write
-from truthinmotion.faces import FaceDetector, Faces, FacesConfig, extract_faces, run_faces
-from truthinmotion.errors import StageError
-from truthinmotion.io import WorkDir, load_npz
-from truthinmotion.models import Detector
-from truthinmotion.synth import synth_clip, write_video
-from truthinmotion.train import TrainConfig, train
+from truthinmotion.media import video as video_mod
+from truthinmotion.apps.cli import main
+from truthinmotion.experiments.compress import compress
+from truthinmotion.core.errors import ConfigError
+from truthinmotion.inference.detect import _plot_names, _write
+from truthinmotion.faces.extract.extract import FaceDetector, Faces, FacesConfig, extract_faces, run_faces
+from truthinmotion.core.errors import StageError
+from truthinmotion.core.io import WorkDir, load_npz
+from truthinmotion.models.detector.detector import Detector
+from truthinmotion.media.clips import synth_clip, write_video
+from truthinmotion.training.train import TrainConfig, train
 
 
 def _strict(text: str):
@@ -67,9 +67,9 @@ def test_run_directory_works_from_anywhere(tmp_path, monkeypatch, clips):
     another working directory."""
     from transformers import DepthAnythingForDepthEstimation
 
-    from truthinmotion.scorer import Scorer
+    from truthinmotion.inference.scorer import Scorer
     from truthinmotion.features import DepthConfig, depth_anything_config
-    from truthinmotion.weights import save_random_model
+    from truthinmotion.backends.weights import save_random_model
 
     monkeypatch.chdir(tmp_path)
     torch.manual_seed(0)
@@ -223,7 +223,7 @@ def _finished(folder: Path) -> int:
 
 def _tim(*args: str) -> subprocess.Popen:
     env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONUNBUFFERED": "1"}
-    return subprocess.Popen([sys.executable, "-m", "truthinmotion.cli", *args], stdout=subprocess.PIPE,
+    return subprocess.Popen([sys.executable, "-m", "truthinmotion.apps.cli", *args], stdout=subprocess.PIPE,
                             stderr=subprocess.STDOUT, text=True, env=env, start_new_session=True,
                             preexec_fn=default_sigint)
 

@@ -10,8 +10,8 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from conftest import DFDC, FFPP, FFPP_SPLITS, need_shared
-from truthinmotion.errors import ConfigError
-from truthinmotion.index import IndexConfig, group_split, index_dataset, read_manifest
+from truthinmotion.core.errors import ConfigError
+from truthinmotion.training.dataset.index import IndexConfig, group_split, index_dataset, read_manifest
 
 
 def _official() -> dict[str, str]:
@@ -170,7 +170,7 @@ def test_chained_identities_follow_the_ratios(tmp_path):
 
 
 def test_ffpp_default_methods_are_the_standard_four(tmp_path, capsys):
-    from truthinmotion.cli import main
+    from truthinmotion.apps.cli import main
 
     methods = ("Deepfakes", "Face2Face", "FaceSwap", "NeuralTextures", "FaceShifter", "DeepFakeDetection")
     _touch_tree(tmp_path / "ff", ["original_sequences/youtube/c23/videos/001.mp4",
@@ -185,7 +185,7 @@ def test_ffpp_default_methods_are_the_standard_four(tmp_path, capsys):
 
 
 def test_hostile_and_malformed_inputs(tmp_path, capsys):
-    from truthinmotion.cli import main
+    from truthinmotion.apps.cli import main
 
     _touch_tree(tmp_path / "v", ["a.mp4", "b.mp4"])
     # A video id that would write outside the work directory is refused.
@@ -222,7 +222,7 @@ def test_hostile_and_malformed_inputs(tmp_path, capsys):
 
 def test_missing_listed_videos_exit_1(tmp_path, capsys):
     need_shared()
-    from truthinmotion.cli import main
+    from truthinmotion.apps.cli import main
 
     assert main(["index", str(DFDC), "--format", "dfdc", "-o", str(tmp_path / "w")]) == 1
     assert "listed but missing on disk" in capsys.readouterr().out

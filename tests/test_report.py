@@ -9,10 +9,10 @@ import subprocess
 import numpy as np
 import pytest
 
-from truthinmotion.errors import ConfigError
-from truthinmotion.scorer import Scorer
-from truthinmotion.detect import detect
-from truthinmotion.explain import explain
+from truthinmotion.core.errors import ConfigError
+from truthinmotion.inference.scorer import Scorer
+from truthinmotion.inference.detect import detect
+from truthinmotion.inference.explain import explain
 
 
 @pytest.fixture(scope="module")
@@ -51,11 +51,11 @@ def test_saliency_finds_an_artefact_confined_to_one_half(tmp_path):
     """A detector trained (default encodings) on fakes whose own motion is only in the left half
     of the face puts most saliency there on held-out fakes."""
     from synthetic import make_workdir
-    from truthinmotion.inputs import DataConfig
-    from truthinmotion.data import VideoDataset, collate
-    from truthinmotion.explain import neutral_inputs
-    from truthinmotion.models import Detector
-    from truthinmotion.train import TrainConfig, train
+    from truthinmotion.models.detector.inputs import DataConfig
+    from truthinmotion.training.dataset import VideoDataset, collate
+    from truthinmotion.inference.explain import neutral_inputs
+    from truthinmotion.models.detector.detector import Detector
+    from truthinmotion.training.train import TrainConfig, train
 
     work = make_workdir(tmp_path / "w", region="left", seed=3)
     cfg = TrainConfig(backbone="dinov2-tiny", init="random", image_size=56, workers=0, progress=False, epochs=6,
@@ -105,8 +105,8 @@ def test_the_report_page_renders_in_a_browser(run_dir, clips, tmp_path):
 
 
 def test_evaluate_report_shows_the_most_confidently_wrong_videos(run_dir, tmp_path):
-    from truthinmotion.evaluate import evaluate
-    from truthinmotion.error_analysis import error_analysis
+    from truthinmotion.experiments.evaluate import evaluate
+    from truthinmotion.experiments.error_analysis import error_analysis
 
     result = evaluate(run_dir, "test", out_dir=tmp_path / "ev", progress=False)
     assert "## Error analysis" in (tmp_path / "ev" / "report.md").read_text()
@@ -114,10 +114,10 @@ def test_evaluate_report_shows_the_most_confidently_wrong_videos(run_dir, tmp_pa
     # highest first, each with its worst point's crop, pictures and saliency.
     from torch.utils.data import DataLoader
 
-    from truthinmotion.loading import load_detector
-    from truthinmotion.inputs import DataConfig
-    from truthinmotion.data import VideoDataset, collate
-    from truthinmotion.train import predict
+    from truthinmotion.models.detector.loading import load_detector
+    from truthinmotion.models.detector.inputs import DataConfig
+    from truthinmotion.training.dataset import VideoDataset, collate
+    from truthinmotion.training.train import predict
 
     model = load_detector(run_dir)
     ds = VideoDataset(result.metrics["workdir"], "test", model.cfg.modality,

@@ -17,12 +17,12 @@ import pytest
 
 from conftest import FFPP, need_shared
 from test_hostile import default_sigint
-from truthinmotion.errors import ConfigError
-from truthinmotion.scorer import Preparer
-from truthinmotion.detect import detect
-from truthinmotion.engine import Engine
-from truthinmotion.faces import Faces, FacesConfig, run_faces
-from truthinmotion.index import IndexConfig, index_dataset
+from truthinmotion.core.errors import ConfigError
+from truthinmotion.inference.scorer import Preparer
+from truthinmotion.inference.detect import detect
+from truthinmotion.execution.engine import Engine
+from truthinmotion.faces.extract.extract import Faces, FacesConfig, run_faces
+from truthinmotion.training.dataset.index import IndexConfig, index_dataset
 
 RAY = Engine("ray")
 ORIGINALS = ["004", "519", "634"]
@@ -93,7 +93,7 @@ def test_an_interrupted_ray_run_resumes_without_redoing_finished_videos(tmp_path
     work = tmp_path / "w"
     index_dataset(root, work, IndexConfig(format="folder"))
     env = {**os.environ, "PYTHONUNBUFFERED": "1"}
-    proc = subprocess.Popen([sys.executable, "-m", "truthinmotion.cli", "faces", str(work), "--points", "6",
+    proc = subprocess.Popen([sys.executable, "-m", "truthinmotion.apps.cli", "faces", str(work), "--points", "6",
                              "--engine", "ray", "--workers", "1", "-q"], env=env, stderr=subprocess.PIPE, text=True,
                             preexec_fn=default_sigint)
     deadline = time.time() + 240
@@ -143,16 +143,17 @@ def test_ray_engine_without_ray_says_how_to_install(monkeypatch):
         return real_import(name, *args, **kwargs)
 
     monkeypatch.setattr(builtins, "__import__", no_ray)
-    from truthinmotion.engine import require_ray
+    from truthinmotion.execution.engine import require_ray
 
     with pytest.raises(ConfigError, match=r"pip install 'truthinmotion\[ray\]'"):
         require_ray()
 
 
 def test_detect_workers_that_cannot_build_their_models_stop_before_any_video(tmp_path, run_dir, clips, monkeypatch):
-    from truthinmotion import batchscore, stage
-    from truthinmotion.workers import InitFailed
-    from truthinmotion.weights import WeightsNotFound
+    from truthinmotion.inference import batching as batchscore
+    from truthinmotion.execution import stage
+    from truthinmotion.execution.workers import InitFailed
+    from truthinmotion.backends.weights import WeightsNotFound
 
     # Flow the workers would compute with RAFT weights that are not there: refused up front.
     broken = tmp_path / "run"

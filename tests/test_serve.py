@@ -32,7 +32,7 @@ class Server:
     def __init__(self, run_dir: Path, data_dir: Path, *args: str):
         self.port = _free_port()
         self.url = f"http://127.0.0.1:{self.port}"
-        cmd = [sys.executable, "-m", "truthinmotion.cli", "serve", "--model", str(run_dir), "--port", str(self.port),
+        cmd = [sys.executable, "-m", "truthinmotion.apps.cli", "serve", "--model", str(run_dir), "--port", str(self.port),
                "--data-dir", str(data_dir), *args]
         self.proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
         deadline = time.time() + 90
@@ -93,7 +93,7 @@ def server(run_dir, tmp_path):
 
 def test_a_video_gets_the_verdict_of_tim_detect(server, run_dir):
     need_shared()
-    from truthinmotion.scorer import Scorer
+    from truthinmotion.inference.scorer import Scorer
 
     video = FFPP / "original_sequences/youtube/c23/videos/004.mp4"
     code, job, _ = server.upload(video.read_bytes(), "004.mp4")

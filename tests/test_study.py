@@ -8,9 +8,9 @@ import json
 import numpy as np
 import pytest
 
-from truthinmotion.demo import demo_config, make_demo_data
-from truthinmotion.metrics import binary_metrics
-from truthinmotion.study import StudyPlan, bootstrap_interval, cell_name, run_full_study
+from truthinmotion.apps.demo import demo_config, make_demo_data
+from truthinmotion.core.metrics import binary_metrics
+from truthinmotion.experiments.study import StudyPlan, bootstrap_interval, cell_name, run_full_study
 
 
 def test_bootstrap_intervals_contain_the_estimate_and_shrink_with_more_videos():
@@ -34,7 +34,7 @@ def test_a_study_produces_every_cell_resumes_and_its_tables_agree_with_the_cells
     plan = StudyPlan(backbones=("dinov2-tiny", "dinov2-tiny-wide"), modalities=("flow", "depth", "flow+depth"),
                      compress=("int8", "distill"), bootstrap=100)
     # Interrupted after the first cells' evaluations: what finished stays finished.
-    import truthinmotion.evaluate as evaluate_mod
+    import truthinmotion.experiments.evaluate as evaluate_mod
 
     real, calls = evaluate_mod.evaluate, []
 

@@ -11,12 +11,12 @@ import pytest
 import torch
 
 from synthetic import make_workdir
-from truthinmotion import train as train_mod
-from truthinmotion.errors import ConfigError
-from truthinmotion.inputs import DataConfig, encode_inputs
-from truthinmotion.data import VideoDataset, collate, flip_flow
-from truthinmotion.models import BACKBONES, Detector, DetectorConfig, Preprocess
-from truthinmotion.train import TrainConfig, train
+from truthinmotion.training import train as train_mod
+from truthinmotion.core.errors import ConfigError
+from truthinmotion.models.detector.inputs import DataConfig, encode_inputs
+from truthinmotion.training.dataset import VideoDataset, collate, flip_flow
+from truthinmotion.models.detector.detector import BACKBONES, Detector, DetectorConfig, Preprocess
+from truthinmotion.training.train import TrainConfig, train
 
 # The synthetic disc (tests/synthetic.py) is learnt within a few epochs with per-picture flow
 # scaling; the default fixed scale of real face motion leaves its 1-2 px jitter dim at 56 px.
@@ -238,7 +238,7 @@ def test_resume_refuses_other_settings_and_records_allowed_changes(work, tmp_pat
         assert (tmp_path / "run" / "last" / "model.safetensors").read_bytes() == weights
     result = train(work, cfg.updated({"epochs": 2}), tmp_path / "run", resume=True)
     assert result.epochs_run == 2
-    from truthinmotion.config import load_yaml
+    from truthinmotion.core.config import load_yaml
 
     assert load_yaml(tmp_path / "run" / "config.yaml")["epochs"] == 2  # what was actually used
 
@@ -248,7 +248,7 @@ def test_ddp_with_two_processes_on_cpu(work, tmp_path):
     """The same command under torchrun (gloo, 2 processes) trains and writes one run directory."""
     run = tmp_path / "ddp"
     cmd = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2", "--master_port", "29533",
-           "-m", "truthinmotion.cli", "train", str(work), "-o", str(run), "--backbone", "dinov2-tiny",
+           "-m", "truthinmotion.apps.cli", "train", str(work), "-o", str(run), "--backbone", "dinov2-tiny",
            "--init", "random", "--image-size", "56", "--workers", "0", "--epochs", "2", "--batch-size", "4",
            "--train-points", "4", "--lr", "1e-3", "-q"]
     env = {**os.environ, "OMP_NUM_THREADS": "1"}

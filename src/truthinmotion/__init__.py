@@ -1,6 +1,6 @@
 """truthinmotion: deepfake video detection from facial motion (optical flow) and depth.
 
-The public API, one function or class per stage (see DESIGN.md): ``index_dataset``,
+The public API, one function or class per stage (see docs/architecture.md): ``index_dataset``,
 ``run_faces``/``extract_faces``, ``run_features``, ``train``, ``evaluate``, ``detect``/``Scorer``,
 ``compress``/``distill``, ``benchmark_runs``, and ``run_study`` / ``run_demo`` chaining them.
 """
@@ -11,45 +11,45 @@ from typing import Any
 # Name -> submodule. Imported on first use (PEP 562), so `tim --help` and light uses of the
 # package do not pay for importing torch and transformers.
 _EXPORTS = {
-    "BACKBONES": "models",
-    "BenchmarkResult": "bench",
-    "ConfigError": "config",
+    "BACKBONES": "models.detector",
+    "BenchmarkResult": "experiments.bench",
+    "ConfigError": "core.errors",
     "DepthConfig": "features",
     "DepthEstimator": "features",
-    "Detector": "models",
-    "DetectorConfig": "models",
-    "EvalResult": "evaluate",
-    "FaceDetector": "faces",
-    "Faces": "faces",
-    "FacesConfig": "faces",
+    "Detector": "models.detector",
+    "DetectorConfig": "models.detector",
+    "EvalResult": "experiments.evaluate",
+    "FaceDetector": "faces.extract",
+    "Faces": "faces.extract",
+    "FacesConfig": "faces.extract",
     "FlowConfig": "features",
     "FlowEstimator": "features",
-    "IndexConfig": "index",
-    "Scorer": "detect",
-    "StageError": "io",
-    "StageReport": "stage",
-    "StudyConfig": "pipeline",
-    "TrainConfig": "train",
-    "TrainResult": "train",
-    "Verdict": "detect",
-    "WeightsNotFound": "weights",
-    "WorkDir": "io",
-    "benchmark_runs": "bench",
-    "compress": "compress",
+    "IndexConfig": "data.index",
+    "Scorer": "inference.scorer",
+    "StageError": "core.errors",
+    "StageReport": "execution.stage",
+    "StudyConfig": "experiments.pipeline",
+    "TrainConfig": "training.runs",
+    "TrainResult": "training.runs",
+    "Verdict": "inference.verdict",
+    "WeightsNotFound": "backends.weights",
+    "WorkDir": "core.io",
+    "benchmark_runs": "experiments.bench",
+    "compress": "experiments.compress",
     "depth_to_rgb": "features",
-    "detect": "detect",
-    "distill": "distill",
-    "evaluate": "evaluate",
-    "extract_faces": "faces",
+    "detect": "inference.detect",
+    "distill": "training.distill",
+    "evaluate": "experiments.evaluate",
+    "extract_faces": "faces.extract",
     "flow_to_rgb": "features",
-    "index_dataset": "index",
-    "load_detector": "compress",
-    "read_manifest": "index",
-    "run_demo": "demo",
-    "run_faces": "faces",
+    "index_dataset": "data.index",
+    "load_detector": "models.loading",
+    "read_manifest": "data.index",
+    "run_demo": "apps.demo",
+    "run_faces": "faces.extract",
     "run_features": "features",
-    "run_study": "pipeline",
-    "train": "train",
+    "run_study": "experiments.pipeline",
+    "train": "training.train",
 }
 
 
@@ -59,7 +59,7 @@ def __getattr__(name: str) -> Any:
     raise AttributeError(f"module 'truthinmotion' has no attribute {name!r}")
 
 
-__version__ = "0.1.0"
+from .core import __version__  # noqa: E402 - after the lazy map it documents
 
 __all__ = [  # noqa: F822 - resolved lazily by __getattr__
     "BACKBONES",

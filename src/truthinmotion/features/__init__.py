@@ -19,13 +19,13 @@ from typing import Any, Sequence
 
 import numpy as np
 
-from ..compact import unpack_depth, unpack_flow, pack_depth, pack_flow
-from ..errors import ConfigError
-from ..faces import SCHEMA, Faces, with_track_axis
-from ..index import read_manifest, select_rows
-from ..io import WorkDir, check_settings, clean_temporaries, load_npz, save_npz
-from ..engine import LOCAL, Engine
-from ..preflight import estimate, preflight
+from ..data.compact import unpack_depth, unpack_flow, pack_depth, pack_flow
+from ..core.errors import ConfigError
+from ..faces.extract import SCHEMA, Faces, with_track_axis
+from ..data.index import read_manifest, select_rows
+from ..core.io import WorkDir, check_settings, clean_temporaries, load_npz, save_npz
+from ..execution.engine import LOCAL, Engine
+from ..execution.preflight import estimate, preflight
 from .depth import DEPTH_MODELS, DepthConfig, DepthEstimator, check_depth, depth_anything_config, depth_to_rgb
 from .flow import FLOW_METHODS, FlowConfig, FlowEstimator, check_flow, flow_to_rgb
 
@@ -128,7 +128,7 @@ def run_features(
 
     Before any video: the models must resolve, the output directories be writable and, unless
     not ``space_check``, the disk hold the estimated artifacts (:mod:`..preflight`)."""
-    from ..stage import run_stage
+    from ..execution.stage import run_stage
 
     if flow_cfg is None and depth_cfg is None:
         raise ConfigError("nothing to do: both --flow and --depth are none")

@@ -18,10 +18,10 @@ from typing import Any
 
 import numpy as np
 
-from ..errors import ConfigError
-from ..config import Settings, require
-from ..onnxrun import cpu_session, export_cached, export_module, fingerprint, quantize_int8, resolve_runtime
-from ..weights import INITS, check_hf_model, load_hf_model
+from ..core.errors import ConfigError
+from ..core.config import Settings, require
+from ..backends.onnxrun import cpu_session, export_cached, export_module, fingerprint, quantize_int8, resolve_runtime
+from ..backends.weights import INITS, check_hf_model, load_hf_model
 
 __all__ = ["DEPTH_MODELS", "DepthConfig", "DepthEstimator", "check_depth", "depth_to_rgb", "depth_anything_config"]
 
@@ -197,6 +197,6 @@ class DepthEstimator:
 def depth_to_rgb(depth: np.ndarray) -> np.ndarray:
     """The study's depth picture: each map min-max normalised over the whole crop, grey x 3
     (``encode_depth(depth, "crop-minmax")``)."""
-    from ..encodings import encode_depth
+    from .encodings import encode_depth
 
     return encode_depth(depth, "crop-minmax")

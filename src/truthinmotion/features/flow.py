@@ -17,9 +17,9 @@ from typing import Any
 import cv2
 import numpy as np
 
-from ..config import Settings, require
-from ..encodings import flow_to_rgb  # re-exported: the encodings live in truthinmotion.encodings
-from ..weights import INITS, WeightsNotFound, reachable
+from ..core.config import Settings, require
+from .encodings import flow_to_rgb  # re-exported: the encodings live in truthinmotion.features.encodings
+from ..backends.weights import INITS, WeightsNotFound, reachable
 
 __all__ = ["FLOW_METHODS", "FlowConfig", "FlowEstimator", "check_flow", "flow_to_rgb"]
 

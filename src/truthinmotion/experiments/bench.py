@@ -1,0 +1,133 @@
+"""``tim benchmark``: one table comparing detector variants on cost and accuracy, in one run.
+
+For each run directory: size on disk, parameters, latency at batch 1 (p50, p95), throughput at
+the best of a few batch sizes, speed-up over the first run directory (the baseline, measured in
+the same process on the same pictures) and frame/video AUC and accuracy on a split. Timing uses
+real pictures of the baseline's own validation videos; only the detector is timed (faces and
+features are the same for every variant).
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Sequence
+
+import numpy as np
+import torch
+from torch.utils.data import DataLoader
+
+from ..models.loading import inference_autocast, load_detector
+from .compress import sample_inputs
+from ..models.inputs import DataConfig
+from ..training.dataset import VideoDataset, collate
+from ..core.metrics import binary_metrics, video_level
+from ..models.detector import Detector
+from ..core.io import atomic_write_text, dir_size
+from ..backends.runtime import autocast_context
+from ..training.train import predict
+
+__all__ = ["BenchmarkResult", "benchmark_runs", "time_calls"]
+
+
+@dataclass
+class BenchmarkResult:
+    rows: list[dict[str, Any]]
+    markdown: str
+    out_dir: Path
+
+    def summary(self) -> str:
+        return self.markdown + f"\nwritten to {self.out_dir / 'benchmark.md'} and benchmark.json"
+
+
+def time_calls(model: Any, inputs: dict[str, torch.Tensor], batch: int, device: str, amp: str, repeats: int) -> list[float]:
+    """Seconds of ``repeats`` calls of ``model`` on ``batch`` pictures (the inputs cycled), after
+    a warm-up; CUDA is synchronised around each call."""
+    n = len(next(iter(inputs.values())))
+    idx = torch.arange(batch) % n
+    x = {m: t[idx].to(device) for m, t in inputs.items()}
+
+    def once() -> float:
+        if device.startswith("cuda"):
+            torch.cuda.synchronize()
+        t = time.perf_counter()
+        with torch.no_grad(), autocast_context(device, amp):
+            model(x)
+        if device.startswith("cuda"):
+            torch.cuda.synchronize()
+        return time.perf_counter() - t
+
+    for _ in range(3):  # warm-up (and compilation for this batch size, for torch.compile variants)
+        once()
+    return [once() for _ in range(repeats)]
+
+
+def benchmark_runs(
+    run_dirs: Sequence[str | Path], *, device: str = "cpu", split: str = "test", batches: Sequence[int] = (1, 8, 32),
+    repeats: int = 10, out_dir: str | Path | None = None,
+) -> BenchmarkResult:
+    runs = [Path(r) for r in run_dirs]
+    base_model = Detector.from_pretrained(runs[0])
+    inputs = sample_inputs(base_model, "val", max_pictures=max(batches))
+    work = Path(base_model.extra["workdir"])
+    rows: list[dict[str, Any]] = []
+    for run in runs:
+        model = load_detector(run, device)
+        amp = inference_autocast(model)
+        lat = sorted(time_calls(model, inputs, 1, device, amp, repeats))
+        thr = {b: b / float(np.median(time_calls(model, inputs, b, device, amp, max(3, repeats // 3)))) for b in batches}
+        best_batch = max(thr, key=thr.get)
+        ds = VideoDataset(work, split, model.cfg.modality, DataConfig.from_saved(model.extra.get("data", {})),
+                          model.preprocess, expect=model.extra.get("features"))
+        pred = predict(model, DataLoader(ds, batch_size=4, collate_fn=collate), device, amp)
+        _, vs, vl = video_level(pred["prob"], pred["video"], pred["label"], groups=ds.video_ids(pred["video"]))
+        video = binary_metrics(vl, vs, model.threshold)
+        best = run / "best" if (run / "best").is_dir() else run
+        inf = model.extra.get("inference", {})
+        params = inf.get("parameters") or sum(p.numel() for p in model.parameters())
+        rows.append({
+            "variant": run.name, "method": inf.get("method", "fp32"), "runtime": inf.get("runtime", "torch"),
+            "size_mb": round(dir_size(best) / 1e6, 2), "parameters": int(params),
+            "latency_p50_ms": round(1000 * float(np.percentile(lat, 50)), 2),
+            "latency_p95_ms": round(1000 * float(np.percentile(lat, 95)), 2),
+            "throughput": round(thr[best_batch], 1), "best_batch": best_batch,
+            "frame_auc": binary_metrics(pred["label"], pred["prob"])["auc"], "video_auc": video["auc"],
+            "video_acc": video["acc@thr"], "max_prob_diff": inf.get("max_prob_diff"),
+        })
+    base = rows[0]
+    for r in rows:
+        r["speedup_latency"] = round(base["latency_p50_ms"] / r["latency_p50_ms"], 2)
+        r["speedup_throughput"] = round(r["throughput"] / base["throughput"], 2)
+    md = _markdown(rows, device, split, work)
+    out = Path(out_dir) if out_dir else runs[0]
+    out.mkdir(parents=True, exist_ok=True)
+    atomic_write_text(out / "benchmark.json", json.dumps({"device": device, "split": split, "rows": rows}, indent=2))
+    atomic_write_text(out / "benchmark.md", md)
+    return BenchmarkResult(rows, md, out)
+
+
+def _markdown(rows: list[dict[str, Any]], device: str, split: str, work: Path) -> str:
+    def f(x: Any) -> str:
+        if x is None or (isinstance(x, float) and np.isnan(x)):
+            return "n/a"
+        return f"{x:.4f}" if isinstance(x, float) and abs(x) < 10 else str(x)
+
+    lines = [
+        f"Detector variants on {device} ({torch.get_num_threads()} threads); accuracy on `{split}` of {work}; "
+        f"speed-ups against `{rows[0]['variant']}` measured in the same run.",
+        "",
+        "| variant | method | size MB | params | p50 ms (b=1) | p95 ms | pictures/s (batch) | speed-up b=1 | "
+        "speed-up best | frame AUC | video AUC | video acc | max prob diff |",
+        "| --- | --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: |",
+    ]
+    for r in rows:
+        diff = "n/a" if r["max_prob_diff"] is None else f"{r['max_prob_diff']:.1e}"
+        lines.append(
+            f"| {r['variant']} | {r['method']} | {r['size_mb']} | {r['parameters']:,} | {r['latency_p50_ms']} | "
+            f"{r['latency_p95_ms']} | {r['throughput']} ({r['best_batch']}) | {r['speedup_latency']}x | "
+            f"{r['speedup_throughput']}x | {f(r['frame_auc'])} | {f(r['video_auc'])} | {f(r['video_acc'])} | "
+            f"{diff} |"
+        )
+    return "\n".join(lines) + "\n"

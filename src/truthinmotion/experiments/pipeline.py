@@ -1,0 +1,132 @@
+"""``tim run``: index -> faces -> features -> train -> evaluate, resumable stage by stage.
+
+Every stage skips what is already done (videos with artifacts, a finished training run), so an
+interrupted study continues where it stopped. Defaults reproduce the study: FF++-style split
+handling, K=32 pairs, Farnebäck flow, Depth Anything V2 small, DINOv2-small trained on flow+depth
+with its last block unfrozen, best epoch on validation, evaluated on test.
+"""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from ..core.errors import ConfigError
+from .evaluate import EvalResult, evaluate
+from ..faces.extract import FacesConfig, run_faces
+from ..features import DepthConfig, FlowConfig, check_depth, check_flow, run_features
+from ..data.index import IndexConfig, index_dataset
+from ..core.io import dir_size
+from ..models.detector import check_backbone
+from ..execution.preflight import check_space, estimate, preflight
+from ..training.train import TrainConfig, train, train_status
+
+__all__ = ["StudyConfig", "StudyResult", "prepare_work", "run_study", "train_cell"]
+
+log = logging.getLogger(__name__)
+
+SECTIONS = ("index", "faces", "flow", "depth", "train")
+
+
+@dataclass
+class StudyConfig:
+    """The settings of every stage; ``from_sections`` reads a YAML mapping of sections."""
+
+    index: IndexConfig = field(default_factory=IndexConfig)
+    faces: FacesConfig = field(default_factory=FacesConfig)
+    flow: FlowConfig = field(default_factory=FlowConfig)
+    depth: DepthConfig = field(default_factory=DepthConfig)
+    train: TrainConfig = field(default_factory=lambda: TrainConfig(modality="flow+depth"))
+
+    @classmethod
+    def from_sections(cls, data: dict[str, Any] | None) -> "StudyConfig":
+        data = data or {}
+        unknown = sorted(set(data) - set(SECTIONS))
+        if unknown:
+            raise ConfigError(f"unknown section(s) {unknown}; allowed: {', '.join(SECTIONS)}")
+        base = cls()
+        return cls(**{s: getattr(base, s).updated(data.get(s)) for s in SECTIONS})
+
+    def with_options(self, *, format: str | None = None, splits_dir: str | None = None, modality: str | None = None,
+                     backbone: str | None = None, epochs: int | None = None) -> "StudyConfig":
+        """These settings with ``tim run``'s command-line options on top (``None``: not given)."""
+        return StudyConfig(
+            index=self.index.updated({"format": format, "splits_dir": splits_dir}), faces=self.faces,
+            flow=self.flow, depth=self.depth,
+            train=self.train.updated({"modality": modality, "backbone": backbone, "epochs": epochs}),
+        )
+
+
+@dataclass
+class StudyResult:
+    out: Path
+    lines: list[str]
+    evaluation: EvalResult
+
+    def summary(self) -> str:
+        return "\n".join(self.lines)
+
+
+def prepare_work(
+    root: str | Path, out: Path, cfg: StudyConfig, modalities: set[str], backbones: list[str], *, workers: int = 1,
+    device: str = "cpu", progress: bool = True, space_check: bool = True,
+) -> tuple[Path, list[str]]:
+    """Index, faces and the features ``modalities`` need, into ``out/work``; (work dir, summary
+    lines). Before any video is touched: every model (the ``backbones`` too) resolves, ``out`` is
+    writable, and (unless not ``space_check``) its disk holds the estimated artifacts."""
+    work = out / "work"
+    flow = cfg.flow if "flow" in modalities else None
+    depth = cfg.depth if "depth" in modalities else None
+    t = cfg.train
+    models = [lambda b=b: check_backbone(b, init=t.init, path=t.backbone_path) for b in backbones]
+    models += [lambda: check_flow(flow)] if flow else []
+    models += [lambda: check_depth(depth)] if depth else []
+    preflight(models=models, outputs=[out])
+    index = index_dataset(root, work, cfg.index)
+    lines = [index.summary()]
+    stages = ("faces", *(["flow"] if flow else []), *(["depth"] if depth else []))
+    need = estimate(len(index.records), cfg.faces.num_points, cfg.faces.size, stages, cfg.depth.input_size)
+    lines += need.lines()
+    if space_check:  # what a resumed run already holds is not needed again
+        check_space(out, need.total_bytes - dir_size(work), "the artifacts of every stage")
+    faces = run_faces(work, cfg.faces, workers=workers, device=device, progress=progress, space_check=space_check)
+    lines.append(faces.summary())
+    if flow or depth:
+        lines.append(run_features(work, flow, depth, workers=workers, device=device, progress=progress,
+                                  space_check=space_check).summary())
+    return work, lines
+
+
+def train_cell(work: Path, cfg: StudyConfig, run_dir: Path, *, device: str = "cpu", progress: bool = True,
+               **train_options: Any) -> str:
+    """Train ``cfg.train`` (with ``train_options`` on top) into ``run_dir`` unless it is done; resumes
+    a partial run. Returns a summary line."""
+    mods = cfg.train.updated(train_options).detector.modalities
+    tcfg = cfg.train.updated({
+        **train_options, "device": device, "progress": progress,
+        "flow": cfg.flow.method if "flow" in mods else None,
+        "depth": cfg.depth.key if "depth" in mods else None,
+    })
+    status = train_status(run_dir, tcfg)
+    if status == "done":
+        return f"train: {run_dir} is already trained; skipped"
+    return train(work, tcfg, run_dir, resume=status == "partial").summary()
+
+
+def run_study(
+    root: str | Path, out: str | Path, cfg: StudyConfig, *, workers: int = 1, device: str = "cpu",
+    run_name: str | None = None, progress: bool = True, space_check: bool = True,
+) -> StudyResult:
+    """Every stage from a dataset root to an evaluated detector under ``out`` (see
+    :func:`prepare_work` for the checks made before any video is touched)."""
+    out = Path(out)
+    t = cfg.train
+    work, lines = prepare_work(root, out, cfg, set(t.detector.modalities), [t.backbone], workers=workers,
+                               device=device, progress=progress, space_check=space_check)
+    run_dir = out / "runs" / (run_name or f"{t.backbone}-{t.modality.replace('+', '-')}")
+    lines.append(train_cell(work, cfg, run_dir, device=device, progress=progress))
+    result = evaluate(run_dir, "test", work, device=device, progress=progress)
+    lines.append(result.summary())
+    return StudyResult(out, lines, result)

@@ -1,0 +1,132 @@
+"""A run directory's settings and state: :class:`TrainConfig`, what a resume may change, whether
+a run is new, partial or done, and the result a training run reports.
+
+A run directory holds ``config.yaml`` (the settings actually used), ``env.json``,
+``metrics.csv``, ``train.log``, ``best/`` (the detector) and ``last/`` (what ``--resume`` needs).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from ..core.errors import ConfigError
+from ..core.config import load_yaml, require
+from ..models.inputs import DataConfig
+from .distiller import DistillConfig
+from ..models.detector import DetectorConfig
+
+__all__ = ["RESUMABLE", "TrainConfig", "TrainResult", "check_resume", "saved_config", "train_status"]
+
+
+@dataclass(frozen=True)
+class TrainConfig(DistillConfig, DataConfig, DetectorConfig):
+    """Everything a training run needs: the detector's fields (:class:`DetectorConfig`), the
+    data's (:class:`DataConfig`), distillation's (:class:`DistillConfig`), each declared once in
+    its own class, plus the model source and the optimisation settings below. YAML stays flat."""
+
+    # model source
+    image_size: int = 224  # side of the pictures fed to the backbone (a multiple of 14)
+    init: str = "pretrained"  # pretrained DINOv2 weights, or random (tests, demo)
+    backbone_path: str | None = None  # a local DINOv2 directory instead of the hub id
+    # optimisation
+    epochs: int = 10
+    batch_size: int = 8  # videos per step; each gives train_points pictures
+    lr: float = 1e-4
+    weight_decay: float = 0.05
+    warmup_epochs: float = 1.0
+    grad_clip: float = 1.0
+    patience: int = 3  # epochs without a better validation video AUC before stopping
+    balance: str = "loss"  # loss: weight fakes by real/fake; none
+    seed: int = 0
+    workers: int = 2  # DataLoader processes
+    device: str = "cpu"
+    autocast: str = "auto"  # auto: bf16 on CUDA, off on CPU; bf16; fp16 (with a gradient scaler); off
+    progress: bool = True
+
+    def check(self) -> None:
+        for part in (DetectorConfig, DataConfig, DistillConfig):
+            part.check(self)
+        require(self.init in ("pretrained", "random"), "init: pretrained or random")
+        require(self.epochs >= 1 and self.batch_size >= 1, "epochs and batch_size: at least 1")
+        require(self.lr > 0 and self.weight_decay >= 0, "lr > 0, weight_decay >= 0")
+        require(self.warmup_epochs >= 0 and self.grad_clip > 0, "warmup_epochs >= 0, grad_clip > 0")
+        require(self.patience >= 1, "patience: at least 1")
+        require(self.balance in ("loss", "none"), "balance: loss or none")
+        require(self.autocast in ("auto", "bf16", "fp16", "off"), "autocast: auto, bf16, fp16 or off")
+        require(self.workers >= 0, "workers: 0 or more")
+        require(self.image_size >= 14 and self.image_size % 14 == 0, "image_size: a multiple of 14 (DINOv2 patches)")
+
+    def _pick(self, cls: type) -> dict[str, Any]:
+        return {f.name: getattr(self, f.name) for f in dataclasses.fields(cls)}
+
+    @property
+    def detector(self) -> DetectorConfig:
+        return DetectorConfig(**self._pick(DetectorConfig))
+
+    @property
+    def data(self) -> DataConfig:
+        return DataConfig(**self._pick(DataConfig))
+
+    @property
+    def distillation(self) -> DistillConfig:
+        return DistillConfig(**self._pick(DistillConfig))
+
+
+# Settings a resumed run may change: how long and where it runs, not what it learns.
+RESUMABLE = ("epochs", "patience", "workers", "device", "progress")
+
+
+@dataclass
+class TrainResult:
+    run_dir: Path
+    best_epoch: int
+    best_video_auc: float
+    epochs_run: int
+    stopped_early: bool
+    trainable_params: int
+
+    def summary(self) -> str:
+        return (
+            f"trained {self.epochs_run} epochs ({self.trainable_params:,} trainable parameters); "
+            f"best epoch {self.best_epoch} with validation video AUC {self.best_video_auc:.4f}"
+            f"{' (stopped early)' if self.stopped_early else ''}; detector in {self.run_dir / 'best'}"
+        )
+
+
+
+def train_status(run_dir: str | Path, cfg: TrainConfig) -> str:
+    """``new`` (nothing there), ``partial`` (resumable) or ``done`` (all epochs run or stopped early)."""
+    state_path = Path(run_dir) / "last" / "trainer_state.pt"
+    if not state_path.is_file():
+        return "new"
+    state = torch.load(state_path, map_location="cpu", weights_only=False)
+    finished = state["epoch"] + 1 >= cfg.epochs or state["stale"] >= cfg.patience
+    return "done" if finished and (Path(run_dir) / "best").is_dir() else "partial"
+
+
+def saved_config(run_dir: str | Path) -> TrainConfig:
+    """The settings a run directory was trained with (its ``config.yaml``)."""
+    path = Path(run_dir) / "config.yaml"
+    if not path.is_file():
+        raise ConfigError(f"--resume: {run_dir} has no config.yaml: nothing to resume")
+    return TrainConfig.from_saved(load_yaml(path))
+
+
+def check_resume(run_dir: Path, cfg: TrainConfig) -> None:
+    """Refuse a resume whose settings differ from the run's in anything but :data:`RESUMABLE`."""
+    state = run_dir / "last" / "trainer_state.pt"
+    if not state.is_file():
+        raise ConfigError(f"--resume: nothing to resume in {run_dir} (no last/trainer_state.pt)")
+    saved = saved_config(run_dir)
+    diff = {f.name: (getattr(saved, f.name), getattr(cfg, f.name)) for f in dataclasses.fields(TrainConfig)
+            if f.name not in RESUMABLE and getattr(saved, f.name) != getattr(cfg, f.name)}
+    if diff:
+        text = ", ".join(f"{k}: {old!r} -> {new!r}" for k, (old, new) in sorted(diff.items()))
+        raise ConfigError(f"--resume: {run_dir} was trained with other settings ({text}); only "
+                          f"{', '.join(RESUMABLE)} may change on resume. Nothing was changed; train the "
+                          "new settings into another run directory")

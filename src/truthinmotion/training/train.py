@@ -1,0 +1,361 @@
+"""Training: best-on-validation detectors, reproducible from their run directory.
+
+AdamW with linear warm-up and cosine decay, gradient clipping, a seed for everything random,
+autocast (bf16 by default) on GPU, a gradient scaler under fp16. Each epoch is validated (loss,
+frame AUC, video AUC); the best epoch by video AUC is kept in ``best/`` with the threshold that
+maximises balanced accuracy on validation videos; ``last/`` holds what ``--resume`` needs;
+training stops early after ``patience`` epochs without improvement. Class imbalance (FF++ has 1
+real for 4+ fakes) is handled in the loss: positives are weighted by real/fake
+(``balance: loss``), so both classes weigh the same in the gradient.
+
+Multi-GPU: the same command under ``torchrun --nproc_per_node N`` trains with DDP (NCCL on GPU,
+gloo on CPU). Every rank checks the settings and data before training, so a refusal stops them
+all; validation is sharded across ranks and gathered; rank 0 writes.
+"""
+
+from __future__ import annotations
+
+import csv
+import dataclasses
+import json
+import logging
+import math
+import os
+import time
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+import torch.distributed as dist
+from torch.utils.data import DataLoader, Subset
+from tqdm.auto import tqdm
+
+from ..models.calibration import fit_verdict_rules
+from ..core.errors import ConfigError
+from ..core.config import save_yaml
+from .dataset import VideoDataset, collate
+from .distiller import Distiller
+from ..core.io import atomic_path, atomic_write_text
+from ..execution.preflight import preflight
+from ..core.metrics import binary_metrics, video_level, youden_threshold
+from ..models.detector import Detector, Preprocess, check_backbone
+from .runs import RESUMABLE, TrainConfig, TrainResult, check_resume, saved_config, train_status
+from ..backends.runtime import autocast_context, check_device, env_info, grad_scaler
+
+__all__ = ["RESUMABLE", "TrainConfig", "TrainResult", "check_resume", "predict", "saved_config", "train", "train_status"]
+
+log = logging.getLogger(__name__)
+
+
+# ---------------------------------------------------------------- helpers
+
+
+def _seed(seed: int) -> None:
+    import random
+
+    random.seed(seed)
+    np.random.seed(seed)
+    torch.manual_seed(seed)
+
+
+@torch.no_grad()
+def predict(
+    model: Any, loader: DataLoader, device: str, amp: str = "auto", progress: bool = False, desc: str = "eval"
+) -> dict[str, np.ndarray]:
+    """Frame scores over a loader: ``prob``, ``logit``, ``label``, ``video`` (the dataset item: a
+    face of a video), ``track``, ``point`` arrays [N]."""
+    model.eval()
+    out: dict[str, list] = {"prob": [], "label": [], "video": [], "track": [], "point": [], "logit": []}
+    for batch in tqdm(loader, desc=desc, disable=not progress, leave=False):
+        inputs = {m: x.to(device, non_blocking=True) for m, x in batch["inputs"].items()}
+        with autocast_context(device, amp):
+            logit = model(inputs).logit.float()
+        out["logit"].append(logit.cpu().numpy())
+        out["prob"].append(torch.sigmoid(logit).cpu().numpy())
+        out["label"].append(batch["label"].numpy())
+        out["video"].append(batch["video"].numpy())
+        out["track"].append(batch["track"].numpy())
+        out["point"].append(batch["points"].numpy())
+    return {k: np.concatenate(v) if v else np.zeros(0) for k, v in out.items()}
+
+
+def _loss(model: Detector, out, label: torch.Tensor, pos_weight: torch.Tensor) -> torch.Tensor:
+    bce = torch.nn.functional.binary_cross_entropy_with_logits
+    if model.cfg.fusion == "score":  # each modality's head learns on its own
+        return torch.stack([bce(p.float(), label, pos_weight=pos_weight) for p in out.parts.unbind(1)]).mean()
+    return bce(out.logit.float(), label, pos_weight=pos_weight)
+
+
+def _lr_lambda(warmup: int, total: int):
+    def f(step: int) -> float:
+        if step < warmup:
+            return (step + 1) / warmup
+        progress = (step - warmup) / max(1, total - warmup)
+        return 0.5 * (1 + math.cos(math.pi * min(1.0, progress)))
+    return f
+
+
+def _save_last(run_dir: Path, model: Detector, opt, sched, scaler, epoch: int, best: dict, stale: int,
+               distiller: Distiller | None) -> None:
+    model.save_pretrained(run_dir / "last")
+    state = {"optimizer": opt.state_dict(), "scheduler": sched.state_dict(), "scaler": scaler.state_dict(),
+             "epoch": epoch, "best": best, "stale": stale, "torch_rng": torch.get_rng_state(),
+             "projection": distiller.state_dict() if distiller is not None else None}
+    with atomic_path(run_dir / "last" / "trainer_state.pt", suffix=".pt") as tmp:
+        torch.save(state, tmp)
+
+
+def _append_csv(path: Path, row: dict[str, Any]) -> None:
+    new = not path.exists()
+    with open(path, "a", newline="") as f:
+        w = csv.DictWriter(f, fieldnames=list(row))
+        if new:
+            w.writeheader()
+        w.writerow(row)
+        f.flush()
+
+
+def _validate(model: Detector, ds: VideoDataset, cfg: TrainConfig, pos_weight, rank: int, world: int
+              ) -> tuple[dict, dict[str, np.ndarray]]:
+    """(validation metrics, frame predictions); under DDP each rank scores its shard and every
+    rank gets all scores."""
+    shard = Subset(ds, range(rank, len(ds), world)) if world > 1 else ds
+    loader = DataLoader(shard, batch_size=max(1, cfg.batch_size // 2), shuffle=False, collate_fn=collate,
+                        num_workers=cfg.workers)
+    pred = predict(model, loader, cfg.device, cfg.autocast, cfg.progress, desc="validate")
+    if world > 1:
+        parts: list[Any] = [None] * world
+        dist.all_gather_object(parts, pred)
+        pred = {k: np.concatenate([p[k] for p in parts]) for k in pred}
+    label = torch.from_numpy(pred["label"]).float()
+    loss = torch.nn.functional.binary_cross_entropy_with_logits(
+        torch.from_numpy(pred["logit"]), label, pos_weight=pos_weight.cpu()
+    ).item()
+    frame = binary_metrics(pred["label"], pred["prob"])
+    groups = ds.video_ids(pred["video"])
+    _, vscore, vlabel = video_level(pred["prob"], pred["video"], pred["label"], groups=groups)
+    video = binary_metrics(vlabel, vscore)
+    return {"loss": loss, "frame_auc": frame["auc"], "video_auc": video["auc"],
+            "video_acc": video["acc@0.5"], "threshold": youden_threshold(vlabel, vscore)}, {**pred, "group": groups}
+
+
+def _check_split(name: str, ds: VideoDataset, workdir: Path, modality: str) -> None:
+    if len(ds) == 0:
+        if ds.listed == 0:
+            raise ConfigError(f"the manifest of {workdir} has no {name} videos: re-index with ratios that give "
+                              f"a {name} split (e.g. --ratios 0.7,0.2,0.1)")
+        raise ConfigError(f"none of the {ds.listed} {name} videos has {modality} artifacts with a face in {workdir} "
+                          f"(see errors.csv of tim faces/features)")
+    labels = ds.labels
+    real, fake = int((labels == 0).sum()), int((labels == 1).sum())
+    if not real or not fake:
+        raise ConfigError(f"the {name} split has {real} real and {fake} fake videos with artifacts: training and "
+                          "selecting the best epoch need both classes in train and val. Re-index with other "
+                          "--ratios or add videos of the missing class")
+
+
+# ---------------------------------------------------------------- main loop
+
+
+def train(
+    workdir: str | Path, cfg: TrainConfig, run_dir: str | Path, resume: bool = False,
+    teacher: Detector | None = None,
+) -> TrainResult:
+    """Train a detector on ``WORKDIR``'s train split, validate on val, write ``run_dir``.
+
+    With a ``teacher``, the student also learns to match the teacher's embedding (see
+    :mod:`truthinmotion.training.distill`).
+    """
+    run_dir = Path(run_dir)
+    # Checked on every rank, before any collective: a refusal stops all ranks alike.
+    if (run_dir / "best").exists() and not resume:
+        if (run_dir / "last" / "trainer_state.pt").is_file():
+            raise ConfigError(f"{run_dir} already holds a trained detector: choose another output directory "
+                              "(tim run: --name), or continue it (tim train --resume)")
+        raise ConfigError(f"{run_dir} already holds a detector that cannot be resumed (no last/trainer_state.pt): "
+                          "choose another output directory (tim run: --name) or move it away")
+    if resume:
+        check_resume(run_dir, cfg)
+    preflight(models=[lambda: check_backbone(cfg.backbone, init=cfg.init, path=cfg.backbone_path)], outputs=[run_dir])
+    # Under torchrun (which sets these), also with one process: the same collectives then run
+    # at world size 1, so a single-GPU machine exercises the NCCL path too.
+    distributed = "WORLD_SIZE" in os.environ and "LOCAL_RANK" in os.environ
+    rank, world = 0, 1
+    device = check_device(cfg.device)
+    if distributed:
+        backend = "nccl" if device.startswith("cuda") else "gloo"
+        dist.init_process_group(backend)
+        rank, world = dist.get_rank(), dist.get_world_size()
+        if device.startswith("cuda"):
+            device = f"cuda:{int(os.environ.get('LOCAL_RANK', 0))}"
+            torch.cuda.set_device(device)
+    main_proc = rank == 0
+    handler = None
+    pkg_log = logging.getLogger("truthinmotion")
+    old_level = pkg_log.level
+    try:
+        if main_proc:
+            run_dir.mkdir(parents=True, exist_ok=True)
+            handler = logging.FileHandler(run_dir / "train.log")
+            handler.setLevel(logging.INFO)  # the log file has every epoch; the console keeps its own level
+            handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s"))
+            pkg_log.addHandler(handler)
+            if pkg_log.getEffectiveLevel() > logging.INFO:
+                pkg_log.setLevel(logging.INFO)
+            if distributed:
+                log.info("distributed: %s backend, %d process(es)", dist.get_backend(), world)
+        cfg_run = dataclasses.replace(cfg, device=device, progress=cfg.progress and main_proc)
+        return _train(Path(workdir), cfg, cfg_run, run_dir, resume, distributed, rank, world, teacher)
+    finally:
+        if handler:
+            pkg_log.removeHandler(handler)
+            handler.close()
+            pkg_log.setLevel(old_level)
+        if distributed:
+            dist.destroy_process_group()
+
+
+def _train(
+    workdir: Path, cfg_user: TrainConfig, cfg: TrainConfig, run_dir: Path, resume: bool, distributed: bool,
+    rank: int, world: int, teacher: Detector | None,
+) -> TrainResult:
+    main_proc = rank == 0
+    _seed(cfg.seed + rank)
+    det_cfg, data_cfg = cfg.detector, cfg.data
+    pre = Preprocess(size=cfg.image_size)
+    train_ds = VideoDataset(workdir, "train", cfg.modality, data_cfg, pre, train=True, seed=cfg.seed,
+                            faces=cfg.train_faces)
+    val_ds = VideoDataset(workdir, "val", cfg.modality, data_cfg, pre, train=False)
+    _check_split("train", train_ds, workdir, cfg.modality)
+    _check_split("val", val_ds, workdir, cfg.modality)
+    if main_proc:  # written only once the settings and data are known to be usable
+        save_yaml(cfg_user.to_dict(), run_dir / "config.yaml")
+        atomic_write_text(run_dir / "env.json", json.dumps(env_info(cfg.device), indent=2))
+    features = {m: train_ds.feature_meta.get(m, {}) for m in det_cfg.modalities if m != "rgb"}
+    extra = {"preprocess": dataclasses.asdict(pre), "features": features, "data": data_cfg.to_dict(),
+             "faces": train_ds.faces_config or {}, "workdir": str(workdir.resolve())}
+
+    model = Detector.build(det_cfg, init=cfg.init, backbone_path=cfg.backbone_path, extra=extra)
+    trainable = model.num_trainable()
+    log.info("detector %s on %s: %s trainable of %s parameters", cfg.backbone, cfg.modality,
+             f"{trainable:,}", f"{sum(p.numel() for p in model.parameters()):,}")
+    model.to(cfg.device)
+    labels = train_ds.labels
+    n_real, n_fake = int((labels == 0).sum()), int((labels == 1).sum())
+    weight = n_real / n_fake if cfg.balance == "loss" else 1.0
+    pos_weight = torch.tensor(weight, device=cfg.device)
+    log.info("train: %d faces of %d videos (%d real, %d fake faces), positive weight %.3f; val: %d faces of %d videos",
+             len(train_ds), len({v.video_id for v in train_ds.videos}), n_real, n_fake, weight,
+             len(val_ds), len({v.video_id for v in val_ds.videos}))
+
+    sampler = torch.utils.data.DistributedSampler(train_ds, world, rank, seed=cfg.seed) if distributed else None
+    gen = torch.Generator().manual_seed(cfg.seed)
+    train_loader = DataLoader(train_ds, batch_size=cfg.batch_size, shuffle=sampler is None, sampler=sampler,
+                              generator=gen, drop_last=False, collate_fn=collate, num_workers=cfg.workers,
+                              pin_memory=cfg.device.startswith("cuda"))
+
+    params = [p for p in model.parameters() if p.requires_grad]
+    distiller = None
+    if teacher is not None:
+        distiller = Distiller(teacher, cfg.distillation, cfg.device)
+        distiller.check_student(model)
+        model.extra["distilled_from"] = distiller.record()
+        log.info("distilling %s (embedding %d) into %s (embedding %d)", teacher.cfg.backbone, teacher.embed_dim,
+                 cfg.backbone, model.embed_dim)
+    opt = torch.optim.AdamW(params, lr=cfg.lr, weight_decay=cfg.weight_decay)
+    scaler = grad_scaler(cfg.device, cfg.autocast)
+    steps = len(train_loader)
+    sched = torch.optim.lr_scheduler.LambdaLR(opt, _lr_lambda(int(cfg.warmup_epochs * steps), cfg.epochs * steps))
+    net: torch.nn.Module = model
+    if distributed:
+        net = torch.nn.parallel.DistributedDataParallel(model, device_ids=[cfg.device] if cfg.device.startswith("cuda") else None)
+
+    start, best, stale = 0, {"epoch": -1, "video_auc": -math.inf, "loss": math.inf}, 0
+    if resume:
+        last = Detector.from_pretrained(run_dir / "last")
+        model.load_state_dict(last.state_dict())
+        state = torch.load(run_dir / "last" / "trainer_state.pt", map_location="cpu", weights_only=False)
+        if distiller is not None:
+            distiller.load_state_dict(state["projection"])
+        opt.load_state_dict(state["optimizer"])
+        sched.load_state_dict(state["scheduler"])
+        if state.get("scaler"):
+            scaler.load_state_dict(state["scaler"])
+        torch.set_rng_state(state["torch_rng"])
+        start, best, stale = state["epoch"] + 1, state["best"], state["stale"]
+        log.info("resuming after epoch %d (best so far: epoch %d)", state["epoch"], best["epoch"])
+    elif distiller is not None:
+        # Every point of every training video, unaugmented: the projection describes the teacher, not a draw.
+        plain = VideoDataset(workdir, "train", cfg.modality, data_cfg, pre, train=False, faces=cfg.train_faces)
+        fit_loader = DataLoader(Subset(plain, range(rank, len(plain), world)), batch_size=cfg.batch_size,
+                                collate_fn=collate, num_workers=cfg.workers)
+        distiller.fit((b for b in fit_loader), model.embed_dim, distributed)
+
+    stopped = False
+    epoch = start - 1
+    for epoch in range(start, cfg.epochs):
+        if stale >= cfg.patience:
+            stopped = True
+            break
+        t0 = time.perf_counter()
+        train_ds.set_epoch(epoch)
+        gen.manual_seed(cfg.seed + epoch)  # the epoch's order depends on (seed, epoch) alone: resumable
+        if sampler is not None:
+            sampler.set_epoch(epoch)
+        net.train()
+        total, count, kl_total = 0.0, 0, 0.0
+        bar = tqdm(train_loader, desc=f"epoch {epoch + 1}/{cfg.epochs}", disable=not cfg.progress, leave=False)
+        for batch in bar:
+            inputs = {m: x.to(cfg.device, non_blocking=True) for m, x in batch["inputs"].items()}
+            label = batch["label"].to(cfg.device)
+            with autocast_context(cfg.device, cfg.autocast):
+                out = net(inputs)
+            loss = _loss(model, out, label, pos_weight)
+            if distiller is not None:
+                extra_loss, kl = distiller.loss(inputs, out, autocast_context(cfg.device, cfg.autocast))
+                kl_total += kl * len(label)
+                loss = loss + extra_loss
+            opt.zero_grad(set_to_none=True)
+            scaler.scale(loss).backward()
+            scaler.unscale_(opt)  # clip the true gradients, not the scaled ones
+            torch.nn.utils.clip_grad_norm_(params, cfg.grad_clip)
+            scaler.step(opt)
+            scaler.update()
+            sched.step()
+            total += loss.item() * len(label)
+            count += len(label)
+            bar.set_postfix(loss=f"{total / count:.4f}")
+        val, val_pred = _validate(model, val_ds, cfg, pos_weight, rank, world)  # the same on every rank
+        # Ties in AUC (common on small validation sets) go to the lower validation loss.
+        improved = val["video_auc"] > best["video_auc"] or (
+            val["video_auc"] == best["video_auc"] and val["loss"] < best["loss"])
+        if improved:
+            best = {"epoch": epoch, "video_auc": val["video_auc"], "loss": val["loss"], "threshold": val["threshold"]}
+            stale = 0
+        else:
+            stale += 1
+        if main_proc:
+            if improved:
+                model.extra["threshold"] = val["threshold"]
+                # thresholds per aggregation and calibrated probabilities, from these val scores
+                model.extra["verdict"] = fit_verdict_rules(val_pred["prob"], val_pred["video"], val_pred["label"],
+                                                           val_pred["group"])
+                model.extra["trained"] = {"epoch": epoch + 1, "val": val, "train_videos": len(train_ds)}
+                model.save_pretrained(run_dir / "best")
+            row = {"epoch": epoch + 1, "lr": opt.param_groups[0]["lr"], "train_loss": total / max(count, 1),
+                   "val_loss": val["loss"], "val_frame_auc": val["frame_auc"], "val_video_auc": val["video_auc"],
+                   "val_video_acc": val["video_acc"], "seconds": time.perf_counter() - t0, "best": improved}
+            if distiller is not None:
+                row["train_kl"] = kl_total / max(count, 1)
+            _append_csv(run_dir / "metrics.csv", row)
+            log.info("epoch %d: train loss %.4f, val loss %.4f, frame AUC %.4f, video AUC %.4f%s",
+                     epoch + 1, row["train_loss"], val["loss"], val["frame_auc"], val["video_auc"],
+                     " (best)" if improved else "")
+            _save_last(run_dir, model, opt, sched, scaler, epoch, best, stale, distiller)
+        if stale >= cfg.patience:
+            stopped = epoch + 1 < cfg.epochs
+            break
+    if best["epoch"] < 0:
+        raise ConfigError(f"no epoch was run: {run_dir} already finished {cfg.epochs} epochs")
+    return TrainResult(run_dir, best["epoch"] + 1, float(best["video_auc"]), epoch + 1, stopped, trainable)
