@@ -4,7 +4,7 @@ On the shared videos (FF++ and DFDC; a generated clip where ../shared is absent)
 faces settings (K=32, 224-px crops):
 
 - bytes per video of the faces, flow and depth artifacts, old (zlib'd uint8 crops, float16
-  flow and depth) and new (JPEG crops, flow in 1/16 px, depth in 12 bits: :mod:`truthinmotion.training.dataset.compact`);
+  flow and depth) and new (JPEG crops, flow in 1/16 px, depth in 12 bits: :mod:`truthinmotion.data.compact`);
 - the flow's end-point error (EPE) of the stored flow against the float32 flow, and of the flow
   computed from the stored (JPEG) crops against the flow from the raw crops;
 - decode speed: pictures per second reading whole artifacts back, old and new;
@@ -36,13 +36,14 @@ import cv2
 import numpy as np
 import torch
 
-from truthinmotion.training.dataset.compact import pack_depth, pack_flow, stored_crops, stored_depth, stored_flow
-from truthinmotion.models.detector.inputs import DataConfig, encode_pictures, to_backbone
+from truthinmotion.data.compact import pack_depth, pack_flow, stored_crops, stored_depth, stored_flow
+from truthinmotion.models.inputs import DataConfig, encode_pictures, to_backbone
 from truthinmotion.training.dataset import VideoDataset, collate
-from truthinmotion.faces.extract.extract import FaceDetector, Faces, FacesConfig, extract_faces
+from truthinmotion.faces.extract import FaceDetector, Faces, FacesConfig, extract_faces
 from truthinmotion.features import DepthConfig, DepthEstimator, FlowConfig, FlowEstimator, load_feature
 from truthinmotion.core.io import WorkDir, save_npz
-from truthinmotion.models.detector.detector import Detector, DetectorConfig
+from truthinmotion.models.detector import Detector
+from truthinmotion.models.architecture import DetectorConfig
 
 DATA = Path(__file__).resolve().parents[2] / "shared" / "data"
 

@@ -22,9 +22,9 @@ import numpy as np
 
 from truthinmotion.apps.demo import demo_config, make_demo_data
 from truthinmotion.experiments.evaluate import evaluate
-from truthinmotion.faces.extract.extract import run_faces
+from truthinmotion.faces.extract import run_faces
 from truthinmotion.features import run_features
-from truthinmotion.training.dataset.index import IndexConfig, index_dataset
+from truthinmotion.data.index import IndexConfig, index_dataset
 from truthinmotion.training.train import train
 
 

@@ -50,13 +50,14 @@ import numpy as np
 import torch
 
 from truthinmotion.experiments.compress import write_variant
-from truthinmotion.models.detector.inputs import encode_pictures, to_backbone
+from truthinmotion.models.inputs import encode_pictures, to_backbone
 from truthinmotion.inference.scorer import Scorer
 from truthinmotion.inference.verdict import Verdict
-from truthinmotion.faces.extract.mtcnn import crop_square
+from truthinmotion.faces.mtcnn import crop_square
 from truthinmotion.reports.page import write_report
 from truthinmotion.features import depth_anything_config
-from truthinmotion.models.detector.detector import Detector, DetectorConfig
+from truthinmotion.models.detector import Detector
+from truthinmotion.models.architecture import DetectorConfig
 from truthinmotion.media.video import probe, read_frames, sample_points
 from truthinmotion.backends.weights import save_random_model
 

@@ -34,7 +34,7 @@ import cv2
 import numpy as np
 import torch
 
-from truthinmotion.faces.extract.extract import FaceDetector, FacesConfig, box_iou, extract_faces
+from truthinmotion.faces.extract import FaceDetector, FacesConfig, box_iou, extract_faces
 from truthinmotion.media.video import probe, read_frames, sample_points
 
 

@@ -35,7 +35,7 @@ if [ -n "${WHEELS:-}" ]; then
     export PYTHONPATH=/tmp/tim-site${PYTHONPATH:+:$PYTHONPATH}
 fi
 export PYTHONPATH=$PWD/src${PYTHONPATH:+:$PYTHONPATH} PYTHONUNBUFFERED=1
-tim() { "$PY" -m truthinmotion.cli "$@"; }
+tim() { "$PY" -m truthinmotion "$@"; }
 failed=0
 
 # check NAME COMMAND...: run it, log it, say PASS or FAIL with its time and last lines.
@@ -80,9 +80,9 @@ W=$OUTDIR/work; C=$OUTDIR/work-cpu; R=$OUTDIR/runs
 rm -rf "$W" "$C" "$R" "$OUTDIR/eval-"* "$OUTDIR/detect-"*
 check data "$PY" -c "
 from pathlib import Path; import torch
-from truthinmotion.demo import make_demo_data
+from truthinmotion.apps.demo import make_demo_data
 from truthinmotion.features import depth_anything_config
-from truthinmotion.weights import save_random_model
+from truthinmotion.backends.weights import save_random_model
 from transformers import DepthAnythingForDepthEstimation
 make_demo_data(Path('$OUTDIR/data'), clips=10, frames=24)
 torch.manual_seed(0)
@@ -103,7 +103,7 @@ for amp in bf16 fp16 off; do
     check "train-$amp" tim train "$W" -o "$R/$amp" --autocast "$amp" "${TRAIN[@]}"
     check "train-$amp-losses" "$PY" benchmarks/gpu_compare.py train "$R/$amp"; show "train-$amp-losses"
 done
-check ddp-nccl "$PY" -m torch.distributed.run --nproc_per_node 1 --master_port 29611 -m truthinmotion.cli \
+check ddp-nccl "$PY" -m torch.distributed.run --nproc_per_node 1 --master_port 29611 -m truthinmotion \
     train "$W" -o "$R/ddp" "${TRAIN[@]}"
 check ddp-backend grep -q "$([ "$DEV" = cpu ] && echo gloo || echo nccl) backend" "$R/ddp/train.log"
 

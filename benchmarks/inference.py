@@ -26,9 +26,10 @@ import numpy as np
 import torch
 
 from truthinmotion.experiments.bench import time_calls
-from truthinmotion.models.detector.loading import inference_autocast, load_detector
+from truthinmotion.models.loading import inference_autocast, load_detector
 from truthinmotion.experiments.compress import write_variant
-from truthinmotion.models.detector.detector import Detector, DetectorConfig
+from truthinmotion.models.detector import Detector
+from truthinmotion.models.architecture import DetectorConfig
 
 
 def main() -> None:

@@ -35,10 +35,10 @@ import cv2
 import numpy as np
 import torch
 
-from truthinmotion.faces.extract.extract import FaceDetector, FacesConfig, run_faces
+from truthinmotion.faces.extract import FaceDetector, FacesConfig, run_faces
 from truthinmotion.features import DepthConfig, FlowConfig, depth_anything_config, run_features
 from truthinmotion.experiments.evaluate import evaluate
-from truthinmotion.training.dataset.index import IndexConfig, index_dataset
+from truthinmotion.data.index import IndexConfig, index_dataset
 from truthinmotion.media.clips import write_video
 from truthinmotion.training.train import TrainConfig, train
 from truthinmotion.media.video import probe, read_frames

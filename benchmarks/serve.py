@@ -82,7 +82,7 @@ def main() -> None:
         del scorer
         port = _port()
         url = f"http://127.0.0.1:{port}"
-        server = subprocess.Popen([sys.executable, "-m", "truthinmotion.apps.cli", "serve", "--model", str(run), "--port",
+        server = subprocess.Popen([sys.executable, "-m", "truthinmotion", "serve", "--model", str(run), "--port",
                                    str(port), "--data-dir", f"{tmp}/serve", "--queue", str(len(videos) + 1)],
                                   stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
         try:

@@ -17,7 +17,8 @@ import time
 
 import torch
 
-from truthinmotion.models.detector.detector import Detector, DetectorConfig
+from truthinmotion.models.detector import Detector
+from truthinmotion.models.architecture import DetectorConfig
 from truthinmotion.backends.runtime import autocast_context
 
 

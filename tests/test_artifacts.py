@@ -13,13 +13,13 @@ import numpy as np
 import pytest
 
 from conftest import FFPP
-from truthinmotion.training.dataset.compact import (
+from truthinmotion.data.compact import (
     DEPTH_LEVELS, FLOW_STEP, pack_crops, pack_depth, pack_flow, stored_crops, stored_depth, stored_flow, unpack_crops, unpack_depth, unpack_flow,
 )
 from truthinmotion.core.errors import ConfigError
-from truthinmotion.faces.extract.extract import Faces, FacesConfig, extract_faces, FaceDetector, load_crops, run_faces
+from truthinmotion.faces.extract import Faces, FacesConfig, extract_faces, FaceDetector, load_crops, run_faces
 from truthinmotion.features import FlowConfig, FlowEstimator, load_feature
-from truthinmotion.training.dataset.index import IndexConfig, index_dataset
+from truthinmotion.data.index import IndexConfig, index_dataset
 from truthinmotion.core.errors import StageError
 from truthinmotion.core.io import atomic_write_text, save_npz
 from truthinmotion.execution.stage import run_stage
@@ -155,7 +155,7 @@ def test_run_with_a_missing_model_fails_in_seconds_before_any_video(tmp_path, cl
     env = {**os.environ, "HF_HOME": str(tmp_path / "hf"), "HF_ENDPOINT": "http://tim-no-network.invalid"}
     env.pop("HF_HUB_OFFLINE", None)
     t = time.perf_counter()
-    proc = subprocess.run([sys.executable, "-m", "truthinmotion.apps.cli", "run", str(root), "-o", str(tmp_path / "out"),
+    proc = subprocess.run([sys.executable, "-m", "truthinmotion", "run", str(root), "-o", str(tmp_path / "out"),
                            "-q"], env=env, capture_output=True, text=True, timeout=120)
     seconds = time.perf_counter() - t
     assert proc.returncode == 2, proc.stderr
@@ -181,7 +181,7 @@ def test_unwritable_output_and_too_little_space_fail_before_any_video(tmp_path, 
     work = tmp_path / "w"
     index_dataset(_folder_dataset(tmp_path / "data", clips), work, IndexConfig(format="folder"))
     calls = []
-    monkeypatch.setattr("truthinmotion.faces.extract.extract_faces", lambda *a, **k: calls.append(a))
+    monkeypatch.setattr("truthinmotion.faces.extract_faces", lambda *a, **k: calls.append(a))
     (work / "faces").write_text("not a directory")
     with pytest.raises(ConfigError, match="(?s)before touching any video.*faces is a file, not a directory"):
         run_faces(work, FacesConfig(num_points=4), progress=False)

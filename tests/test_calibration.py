@@ -8,12 +8,12 @@ import json
 import numpy as np
 import pytest
 
-from truthinmotion.models.detector.calibration import (
-    Calibration, brier, expected_calibration_error, fit_verdict_rules, verdict_rule,
+from truthinmotion.models.calibration import (
+    Calibration, brier, expected_calibration_error, fit_verdict_rules,
 )
 from truthinmotion.inference.scorer import Scorer
 from truthinmotion.experiments.evaluate import evaluate
-from truthinmotion.models.detector.detector import read_detector_config
+from truthinmotion.models.detector import read_record
 
 
 def _skewed(n: int, rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray]:
@@ -70,14 +70,15 @@ def test_thresholds_follow_the_aggregation():
 
 
 def test_trained_detector_carries_its_verdict_rules_to_evaluate_and_detect(run_dir, clips, tmp_path):
-    extra = read_detector_config(run_dir / "best")
-    verdict = extra["verdict"]
+    record = read_record(run_dir)
+    verdict = record.verdict
     assert set(verdict["aggregations"]) == {"mean", "median", "max", "top25"} and verdict["fitted_on"] == "val"
-    assert verdict["aggregations"]["mean"]["threshold"] == pytest.approx(extra["threshold"])
+    # the mean's threshold is the one validation chose for the kept epoch
+    assert verdict["aggregations"]["mean"]["threshold"] == pytest.approx(record.provenance.trained["val"]["threshold"])
 
     result = evaluate(run_dir, "test", aggregation="max", out_dir=tmp_path / "ev", progress=False)
     m = result.metrics
-    rule = verdict_rule(extra, "max")
+    rule = record.rule("max")
     assert m["threshold"] == pytest.approx(rule.threshold) and m["frame_threshold"] == verdict["frame_threshold"]
     for v in m["videos"]:
         assert v["probability"] == pytest.approx(float(rule.calibration(v["score"])))
@@ -108,10 +109,10 @@ def test_detector_without_calibration_is_used_as_it_is(run_dir, tmp_path):
     old = tmp_path / "old"
     shutil.copytree(run_dir / "best", old)
     cfg = json.loads((old / "config.json").read_text())
-    del cfg["verdict"]
+    cfg["verdict"] = {"threshold": 0.37}  # what a detector from before calibration holds
     (old / "config.json").write_text(json.dumps(cfg))
-    rule = verdict_rule(read_detector_config(old), "median")
-    assert rule.calibration.method == "identity" and rule.threshold == cfg["threshold"]
+    rule = read_record(old).rule("median")
+    assert rule.calibration.method == "identity" and rule.threshold == 0.37
     m = evaluate(old, "test", out_dir=tmp_path / "ev", progress=False).metrics
     assert all(v["probability"] == pytest.approx(v["score"]) for v in m["videos"])
     assert "not calibrated" in (tmp_path / "ev" / "report.md").read_text()

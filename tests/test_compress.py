@@ -10,14 +10,14 @@ import torch
 from conftest import FFPP, need_shared
 from synthetic import make_workdir
 from truthinmotion.apps.cli import main
-from truthinmotion.models.detector.loading import OnnxDetector, load_detector
+from truthinmotion.models.loading import OnnxDetector, load_detector
 from truthinmotion.experiments.compress import compress
 from truthinmotion.core.errors import ConfigError
-from truthinmotion.models.detector.inputs import DataConfig, encode_inputs
+from truthinmotion.models.inputs import DataConfig, encode_inputs
 from truthinmotion.experiments.evaluate import evaluate
-from truthinmotion.faces.extract.extract import FaceDetector, FacesConfig, extract_faces
+from truthinmotion.faces.extract import FaceDetector, FacesConfig, extract_faces
 from truthinmotion.features import FlowConfig, FlowEstimator
-from truthinmotion.models.detector.detector import Detector
+from truthinmotion.models.detector import Detector
 from truthinmotion.training.distill import distill
 from truthinmotion.training.distiller import distill_loss
 from truthinmotion.training.train import TrainConfig, train
@@ -63,7 +63,7 @@ def test_bf16_halves_the_weights_and_stays_close(base, variants):
     fp32 = (base / "fp32" / "best" / "model.safetensors").stat().st_size
     assert (base / "bf16" / "best" / "model.safetensors").stat().st_size < 0.7 * fp32
     model = load_detector(base / "bf16")
-    assert model.extra["inference"]["autocast"] == "bf16"
+    assert model.record.inference.autocast == "bf16" and model.record.inference.method == "bf16"
     # Half precision in memory too, not cast back to fp32 at load: the encoders' matrices are
     # bf16, their LayerNorms and the head fp32.
     enc = next(iter(model.encoders.values()))
@@ -99,7 +99,7 @@ def test_distillation_kl_decreases_and_student_reloads(base, tmp_path):
     assert len(kl) == 4 and kl[-1] < kl[0]
     student = Detector.from_pretrained(tmp_path / "student")
     assert student.cfg.backbone == "dinov2-tiny" and student.embed_dim == 64
-    assert student.extra["distilled_from"]["backbone"] == "dinov2-tiny-wide"
+    assert student.record.provenance.distilled_from["backbone"] == "dinov2-tiny-wide"
     state = torch.load(tmp_path / "student" / "last" / "trainer_state.pt", weights_only=False)
     assert state["projection"]["proj"].shape == (64, 128)  # teacher width 128 -> student width 64
     assert result.best_epoch >= 1
@@ -109,12 +109,11 @@ def _agreement(student_run, teacher: Detector, work) -> float:
     """Share of held-out (test) pictures on which the student and the teacher give the same class."""
     from torch.utils.data import DataLoader
 
-    from truthinmotion.models.detector.inputs import DataConfig
     from truthinmotion.training.dataset import VideoDataset, collate
     from truthinmotion.training.train import predict
 
     student = Detector.from_pretrained(student_run)
-    data = DataConfig.from_saved(student.extra["data"])  # the teacher's encodings too
+    data = student.record.data  # the teacher's encodings too
     loader = DataLoader(VideoDataset(work, "test", "flow", data, student.preprocess), batch_size=4, collate_fn=collate)
     s, t = predict(student, loader, "cpu"), predict(teacher, loader, "cpu")
     return float(np.mean((s["prob"] >= 0.5) == (t["prob"] >= 0.5)))
@@ -147,14 +146,13 @@ def test_distillation_projection_is_fixed_and_cannot_be_met_half_way(base, tmp_p
     projection the student trained against is the one fitted to the teacher (not co-trained)."""
     from torch.utils.data import DataLoader
 
-    from truthinmotion.models.detector.inputs import DataConfig
     from truthinmotion.training.dataset import VideoDataset, collate
     from truthinmotion.training.distiller import DistillConfig, Distiller
 
     work = base / "w"
     train(work, TrainConfig(backbone="dinov2-tiny-wide", epochs=1, **TINY), tmp_path / "teacher")
     teacher = Detector.from_pretrained(tmp_path / "teacher")
-    ds = VideoDataset(work, "train", "flow", DataConfig.from_saved(teacher.extra["data"]), teacher.preprocess)
+    ds = VideoDataset(work, "train", "flow", teacher.record.data, teacher.preprocess)
     distiller = Distiller(teacher, DistillConfig(), "cpu")
     distiller.fit(DataLoader(ds, batch_size=6, collate_fn=collate), width=64)
     assert distiller.proj.shape == (64, 128) and not distiller.proj.requires_grad

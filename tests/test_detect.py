@@ -2,8 +2,13 @@ from __future__ import annotations
 
 import json
 import shutil
+from pathlib import Path
 
 import pytest
+
+from truthinmotion.features.depth import DepthConfig
+from truthinmotion.models.architecture import Preprocess
+from truthinmotion.models.record import DetectorRecord
 
 from conftest import DFDC, FFPP, need_shared
 from truthinmotion.apps.cli import main
@@ -47,11 +52,12 @@ def test_detect_exit_codes_on_generated_clips(run_dir, clips, tmp_path, capsys):
 
 
 def test_random_depth_cannot_be_rebuilt_for_detect(tmp_path):
-    from truthinmotion.models.detector.detector import Detector, DetectorConfig
+    from truthinmotion.models.detector import Detector
+    from truthinmotion.models.architecture import DetectorConfig
 
-    model = Detector.build(DetectorConfig(backbone="dinov2-tiny", modality="depth"), init="random",
-                           extra={"features": {"depth": {"model": "depth-anything-v2-tiny", "init": "random",
-                                                         "input_size": 56}}})
+    cfg = DetectorConfig(backbone="dinov2-tiny", modality="depth")
+    record = DetectorRecord(cfg, {}, depth=DepthConfig(model="depth-anything-v2-tiny", init="random", input_size=56))
+    model = Detector.build(cfg, init="random", record=record)
     model.save_pretrained(tmp_path / "m")
     with pytest.raises(ConfigError, match="randomly initialised"):
         Scorer(tmp_path / "m")
@@ -60,7 +66,7 @@ def test_random_depth_cannot_be_rebuilt_for_detect(tmp_path):
 def test_onnx_runtime_gives_pytorchs_verdicts_and_exports_once(run_dir, clips, onnx_cache):
     """The default CPU runtime (ONNX Runtime) scores what PyTorch scores, from an export made once
     and found again in the cache."""
-    from truthinmotion.models.detector.loading import OnnxDetector
+    from truthinmotion.models.loading import OnnxDetector
 
     before = set(onnx_cache.rglob("*.onnx"))
     fast = Scorer(run_dir)  # auto: ONNX Runtime on the CPU
@@ -89,17 +95,18 @@ def test_onnx_cache_follows_the_weights(tmp_path, monkeypatch):
     exports to a temporary folder instead of failing."""
     import torch
 
-    from truthinmotion.models.detector.loading import OnnxDetector
-    from truthinmotion.models.detector.detector import Detector, DetectorConfig
+    from truthinmotion.models.loading import OnnxDetector
+    from truthinmotion.models.detector import Detector
+    from truthinmotion.models.architecture import DetectorConfig
     from truthinmotion.backends.onnxrun import fingerprint, resolve_runtime
 
     monkeypatch.setenv("TIM_CACHE_DIR", str(tmp_path / "cache"))
     cfg = DetectorConfig(backbone="dinov2-tiny", modality="flow")
-    extra = {"preprocess": {"size": 56}}
+    record = DetectorRecord(cfg, {}, preprocess=Preprocess(size=56))
     torch.manual_seed(0)
-    a = Detector.build(cfg, init="random", extra=extra).eval()
+    a = Detector.build(cfg, init="random", record=record).eval()
     torch.manual_seed(1)
-    b = Detector.build(cfg, init="random", extra=extra).eval()
+    b = Detector.build(cfg, init="random", record=record).eval()
     assert fingerprint(a) != fingerprint(b)
     x = {"flow": torch.randn(3, 3, 56, 56)}
     for model in (a, b):
@@ -132,8 +139,11 @@ def test_early_stop_bound_holds_and_is_the_stated_one():
     assert margin_needed(16, 32, 0.01) == pytest.approx(math.sqrt(math.log(100) * (1 - 15 / 32) / 32))
     assert margin_needed(32, 32, 0.01) == 0.0
     assert margin_needed(16, 32, 0.001) > margin_needed(16, 32, 0.01) > margin_needed(24, 32, 0.01)
-    rows = first_round([32, 5])
+    rows = first_round([32, 5], seed=7)
     assert len(rows) == 16 + 3 and set(rows[:16]) < set(range(32)) and set(rows[16:]) < set(range(32, 37))
+    # The draw is the seed's: repeatable from the recorded seed, and another seed draws others.
+    assert (first_round([32, 5], seed=7) == rows).all()
+    assert len({tuple(first_round([32], seed=s)) for s in range(20)}) > 15
     rng = np.random.default_rng(1)
     delta, wrong, stopped, trials = 0.05, 0, 0, 4000
     for _ in range(trials):
@@ -156,8 +166,11 @@ def test_early_stop_scores_half_when_clear_and_all_when_not(run_dir, clips):
 
     import numpy as np
 
+    from truthinmotion.inference.sequential import first_round
+
     full = Scorer(run_dir)
     stop = Scorer(run_dir, early_stop=0.01)
+    seeds = set()
     for video in clips.values():
         ref = full(video)
         scored = [x for x in ref.frame_scores if x is not None]
@@ -172,6 +185,13 @@ def test_early_stop_scores_half_when_clear_and_all_when_not(run_dir, clips):
             assert v.score == pytest.approx(float(np.mean([x for x, _ in kept])), abs=1e-6)
             assert v.label == "fake"  # the mean is at or above these thresholds either way
             assert set(v.timings) >= {"depth", "detector", "total"}
+            # each video's points are drawn from a seed of its own, recorded so they can be redrawn
+            if expect_stop:  # (one face in these clips)
+                seeds.add(v.early_stop["seed"])
+                points = [i for i, x in enumerate(ref.frame_scores) if x is not None]
+                drawn = first_round([len(points)], v.early_stop["seed"])
+                assert [points[r] for r in drawn] == [i for i, x in enumerate(v.frame_scores) if x is not None]
+    assert len(seeds) == len(clips)  # not one fixed draw for every video
     with pytest.raises(ConfigError, match="mean"):
         Scorer(run_dir, aggregation="max", early_stop=0.01)
     with pytest.raises(ConfigError, match="evidence"):
@@ -218,3 +238,71 @@ def test_depth_precision_override_scores_near_the_detectors_own(run_dir, clips):
         a, b = ref(video), fast(video)
         assert a.ok and b.ok and abs(a.score - b.score) < 0.05
         assert b.runtime["depth"] == "onnxruntime int8" and a.runtime["depth"] == "onnxruntime fp32"
+
+
+def test_early_stop_with_one_video_decided_and_one_open_in_a_batch(run_dir, clips, monkeypatch):
+    """Issue 27 #1: a video decided after the first round reaches the second scoring call with no
+    rows; it must keep its verdict, and the other video must get all its points scored."""
+    import truthinmotion.inference.scorer as scorer_mod
+
+    stop = Scorer(run_dir, early_stop=0.01)
+    calls = []
+
+    def decide_first_only(probs, counts, threshold, delta):
+        calls.append(len(calls))
+        return [len(calls) != 1] * len(counts)  # the first video is decided, the second is not
+
+    monkeypatch.setattr(scorer_mod, "undecided", decide_first_only)
+    items = [stop.prepare(clips["real"]), stop.prepare(clips["fake"])]
+    (a, _), (b, _) = stop.finish(items)
+    assert a.ok and b.ok, (a.reason, b.reason)
+    assert a.early_stop["stopped"] and a.early_stop["time_points_scored"] < a.early_stop["of"]
+    assert not b.early_stop["stopped"] and b.early_stop["time_points_scored"] == b.early_stop["of"]
+
+
+def test_a_video_that_breaks_the_model_stage_costs_only_its_own_verdict(run_dir, clips):
+    """Issue 27 #1: a failure in a group's scoring is narrowed down to the video that causes it."""
+    scorer = Scorer(run_dir)
+    good, bad = scorer.prepare(clips["real"]), scorer.prepare(clips["fake"])
+    bad.arrays["flow"] = bad.arrays["flow"][..., 0]  # a flow field without its channels: cannot be encoded
+    verdicts = [v for v, _ in scorer.finish([good, bad])]
+    assert verdicts[0].ok and verdicts[0].video == str(clips["real"])
+    assert verdicts[1].status == "error" and verdicts[1].video == str(clips["fake"]) and verdicts[1].reason
+    assert verdicts[0].score == pytest.approx(scorer(clips["real"]).score, abs=1e-6)
+
+
+def test_outputs_keep_what_finished_when_detect_is_stopped(run_dir, clips, tmp_path, monkeypatch):
+    """Issue 27 #1: --json and --csv are written with the verdicts so far when a batch stops."""
+    import truthinmotion.inference.detect as detect_mod
+
+    def interrupted(verdict, path):  # Ctrl-C while the first video's plot is drawn
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(detect_mod, "plot_scores", interrupted)
+    out, table = tmp_path / "v.json", tmp_path / "v.csv"
+    with pytest.raises(KeyboardInterrupt):
+        detect_mod.detect([clips["real"], clips["fake"]], run_dir, json_out=out, csv_out=table,
+                          plot_dir=tmp_path / "plots", progress=False)
+    kept = json.loads(out.read_text())
+    assert [v["video"] for v in kept] == [str(clips["real"])] and kept[0]["status"] == "ok"
+    assert len(table.read_text().splitlines()) == 1 + len(kept)
+
+
+def test_rerun_with_every_verdict_done_and_workers(run_dir, clips, tmp_path):
+    """Issue 27 #6: a re-run whose videos all have verdicts in --jsonl starts no workers."""
+    from truthinmotion.inference.detect import detect
+
+    lines = tmp_path / "v.jsonl"
+    first = detect(list(clips.values()), run_dir, jsonl_out=lines, progress=False)
+    again = detect(list(clips.values()), run_dir, jsonl_out=lines, workers=2, progress=False)
+    assert [v.score for v in again] == [v.score for v in first] and len(lines.read_text().splitlines()) == 2
+
+
+def test_output_names_never_collide():
+    """Issue 27 #13: a.mp4 and a.avi in one folder get their own plot and page."""
+    from truthinmotion.inference.detect import _plot_names
+
+    paths = [Path("d/a.mp4"), Path("d/a.avi"), Path("e/a.mp4"), Path("d/b.mp4")]
+    names = _plot_names(paths)
+    assert len(set(names.values())) == len(paths) and names[Path("d/b.mp4")] == "b"
+    assert names[Path("d/a.avi")] == "a-avi"

@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 
 from truthinmotion.core.errors import ConfigError
-from truthinmotion.models.detector.inputs import DataConfig
+from truthinmotion.models.inputs import DataConfig
 from truthinmotion.features.encodings import encode_depth, encode_flow, face_slice, relative_motion
 
 S = 32

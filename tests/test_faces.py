@@ -10,12 +10,12 @@ import numpy as np
 import pytest
 
 from conftest import FFPP, need_shared
-from truthinmotion.faces.extract import extract as faces_mod
-from truthinmotion.training.dataset.compact import stored_crops
-from truthinmotion.faces.extract.extract import (
+from truthinmotion.faces import extract as faces_mod
+from truthinmotion.data.compact import stored_crops
+from truthinmotion.faces.extract import (
     FaceDetector, Faces, FacesConfig, box_iou, crop_square, extract_faces, run_faces,
 )
-from truthinmotion.training.dataset.index import IndexConfig, index_dataset
+from truthinmotion.data.index import IndexConfig, index_dataset
 from truthinmotion.media.clips import synth_clip
 from truthinmotion.media.video import read_frames, sample_points
 

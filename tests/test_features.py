@@ -9,13 +9,13 @@ import pytest
 import torch
 
 from conftest import FFPP, need_shared
-from truthinmotion.training.dataset.compact import FLOW_STEP
+from truthinmotion.data.compact import FLOW_STEP
 from truthinmotion.core.errors import ConfigError
-from truthinmotion.faces.extract.extract import Faces, FacesConfig, run_faces
+from truthinmotion.faces.extract import Faces, FacesConfig, run_faces
 from truthinmotion.features import (
     DepthConfig, DepthEstimator, FlowConfig, FlowEstimator, depth_anything_config, depth_to_rgb, flow_to_rgb, load_feature, run_features,
 )
-from truthinmotion.training.dataset.index import IndexConfig, index_dataset
+from truthinmotion.data.index import IndexConfig, index_dataset
 from truthinmotion.backends.weights import WeightsNotFound
 
 

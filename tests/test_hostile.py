@@ -22,10 +22,10 @@ from truthinmotion.apps.cli import main
 from truthinmotion.experiments.compress import compress
 from truthinmotion.core.errors import ConfigError
 from truthinmotion.inference.detect import _plot_names, _write
-from truthinmotion.faces.extract.extract import FaceDetector, Faces, FacesConfig, extract_faces, run_faces
+from truthinmotion.faces.extract import FaceDetector, Faces, FacesConfig, extract_faces, run_faces
 from truthinmotion.core.errors import StageError
 from truthinmotion.core.io import WorkDir, load_npz
-from truthinmotion.models.detector.detector import Detector
+from truthinmotion.models.detector import Detector
 from truthinmotion.media.clips import synth_clip, write_video
 from truthinmotion.training.train import TrainConfig, train
 
@@ -223,7 +223,7 @@ def _finished(folder: Path) -> int:
 
 def _tim(*args: str) -> subprocess.Popen:
     env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONUNBUFFERED": "1"}
-    return subprocess.Popen([sys.executable, "-m", "truthinmotion.apps.cli", *args], stdout=subprocess.PIPE,
+    return subprocess.Popen([sys.executable, "-m", "truthinmotion", *args], stdout=subprocess.PIPE,
                             stderr=subprocess.STDOUT, text=True, env=env, start_new_session=True,
                             preexec_fn=default_sigint)
 

@@ -11,7 +11,7 @@ from hypothesis import strategies as st
 
 from conftest import DFDC, FFPP, FFPP_SPLITS, need_shared
 from truthinmotion.core.errors import ConfigError
-from truthinmotion.training.dataset.index import IndexConfig, group_split, index_dataset, read_manifest
+from truthinmotion.data.index import IndexConfig, group_split, index_dataset, read_manifest
 
 
 def _official() -> dict[str, str]:

@@ -51,10 +51,9 @@ def test_saliency_finds_an_artefact_confined_to_one_half(tmp_path):
     """A detector trained (default encodings) on fakes whose own motion is only in the left half
     of the face puts most saliency there on held-out fakes."""
     from synthetic import make_workdir
-    from truthinmotion.models.detector.inputs import DataConfig
     from truthinmotion.training.dataset import VideoDataset, collate
     from truthinmotion.inference.explain import neutral_inputs
-    from truthinmotion.models.detector.detector import Detector
+    from truthinmotion.models.detector import Detector
     from truthinmotion.training.train import TrainConfig, train
 
     work = make_workdir(tmp_path / "w", region="left", seed=3)
@@ -62,7 +61,7 @@ def test_saliency_finds_an_artefact_confined_to_one_half(tmp_path):
                       batch_size=6, lr=1e-3, train_points=4)
     assert train(work, cfg, tmp_path / "run").best_video_auc >= 0.9
     model = Detector.from_pretrained(tmp_path / "run").eval()
-    data = DataConfig.from_saved(model.extra["data"])
+    data = model.record.data
     ds = VideoDataset(work, "test", "flow", data, model.preprocess)
     batch = collate([ds[i] for i, v in enumerate(ds.videos) if v.label == 1])
     base = neutral_inputs(("flow",), data, model.preprocess, 56)
@@ -114,14 +113,13 @@ def test_evaluate_report_shows_the_most_confidently_wrong_videos(run_dir, tmp_pa
     # highest first, each with its worst point's crop, pictures and saliency.
     from torch.utils.data import DataLoader
 
-    from truthinmotion.models.detector.loading import load_detector
-    from truthinmotion.models.detector.inputs import DataConfig
+    from truthinmotion.models.loading import load_detector
     from truthinmotion.training.dataset import VideoDataset, collate
     from truthinmotion.training.train import predict
 
     model = load_detector(run_dir)
     ds = VideoDataset(result.metrics["workdir"], "test", model.cfg.modality,
-                      DataConfig.from_saved(model.extra["data"]), model.preprocess)
+                      model.record.data, model.preprocess)
     pred = predict(model, DataLoader(ds, batch_size=4, collate_fn=collate), "cpu")
     videos = result.metrics["videos"]
     lines = error_analysis(tmp_path / "ea", model, ds, pred, videos, threshold=0.0)
@@ -135,3 +133,66 @@ def test_evaluate_report_shows_the_most_confidently_wrong_videos(run_dir, tmp_pa
         for name in ("crop", "flow", "depth", "flow-saliency", "depth-saliency"):
             img = cv2.imread(str(tmp_path / "ea" / "errors" / f"{v['video_id']}-{name}.png"))
             assert img is not None and img.shape[:2] == (56, 56), name
+
+
+def test_evidence_of_an_int8_detector_with_and_without_its_source(run_dir, clips, tmp_path):
+    """Issue 27 #5: an ONNX int8 detector's evidence takes saliency from the PyTorch detector it
+    was made from while that is at hand, and without it comes without saliency, with a note."""
+    import json
+
+    from truthinmotion.experiments.compress import compress
+    from truthinmotion.reports.page import write_report
+
+    compress(run_dir, "int8", tmp_path / "int8")
+    scorer = Scorer(tmp_path / "int8")
+    verdict, ev = scorer.score(clips["fake"], evidence=2)
+    assert verdict.ok and verdict.runtime["detector"] == "onnxruntime int8"
+    assert set(ev.saliency) == set(scorer.model.cfg.modalities) and not ev.note
+
+    alone = tmp_path / "alone"
+    shutil.copytree(tmp_path / "int8" / "best", alone)
+    record = json.loads((alone / "config.json").read_text())
+    record["inference"]["source"] = str(tmp_path / "gone")
+    (alone / "config.json").write_text(json.dumps(record))
+    scorer = Scorer(alone)
+    verdict, ev = scorer.score(clips["fake"], evidence=2)
+    assert verdict.ok and ev.saliency == {} and "no saliency" in ev.note
+    assert ev.pictures and len(ev.points) == 4  # the rest of the evidence is there
+    page = write_report(verdict, ev, scorer.model_info, tmp_path / "page.html").read_text()
+    assert "no saliency" in page and "saliency</figcaption>" not in page
+
+
+def test_boxes_are_red_at_the_detectors_threshold_not_at_one_half():
+    """Issue 27 #15: a face labelled fake at a threshold below 0.5 gets a red box."""
+    from truthinmotion.reports.page import Evidence, _frame_with_boxes
+
+    frame = np.zeros((480, 640, 3), np.uint8)
+    ev = Evidence(np.zeros(0, int), np.zeros(0), [], np.zeros((0, 4, 4, 3), np.uint8), {}, {}, frame, 0,
+                  {0: [100.0, 100.0, 200.0, 200.0], 1: [400.0, 100.0, 500.0, 200.0]})
+    tracks = [{"track": 0, "probability": 0.3, "label": "fake"}, {"track": 1, "probability": 0.6, "label": "real"}]
+    img = _frame_with_boxes(ev, tracks)  # RGB
+    left, right = img[150, 100], img[150, 400]  # a pixel on each box's left edge
+    assert left[0] > 200 and left[1] < 50  # red: fake at the detector's threshold, though p < 0.5
+    assert right[1] > 100 and right[0] < 50  # green: real, though p > 0.5
+
+
+def test_plots_never_touch_pyplot_and_draw_from_threads(tmp_path):
+    """Issue 27 #12: the service draws pages from several threads; pyplot's state is not safe there."""
+    import sys
+
+    code = ("import sys\n"
+            "from types import SimpleNamespace as V\n"
+            "from concurrent.futures import ThreadPoolExecutor\n"
+            "from truthinmotion.reports.plots import plot_scores\n"
+            "def one(i):\n"
+            "    v = V(video=f'v{i}.mp4', faces={'fps': 25.0}, frame_index=list(range(0, 64, 2)),\n"
+            "          frame_scores=[((i + j) % 10) / 10 for j in range(32)], score_threshold=0.5,\n"
+            "          aggregation='mean', score=0.4, probability=0.4, label='real')\n"
+            f"    return plot_scores(v, r'{tmp_path}' + f'/p{{i}}.png').stat().st_size\n"
+            "with ThreadPoolExecutor(8) as ex:\n"
+            "    sizes = list(ex.map(one, range(16)))\n"
+            "assert all(s > 5000 for s in sizes), sizes\n"
+            "assert 'matplotlib.pyplot' not in sys.modules\n")
+    proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
+    assert proc.returncode == 0, proc.stderr
+    assert len(list(tmp_path.glob("p*.png"))) == 16

@@ -21,8 +21,8 @@ from truthinmotion.core.errors import ConfigError
 from truthinmotion.inference.scorer import Preparer
 from truthinmotion.inference.detect import detect
 from truthinmotion.execution.engine import Engine
-from truthinmotion.faces.extract.extract import Faces, FacesConfig, run_faces
-from truthinmotion.training.dataset.index import IndexConfig, index_dataset
+from truthinmotion.faces.extract import Faces, FacesConfig, run_faces
+from truthinmotion.data.index import IndexConfig, index_dataset
 
 RAY = Engine("ray")
 ORIGINALS = ["004", "519", "634"]
@@ -93,7 +93,7 @@ def test_an_interrupted_ray_run_resumes_without_redoing_finished_videos(tmp_path
     work = tmp_path / "w"
     index_dataset(root, work, IndexConfig(format="folder"))
     env = {**os.environ, "PYTHONUNBUFFERED": "1"}
-    proc = subprocess.Popen([sys.executable, "-m", "truthinmotion.apps.cli", "faces", str(work), "--points", "6",
+    proc = subprocess.Popen([sys.executable, "-m", "truthinmotion", "faces", str(work), "--points", "6",
                              "--engine", "ray", "--workers", "1", "-q"], env=env, stderr=subprocess.PIPE, text=True,
                             preexec_fn=default_sigint)
     deadline = time.time() + 240

@@ -32,7 +32,7 @@ class Server:
     def __init__(self, run_dir: Path, data_dir: Path, *args: str):
         self.port = _free_port()
         self.url = f"http://127.0.0.1:{self.port}"
-        cmd = [sys.executable, "-m", "truthinmotion.apps.cli", "serve", "--model", str(run_dir), "--port", str(self.port),
+        cmd = [sys.executable, "-m", "truthinmotion", "serve", "--model", str(run_dir), "--port", str(self.port),
                "--data-dir", str(data_dir), *args]
         self.proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
         deadline = time.time() + 90

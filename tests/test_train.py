@@ -13,9 +13,10 @@ import torch
 from synthetic import make_workdir
 from truthinmotion.training import train as train_mod
 from truthinmotion.core.errors import ConfigError
-from truthinmotion.models.detector.inputs import DataConfig, encode_inputs
+from truthinmotion.models.inputs import DataConfig, encode_inputs
 from truthinmotion.training.dataset import VideoDataset, collate, flip_flow
-from truthinmotion.models.detector.detector import BACKBONES, Detector, DetectorConfig, Preprocess
+from truthinmotion.models.architecture import BACKBONES, DetectorConfig, Preprocess
+from truthinmotion.models.detector import Detector
 from truthinmotion.training.train import TrainConfig, train
 
 # The synthetic disc (tests/synthetic.py) is learnt within a few epochs with per-picture flow
@@ -248,7 +249,7 @@ def test_ddp_with_two_processes_on_cpu(work, tmp_path):
     """The same command under torchrun (gloo, 2 processes) trains and writes one run directory."""
     run = tmp_path / "ddp"
     cmd = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2", "--master_port", "29533",
-           "-m", "truthinmotion.apps.cli", "train", str(work), "-o", str(run), "--backbone", "dinov2-tiny",
+           "-m", "truthinmotion", "train", str(work), "-o", str(run), "--backbone", "dinov2-tiny",
            "--init", "random", "--image-size", "56", "--workers", "0", "--epochs", "2", "--batch-size", "4",
            "--train-points", "4", "--lr", "1e-3", "-q"]
     env = {**os.environ, "OMP_NUM_THREADS": "1"}

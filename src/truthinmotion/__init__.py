@@ -14,16 +14,16 @@ _EXPORTS = {
     "BACKBONES": "models.detector",
     "BenchmarkResult": "experiments.bench",
     "ConfigError": "core.errors",
-    "DepthConfig": "features",
-    "DepthEstimator": "features",
+    "DepthConfig": "features.depth",
+    "DepthEstimator": "features.depth",
     "Detector": "models.detector",
     "DetectorConfig": "models.detector",
     "EvalResult": "experiments.evaluate",
     "FaceDetector": "faces.extract",
     "Faces": "faces.extract",
     "FacesConfig": "faces.extract",
-    "FlowConfig": "features",
-    "FlowEstimator": "features",
+    "FlowConfig": "features.flow",
+    "FlowEstimator": "features.flow",
     "IndexConfig": "data.index",
     "Scorer": "inference.scorer",
     "StageError": "core.errors",
@@ -36,18 +36,18 @@ _EXPORTS = {
     "WorkDir": "core.io",
     "benchmark_runs": "experiments.bench",
     "compress": "experiments.compress",
-    "depth_to_rgb": "features",
+    "depth_to_rgb": "features.depth",
     "detect": "inference.detect",
     "distill": "training.distill",
     "evaluate": "experiments.evaluate",
     "extract_faces": "faces.extract",
-    "flow_to_rgb": "features",
+    "flow_to_rgb": "features.flow",
     "index_dataset": "data.index",
     "load_detector": "models.loading",
     "read_manifest": "data.index",
     "run_demo": "apps.demo",
     "run_faces": "faces.extract",
-    "run_features": "features",
+    "run_features": "features.stage",
     "run_study": "experiments.pipeline",
     "train": "training.train",
 }
@@ -59,7 +59,7 @@ def __getattr__(name: str) -> Any:
     raise AttributeError(f"module 'truthinmotion' has no attribute {name!r}")
 
 
-from .core import __version__  # noqa: E402 - after the lazy map it documents
+from .core import __version__  # noqa: E402,F401 - re-exported, after the lazy map it documents
 
 __all__ = [  # noqa: F822 - resolved lazily by __getattr__
     "BACKBONES",

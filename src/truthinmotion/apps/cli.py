@@ -195,7 +195,7 @@ def _add_features(sub: argparse._SubParsersAction) -> None:
 
 
 def _cmd_features(args: argparse.Namespace) -> int:
-    from ..features import feature_configs, run_features
+    from ..features.stage import feature_configs, run_features
 
     flow_cfg, depth_cfg = feature_configs(
         load_yaml(args.config) if args.config else {}, flow_method=args.flow_method,

@@ -21,7 +21,8 @@ from ..inference.scorer import Scorer
 from ..reports.plots import plot_scores
 from ..reports.page import write_report
 from ..faces.extract import FacesConfig
-from ..features import DEPTH_MODELS, DepthConfig, FlowConfig, depth_anything_config
+from ..features.depth import DEPTH_MODELS, DepthConfig, depth_anything_config
+from ..features.flow import FlowConfig
 from ..data.index import IndexConfig
 from ..experiments.pipeline import StudyConfig, run_study
 from ..experiments.study import StudyPlan, run_full_study

@@ -21,7 +21,6 @@ from torch.utils.data import DataLoader
 
 from ..models.loading import inference_autocast, load_detector
 from .compress import sample_inputs
-from ..models.inputs import DataConfig
 from ..training.dataset import VideoDataset, collate
 from ..core.metrics import binary_metrics, video_level
 from ..models.detector import Detector
@@ -71,7 +70,7 @@ def benchmark_runs(
     runs = [Path(r) for r in run_dirs]
     base_model = Detector.from_pretrained(runs[0])
     inputs = sample_inputs(base_model, "val", max_pictures=max(batches))
-    work = Path(base_model.extra["workdir"])
+    work = Path(base_model.record.provenance.workdir or "")
     rows: list[dict[str, Any]] = []
     for run in runs:
         model = load_detector(run, device)
@@ -79,22 +78,22 @@ def benchmark_runs(
         lat = sorted(time_calls(model, inputs, 1, device, amp, repeats))
         thr = {b: b / float(np.median(time_calls(model, inputs, b, device, amp, max(3, repeats // 3)))) for b in batches}
         best_batch = max(thr, key=thr.get)
-        ds = VideoDataset(work, split, model.cfg.modality, DataConfig.from_saved(model.extra.get("data", {})),
-                          model.preprocess, expect=model.extra.get("features"))
+        ds = VideoDataset(work, split, model.cfg.modality, model.record.data, model.preprocess,
+                          expect=model.record.feature_expect())
         pred = predict(model, DataLoader(ds, batch_size=4, collate_fn=collate), device, amp)
         _, vs, vl = video_level(pred["prob"], pred["video"], pred["label"], groups=ds.video_ids(pred["video"]))
-        video = binary_metrics(vl, vs, model.threshold)
+        video = binary_metrics(vl, vs, model.record.rule("mean").threshold)
         best = run / "best" if (run / "best").is_dir() else run
-        inf = model.extra.get("inference", {})
-        params = inf.get("parameters") or sum(p.numel() for p in model.parameters())
+        inf = model.record.inference
+        params = inf.parameters or sum(p.numel() for p in model.parameters())
         rows.append({
-            "variant": run.name, "method": inf.get("method", "fp32"), "runtime": inf.get("runtime", "torch"),
+            "variant": run.name, "method": inf.method, "runtime": inf.runtime,
             "size_mb": round(dir_size(best) / 1e6, 2), "parameters": int(params),
             "latency_p50_ms": round(1000 * float(np.percentile(lat, 50)), 2),
             "latency_p95_ms": round(1000 * float(np.percentile(lat, 95)), 2),
             "throughput": round(thr[best_batch], 1), "best_batch": best_batch,
             "frame_auc": binary_metrics(pred["label"], pred["prob"])["auc"], "video_auc": video["auc"],
-            "video_acc": video["acc@thr"], "max_prob_diff": inf.get("max_prob_diff"),
+            "video_acc": video["acc@thr"], "max_prob_diff": inf.max_prob_diff,
         })
     base = rows[0]
     for r in rows:

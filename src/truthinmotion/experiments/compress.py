@@ -37,7 +37,6 @@ import torch
 from torch.utils.data import DataLoader
 
 from ..core.errors import ConfigError
-from ..models.inputs import DataConfig
 from ..training.dataset import VideoDataset, collate
 from ..core.io import dir_size, publish
 from ..models.detector import Detector
@@ -57,11 +56,11 @@ COMPRESS_METHODS = ("fp16", "bf16", "compile", "onnx", "int8", "distill")
 
 def sample_inputs(model: Detector, split: str = "val", max_pictures: int = 64) -> dict[str, torch.Tensor]:
     """Real backbone inputs: pictures of the run's own ``split`` videos (all their time points)."""
-    work = Path(model.extra.get("workdir", ""))
+    work = Path(model.record.provenance.workdir or "")
     if not work.is_dir():
         raise ConfigError(f"the detector's work directory {work} is gone: real inputs are needed to check it")
-    ds = VideoDataset(work, split, model.cfg.modality, DataConfig.from_saved(model.extra.get("data", {})),
-                      model.preprocess, expect=model.extra.get("features"))
+    ds = VideoDataset(work, split, model.cfg.modality, model.record.data, model.preprocess,
+                      expect=model.record.feature_expect())
     if len(ds) == 0:
         raise ConfigError(f"no {split} videos in {work} to check the compressed detector on")
     parts, n = [], 0
@@ -105,19 +104,18 @@ def write_variant(model: Detector, method: str, best: Path, example: dict[str, t
 
     ``example`` holds a couple of input pictures per modality (ONNX export traces them).
     """
-    inference: dict[str, Any] = {**model.extra.get("inference", {}), "method": method,
-                                 "parameters": sum(p.numel() for p in model.parameters())}
+    inference: dict[str, Any] = {"method": method, "parameters": sum(p.numel() for p in model.parameters())}
     if method == "compile":
         inference.update({"runtime": "torch", "autocast": "off", "compile": True})
         plain = copy.deepcopy(model)
-        plain.extra["inference"] = inference
+        plain.record = plain.record.replace(inference=inference)
         plain.save_pretrained(best)
         return
     if method in ("fp16", "bf16"):
         dtype = torch.float16 if method == "fp16" else torch.bfloat16
         inference.update({"runtime": "torch", "autocast": method, "compile": False})
         half = copy.deepcopy(model)
-        half.extra["inference"] = inference
+        half.record = half.record.replace(inference=inference)
         # Encoder weights are stored in half precision; LayerNorms and the head stay fp32 (their
         # sums are where half precision loses most).
         for enc in half.encoders.values():
@@ -139,7 +137,8 @@ def write_variant(model: Detector, method: str, best: Path, example: dict[str, t
         fp32.unlink()
         file = "model.int8.onnx"
     inference.update({"runtime": "onnx", "file": file})
-    (best / "config.json").write_text(json.dumps({**model.config_dict(), "inference": inference}, indent=2, default=str))
+    record = model.record.replace(inference=inference).to_json()
+    (best / "config.json").write_text(json.dumps(record, indent=2, default=str))
 
 
 def compress(
@@ -161,7 +160,7 @@ def compress(
     model = Detector.from_pretrained(run_dir).eval()
     inputs = sample_inputs(model, check_split)
     reference = _probs(model, inputs, "cpu", "off")
-    model.extra["inference"] = {"source": str(run_dir.resolve())}
+    model.record = model.record.replace(inference={"source": str(run_dir.resolve())})
     out_dir.mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(prefix=".best-", dir=out_dir))
     try:

@@ -3,7 +3,7 @@
 Video scores aggregate frame probabilities (``mean`` by default). Accuracy is given at 0.5 and at
 the threshold chosen on validation videos for that aggregation during training (frames: at the
 threshold chosen on validation frames). Video probabilities are calibrated
-(:mod:`truthinmotion.models.detector.calibration`); expected calibration error and Brier score are reported
+(:mod:`truthinmotion.models.calibration`); expected calibration error and Brier score are reported
 before and after, with a reliability diagram. ``predictions.csv`` holds every scored point. Per-method rows pair every real video
 of the split with the fakes of one method (the usual FaceForensics++ breakdown). Evaluating on
 another indexed dataset (``workdir``) is cross-dataset evaluation; its features must have been
@@ -23,9 +23,8 @@ from typing import Any
 import numpy as np
 from torch.utils.data import DataLoader
 
-from ..models.calibration import brier, expected_calibration_error, verdict_rule
+from ..models.calibration import brier, expected_calibration_error
 from ..core.errors import ConfigError
-from ..models.inputs import DataConfig
 from ..training.dataset import VideoDataset, collate
 from ..core.io import WorkDir, atomic_write_text, load_npz
 from ..core.metrics import binary_metrics, video_level
@@ -127,23 +126,23 @@ def evaluate(
     """Score ``split`` of ``workdir`` (default: the training work directory) and write a report."""
     run_dir = Path(run_dir)
     model = load_detector(run_dir, device)
-    own = Path(model.extra.get("workdir", ""))
+    record = model.record
+    own = Path(record.provenance.workdir or "")
     work = Path(workdir) if workdir else own
     if not work.is_dir():
         raise ConfigError(f"work directory {work} not found: pass --workdir")
     cross = own.resolve() != work.resolve()
     out = Path(out_dir) if out_dir else (run_dir / f"eval-{work.name}-{split}" if cross else run_dir)
     out.mkdir(parents=True, exist_ok=True)
-    data_cfg = DataConfig.from_saved(model.extra.get("data", {}))
-    ds = VideoDataset(work, split, model.cfg.modality, data_cfg, model.preprocess, train=False,
-                      expect=model.extra.get("features"))
+    ds = VideoDataset(work, split, model.cfg.modality, record.data, model.preprocess, train=False,
+                      expect=record.feature_expect())
     if len(ds) == 0:
         raise ConfigError(f"no {split} videos with {model.cfg.modality} artifacts in {work}")
     loader = DataLoader(ds, batch_size=batch_videos, shuffle=False, collate_fn=collate, num_workers=workers)
     pred = predict(model, loader, device, inference_autocast(model), progress=progress, desc=f"evaluate {split}")
-    rule = verdict_rule(model.extra, aggregation)
+    rule = record.rule(aggregation)
     threshold = rule.threshold
-    frame_threshold = float(model.extra.get("verdict", {}).get("frame_threshold", threshold))
+    frame_threshold = float(record.verdict.get("frame_threshold", threshold))
     # every face is scored; a video's score is its highest face's
     ids, vscores, vlabels = video_level(pred["prob"], pred["video"], pred["label"], aggregation,
                                         groups=ds.video_ids(pred["video"]))
@@ -162,7 +161,7 @@ def evaluate(
         m: block(real_v | (methods == m), real_f | (frame_methods == m))
         for m in sorted(set(methods[vlabels == 1]))
     }
-    weights = model.extra.get("backbone_weights", {})
+    weights = record.provenance.backbone_weights or {}
     metrics = {
         "run": str(run_dir.resolve()),
         "workdir": str(work.resolve()),
@@ -182,8 +181,8 @@ def evaluate(
         "modality": model.cfg.modality,
         "backbone": model.cfg.backbone,
         "backbone_weights": weights,
-        "features": model.extra.get("features", {}),
-        "inference": model.extra.get("inference", {"runtime": "torch", "method": "fp32"}),
+        "features": record.feature_expect(),
+        "inference": {k: v for k, v in record.inference.to_dict().items() if v is not None},
         "left_out": ds.missing,
         "overall": block(np.ones(len(ids), bool), np.ones(len(pred["prob"]), bool)),
         "per_method": per_method,

@@ -16,10 +16,12 @@ from typing import Any
 from ..core.errors import ConfigError
 from .evaluate import EvalResult, evaluate
 from ..faces.extract import FacesConfig, run_faces
-from ..features import DepthConfig, FlowConfig, check_depth, check_flow, run_features
+from ..features.depth import DepthConfig, check_depth
+from ..features.flow import FlowConfig, check_flow
+from ..features.stage import run_features
 from ..data.index import IndexConfig, index_dataset
 from ..core.io import dir_size
-from ..models.detector import check_backbone
+from ..models.architecture import check_backbone
 from ..execution.preflight import check_space, estimate, preflight
 from ..training.train import TrainConfig, train, train_status
 

@@ -27,7 +27,7 @@ from ..models.calibration import expected_calibration_error
 from ..core.errors import ConfigError
 from ..core.io import atomic_write_text
 from ..core.metrics import binary_metrics
-from ..models.detector import BACKBONES, parse_modalities
+from ..models.architecture import BACKBONES, parse_modalities
 from .pipeline import StudyConfig, prepare_work, train_cell
 from ..reports.plots import figure, save_figure
 

@@ -74,6 +74,8 @@ def stream_verdicts(
     """(verdict, evidence or None) of every video, as they finish (in input order locally; in
     finishing order on Ray). On Ray the model actor writes the evidence pages itself, to
     ``pages`` (video -> file, on storage every machine sees), and yields no evidence."""
+    if not paths:  # every video already has a verdict (a re-run): no models, no workers
+        return
     if engine.kind == "ray":
         yield from _ray_verdicts(paths, run_dir, device, aggregation, workers, batch_size, evidence, pages, engine,
                                  (runtime, early_stop, depth_precision))
@@ -145,8 +147,7 @@ class _ModelActor:
 
 def _ray_verdicts(paths, run_dir, device, aggregation, workers, batch_size, evidence, pages, engine, options):
     from .verdict import Verdict
-    from .scorer import _faces_config
-    from ..models.detector import detector_dir, read_detector_config
+    from ..models.detector import read_record
     from ..execution.engine import ray_map, ray_session
 
     with ray_session(engine) as ray:
@@ -157,7 +158,7 @@ def _ray_verdicts(paths, run_dir, device, aggregation, workers, batch_size, evid
         model_cpus = 0 if on_gpu else 1
         actors = max(1, min(workers, len(paths), cpus - model_cpus))
         threads = max(1, cpus // (actors + model_cpus))
-        per_video = _faces_config(read_detector_config(detector_dir(run_dir))).num_points  # points a video gives
+        per_video = read_record(run_dir).faces.num_points  # points a video gives
         stages = [
             (_PrepareActor, (str(run_dir), threads), dict(actors=actors, batch_size=1, num_cpus=1)),
             (_ModelActor, (str(run_dir), device, aggregation, batch_size, evidence, pages, options),

@@ -2,7 +2,7 @@
 
 The run directory says everything: the faces settings, the flow and depth settings and weights
 the detector was trained on, its preprocessing, and its verdict rule for each aggregation
-(threshold and calibration, :mod:`truthinmotion.models.detector.calibration`). For each video: the score
+(threshold and calibration, :mod:`truthinmotion.models.calibration`). For each video: the score
 (the frame probabilities aggregated, the mean by default), the calibrated probability that its
 face was manipulated, a label at the aggregation's threshold, per-time-point scores, the faces
 found and the time each stage took. A video that cannot be decoded or shows no face gets a
@@ -80,13 +80,23 @@ def _write(path: Path, text: str) -> Path:
 
 
 def _plot_names(paths: Sequence[Path]) -> dict[Path, str]:
-    """A plot file name per video: its stem, with a short hash of its folder where stems repeat."""
+    """A plot and page file name per video: its stem; where stems repeat, its file name
+    (``a.mp4`` and ``a.avi`` in one folder); where file names repeat too, with a short hash of
+    its folder."""
     import hashlib
     from collections import Counter
 
     stems = Counter(p.stem for p in paths)
-    return {p: p.stem if stems[p.stem] == 1 else
-            f"{p.stem}-{hashlib.sha1(str(p.resolve().parent).encode()).hexdigest()[:8]}" for p in paths}
+    names = Counter(p.name for p in set(paths))
+
+    def name(p: Path) -> str:
+        if stems[p.stem] == 1:
+            return p.stem
+        if names[p.name] == 1:
+            return p.name.replace(".", "-")
+        return f"{p.stem}-{hashlib.sha1(str(p.resolve().parent).encode()).hexdigest()[:8]}"
+
+    return {p: name(p) for p in paths}
 
 
 def detect(
@@ -152,9 +162,13 @@ def detect(
                              engine=engine, runtime=runtime, early_stop=early_stop,
                              depth_precision=depth_precision)
     bar = tqdm(total=len(todo), desc="detect", unit="video", disable=not progress or len(todo) < 2)
+    finished = False
     try:
         for v, evidence in stream:
             p = Path(v.video)
+            if lines:  # first: the verdict is kept whatever happens to its plot or page
+                lines.append(v)
+            scored[str(p.resolve())] = v
             if not v.ok:
                 log.warning("%s: %s: %s", p, v.status, v.reason)
             elif plot_dir:
@@ -162,14 +176,20 @@ def detect(
                 plot_scores(v, Path(plot_dir) / f"{names[p]}.png")
             if report_dir and engine.kind == "local":
                 write_report(v, evidence, info, Path(pages[v.video]))
-            if lines:
-                lines.append(v)
-            scored[str(p.resolve())] = v
             bar.update(1)
+        finished = True
     finally:
         stream.close()
         bar.close()
-    verdicts = [done.get(str(p.resolve())) or scored[str(p.resolve())] for p in paths]
+        verdicts = [v for v in (done.get(str(p.resolve())) or scored.get(str(p.resolve())) for p in paths) if v]
+        if not finished and (json_out or csv_out):
+            log.warning("stopped after %d of %d videos: %s hold the verdicts so far", len(verdicts), len(paths),
+                        " and ".join(str(o) for o in (json_out, csv_out) if o))
+        _write_outputs(verdicts, json_out, csv_out)
+    return verdicts
+
+
+def _write_outputs(verdicts: Sequence[Verdict], json_out: str | Path | None, csv_out: str | Path | None) -> None:
     if json_out:
         _write(Path(json_out), to_json(verdicts))
     if csv_out:
@@ -184,4 +204,3 @@ def detect(
                      "time_points_with_face": v.faces.get("time_points_with_face"),
                      "seconds": v.timings.get("total"), "reason": v.reason} for v in verdicts)
         _write(Path(csv_out), buf.getvalue())
-    return verdicts

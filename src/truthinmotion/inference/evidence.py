@@ -8,6 +8,7 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+import torch
 
 from .explain import explain
 from ..media.video import read_frames
@@ -29,10 +30,16 @@ def build_evidence(
     chosen = np.array(top + low, dtype=int)
     sel = rows[chosen]
     size = crops.shape[2]
-    saliency = explain(model, {m: x[sel] for m, x in inputs.items()}, size, device, amp, baseline)
+    saliency, note = {}, ""
+    if isinstance(model, torch.nn.Module) or getattr(model, "source", None) is not None:
+        saliency = explain(model, {m: x[sel] for m, x in inputs.items()}, size, device, amp, baseline)
+    else:
+        note = (f"no saliency: this detector runs in ONNX Runtime ({model.record.inference.method}), which has no "
+                "gradients, and the PyTorch detector it was made from "
+                f"({model.record.inference.source or 'not recorded'}) is not at hand")
     first = int(points[chosen[0]])
     t = int(faces.frame_index[first])
     frame = next((f for _, f in read_frames(path, [t])), None)
     boxes = {j: [float(c) for c in tr.boxes[first]] for j, tr in enumerate(faces.tracks) if tr.valid[first]}
     return Evidence(points[chosen], probs[sel], ["most suspicious"] * len(top) + ["least suspicious"] * len(low),
-                    crops[sel, 0], {m: p[sel] for m, p in pictures.items()}, saliency, frame, first, boxes)
+                    crops[sel, 0], {m: p[sel] for m, p in pictures.items()}, saliency, frame, first, boxes, note)

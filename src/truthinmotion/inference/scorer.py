@@ -4,6 +4,7 @@ verdict rule, optional early stop and evidence)."""
 
 from __future__ import annotations
 
+import logging
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -12,44 +13,26 @@ from typing import Any, Sequence
 import numpy as np
 import torch
 
-from ..models.calibration import verdict_rule
 from ..core.errors import ConfigError
-from ..models.inputs import DataConfig, encode_pictures, to_backbone
+from ..models.inputs import encode_pictures, to_backbone
 from ..faces.extract import FaceDetector, Faces, FacesConfig, extract_faces
-from ..features import DepthConfig, DepthEstimator, FlowConfig, FlowEstimator, check_flow
+from ..features.depth import DepthEstimator
+from ..features.flow import FlowConfig, FlowEstimator, check_flow
 from ..data.compact import stored_crops, stored_depth, stored_flow
 from ..core.errors import StageError
 from .explain import neutral_inputs
 from ..reports.page import Evidence
 from .evidence import build_evidence
 from ..core.metrics import AGGREGATIONS
-from .sequential import first_round, undecided
+from .sequential import draw_seed, first_round, undecided
 from ..models.loading import inference_autocast, load_detector
-from ..models.detector import detector_dir, parse_modalities, read_detector_config
+from ..models.detector import read_record
 from ..backends.runtime import autocast_context
 from .verdict import Verdict
 
 __all__ = ["Prepared", "Preparer", "Scorer", "model_info"]
 
-
-def _flow_config(rec: dict[str, Any]) -> FlowConfig:
-    if rec.get("init") == "random":
-        raise ConfigError(
-            "this detector was trained on RAFT flow from random weights, which cannot be rebuilt: "
-            "retrain on flow from saved weights (--flow-weights FILE)"
-        )
-    keys = {f for f in FlowConfig.__dataclass_fields__}
-    return FlowConfig.from_dict({k: v for k, v in rec.items() if k in keys})
-
-
-def _depth_config(rec: dict[str, Any]) -> DepthConfig:
-    if rec.get("init") == "random":
-        raise ConfigError(
-            "this detector was trained on depth from a randomly initialised model, which cannot be "
-            "rebuilt: save the depth model to a directory (save_pretrained) and compute depth with it"
-        )
-    return DepthConfig(model=rec["model"], init="pretrained", input_size=rec["input_size"],
-                       precision=rec.get("precision", "fp32"))
+log = logging.getLogger(__name__)
 
 
 @dataclass
@@ -82,10 +65,8 @@ class Preparer:
     @classmethod
     def from_run(cls, run_dir: str | Path, device: str = "cpu") -> "Preparer":
         """The preparer of a run directory's detector (its faces and flow settings)."""
-        extra = read_detector_config(detector_dir(run_dir))
-        mods = parse_modalities(extra["detector"]["modality"])
-        return cls(_faces_config(extra), _flow_config(extra["features"]["flow"]) if "flow" in mods else None,
-                   "rgb" in mods, device)
+        record = read_record(run_dir)
+        return cls(record.faces, record.flow_settings(), "rgb" in record.modalities, device)
 
     def __call__(self, path: str | Path) -> Prepared:
         out = Prepared(str(path))
@@ -116,25 +97,13 @@ class Preparer:
 
 
 def model_info(run_dir: str | Path) -> dict[str, Any]:
-    """What a report says about the detector: its saved configuration, the data settings in full."""
-    record = read_detector_config(detector_dir(run_dir))
-    extra = {k: v for k, v in record.items() if k not in ("format", "backbone_config")}
-    return {**extra, "data": DataConfig.from_saved(extra.get("data", {})).to_dict()}
+    """What a report says about a run directory's detector (:meth:`DetectorRecord.describe`)."""
+    return read_record(run_dir).describe()
 
 
 def _runtime_of(model: Any) -> str:
     """``onnxruntime int8``, ``torch bf16``, ...: what runs a loaded detector, at what precision."""
-    inference = getattr(model, "extra", {}).get("inference", {})
-    precision = inference.get("method") if inference.get("method") in ("int8", "fp16", "bf16") else "fp32"
-    return f"{'onnxruntime' if hasattr(model, 'session') else 'torch'} {precision}"
-
-
-def _faces_config(extra: dict[str, Any]) -> FacesConfig:
-    # Crops are scored as the faces artifacts stored them for training; a detector trained
-    # before compact artifacts saw them raw.
-    known = set(FacesConfig.__dataclass_fields__)
-    record = {"crop_format": "raw", **extra.get("faces", {})}
-    return FacesConfig.from_dict({k: v for k, v in record.items() if k in known})
+    return f"{'onnxruntime' if hasattr(model, 'session') else 'torch'} {model.record.inference.precision}"
 
 
 class Scorer:
@@ -164,21 +133,18 @@ class Scorer:
         self.model = load_detector(run_dir, device, runtime)
         self.amp = inference_autocast(self.model)
         self.device, self.aggregation, self.batch_size = device, aggregation, batch_size
-        self.rule = verdict_rule(self.model.extra, aggregation)
-        extra = self.model.extra
-        self.faces_cfg = _faces_config(extra)
-        feats = extra.get("features", {})
-        mods = self.model.cfg.modalities
-        flow_cfg = _flow_config(feats["flow"]) if "flow" in mods else None
+        record = self.model.record
+        self.rule = record.rule(aggregation)
+        self.faces_cfg = record.faces
+        mods = record.modalities
+        flow_cfg = record.flow_settings()
         self.preparer = Preparer(self.faces_cfg, flow_cfg, "rgb" in mods, device) if prepare else None
         if flow_cfg is not None and not prepare:
             check_flow(flow_cfg)  # the workers will build it: a missing model fails here, before any video
-        self.depth = None
-        if "depth" in mods:
-            depth_cfg = _depth_config(feats["depth"]).updated({"precision": depth_precision})
-            self.depth = DepthEstimator(depth_cfg, device, runtime)
-        self.data_cfg = DataConfig.from_saved(extra.get("data", {}))
-        self.model_info = model_info(run_dir)
+        depth_cfg = record.depth_settings(depth_precision)
+        self.depth = DepthEstimator(depth_cfg, device, runtime) if depth_cfg is not None else None
+        self.data_cfg = record.data
+        self.model_info = record.describe()
         self.runtime_info = {"detector": _runtime_of(self.model),
                              **({"depth": self.depth.describe()} if self.depth else {})}
 
@@ -199,7 +165,25 @@ class Scorer:
         """Verdicts of prepared videos: depth of all their crops, then the detector over all their
         pictures, ``batch_size`` at a time; a stage's time is shared out by each video's points.
         With ``early_stop``, half of each face's points first, then the rest of the videos that
-        are still undecided (:mod:`.sequential`)."""
+        are still undecided (:mod:`.sequential`).
+
+        A failure while scoring a group is narrowed down to the video that causes it: the group
+        is scored again one video at a time, and the video that still fails gets status ``error``
+        with the reason, while the others get their verdicts."""
+        try:
+            return self._finish(items, evidence)
+        except (ConfigError, KeyboardInterrupt, MemoryError):
+            raise
+        except Exception as err:  # noqa: BLE001 - one video must not cost the others their verdicts
+            if len(items) > 1:
+                return [out for p in items for out in self.finish([p], evidence)]
+            (p,) = items
+            log.warning("%s: the model stage failed: %s: %s", p.video, type(err).__name__, err, exc_info=True)
+            verdict = self._failed(p)
+            verdict.status, verdict.reason = "error", f"{type(err).__name__}: {err}"
+            return [(verdict, None)]
+
+    def _finish(self, items: Sequence[Prepared], evidence: int = 0) -> list[tuple[Verdict, Evidence | None]]:
         ok = [p for p in items if p.status == "ok"]
         timings = [dict(p.timings) for p in ok]
         if self.early_stop is None or not ok:
@@ -209,7 +193,8 @@ class Scorer:
             if evidence:
                 raise ConfigError("--early-stop leaves points unscored, which evidence needs: use one or the other")
             counts = [[int(n) for n in p.valid.sum(1)] for p in ok]
-            rows = [first_round(c) for c in counts]
+            seeds = [draw_seed() for _ in ok]
+            rows = [first_round(c, s) for c, s in zip(counts, seeds)]
             probs = [np.full(p.points, np.nan, np.float32) for p in ok]
             for p, r, pr in zip(probs, rows, self._score(ok, rows, timings)[0]):
                 p[r] = pr
@@ -223,6 +208,8 @@ class Scorer:
         for j, p in enumerate(ok):
             results[id(p)] = self._verdict(p, probs[j], timings[j], evidence, pictures[j], inputs[j],
                                            None if self.early_stop is None else scored[j])
+            if self.early_stop is not None and results[id(p)][0].ok:
+                results[id(p)][0].early_stop["seed"] = seeds[j]
         return [results[id(p)] if p.status == "ok" else (self._failed(p), None) for p in items]
 
     def _score(self, ok: Sequence[Prepared], rows: Sequence[np.ndarray], timings: list[dict[str, float]]
@@ -250,10 +237,11 @@ class Scorer:
                 a["depth"] = d
             share("depth", time.perf_counter() - t)
         t = time.perf_counter()
-        pictures = [encode_pictures(a, self.model.cfg.modalities, self.data_cfg, self.faces_cfg.box_scale)
-                    for a in arrays]
-        inputs = [to_backbone(pics, self.model.preprocess) for pics in pictures]
-        joined = {m: torch.cat([x[m] for x in inputs]) for m in inputs[0]}
+        # A video with no rows (decided in the first round of early stop) has nothing to encode.
+        pictures = [encode_pictures(a, self.model.cfg.modalities, self.data_cfg, self.faces_cfg.box_scale) if n else {}
+                    for a, n in zip(arrays, counts)]
+        inputs = [to_backbone(pics, self.model.preprocess) if pics else {} for pics in pictures]
+        joined = {m: torch.cat([x[m] for x in inputs if x]) for m in self.model.cfg.modalities}
         out = []
         with torch.no_grad(), autocast_context(self.device, self.amp):
             for i in range(0, total, self.batch_size):

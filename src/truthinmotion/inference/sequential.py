@@ -2,16 +2,19 @@
 
 A video's score is the mean of its N per-point probabilities (each in [0, 1]), and its label is
 which side of the threshold t that mean falls on. ``tim detect --early-stop DELTA`` scores half
-of each face's points first, in an order drawn at random once (the same for every video, so it
-knows nothing of any video's content); where every face's mean of those m points is far enough
-from t, the other points are not scored. How far is the Hoeffding-Serfling bound for sampling
+of each face's points first, drawn at random for each video from a seed of its own (fresh
+entropy, recorded in the verdict's ``early_stop.seed`` so the draw can be repeated); where every
+face's mean of those m points is far enough from t, the other points are not scored. How far is the Hoeffding-Serfling bound for sampling
 without replacement (Serfling, "Probability inequalities for the sum in sampling without
 replacement", Ann. Statist. 1974; Bardenet & Maillard, Bernoulli 2015):
 
     P(mean of N  on the other side of t)  <=  exp(-2 m d^2 / (1 - (m - 1) / N)),  d = |mean of m - t|
 
 so a face is decided when that is at most DELTA / T (T faces: a union bound), and the video's
-label then differs from the all-points label with probability at most DELTA. Its score (the
+label then differs from the all-points label with probability at most DELTA, the probability
+being over that video's draw. Because each video draws its own points, independently of its
+content and of the other videos, the bound holds for every video on its own, whatever the
+video: no fixed subset of points is ever the one left unscored for all of them. Its score (the
 mean of the points scored) moves by up to about d; ``benchmarks/detect.py`` reports by how much
 on the shared videos. With 32 points and DELTA = 0.01, half the points decide a face whose mean
 is at least 0.28 from the threshold.
@@ -23,18 +26,24 @@ import math
 
 import numpy as np
 
-__all__ = ["EARLY_ROUND", "first_round", "margin_needed", "undecided"]
+__all__ = ["EARLY_ROUND", "draw_seed", "first_round", "margin_needed", "undecided"]
 
 EARLY_ROUND = 0.5  # share of each face's points scored in the first round
 
 
-def first_round(counts: list[int]) -> np.ndarray:
+def draw_seed() -> int:
+    """A fresh seed for one video's draw (recorded, so the same points can be drawn again)."""
+    return int(np.random.SeedSequence().entropy % 2**63)
+
+
+def first_round(counts: list[int], seed: int) -> np.ndarray:
     """Rows (into the faces' rows laid end to end, ``counts[j]`` rows for face j) scored first:
-    ``ceil(EARLY_ROUND * n)`` of each face's n rows, in a random order fixed once (seed 0)."""
+    ``ceil(EARLY_ROUND * n)`` of each face's n rows, drawn at random from ``seed``."""
+    rng = np.random.default_rng(seed)
     rows, start = [], 0
     for n in counts:
         take = math.ceil(EARLY_ROUND * n)
-        rows.append(start + np.sort(np.random.default_rng(0).permutation(n)[:take]))
+        rows.append(start + np.sort(rng.permutation(n)[:take]))
         start += n
     return np.concatenate(rows) if rows else np.zeros(0, np.int64)
 

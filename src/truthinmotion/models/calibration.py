@@ -17,7 +17,7 @@ higher than a mean). After training, on the validation split, each aggregation g
   and says so.
 
 Frame-level accuracy uses a threshold chosen on validation frames the same way. The fit is stored
-in the detector's config (``extra["verdict"]``) and so travels with every compressed copy.
+in the detector's record (``verdict``) and so travels with every compressed copy.
 """
 
 from __future__ import annotations
@@ -138,12 +138,13 @@ def fit_verdict_rules(frame_probs: np.ndarray, items: np.ndarray, labels: np.nda
     }
 
 
-def verdict_rule(extra: dict[str, Any], aggregation: str) -> VerdictRule:
-    """The rule a saved detector holds for ``aggregation``. Detectors trained before calibration
-    existed have one threshold (for the mean) and no calibration: it is used as it is."""
-    record = extra.get("verdict", {}).get("aggregations", {}).get(aggregation)
+def verdict_rule(verdict: dict[str, Any], aggregation: str) -> VerdictRule:
+    """The rule a saved detector's ``verdict`` record holds for ``aggregation``. Detectors
+    trained before calibration existed have one threshold (for the mean) and no calibration: it
+    is used as it is."""
+    record = verdict.get("aggregations", {}).get(aggregation)
     if record is None:
-        return VerdictRule(aggregation, float(extra.get("threshold", 0.5)), Calibration())
+        return VerdictRule(aggregation, float(verdict.get("threshold", 0.5)), Calibration())
     return VerdictRule(aggregation, float(record["threshold"]), Calibration.from_record(record["calibration"]))
 
 

@@ -1,150 +1,36 @@
-"""Detectors: one DINOv2 encoder per modality, a fusion, and a small head.
+"""Detectors: one DINOv2 encoder per modality (:mod:`.architecture`), a fusion, and a small head.
 
-DINOv2 (Oquab et al., "DINOv2: Learning Robust Visual Features without Supervision", 2023)
-through transformers. The embedding of a picture is the normalised CLS token. As in the study,
-the encoders are frozen but for their last ``train_blocks`` transformer blocks and final norm,
-and the head is Linear -> ReLU -> Dropout -> Linear giving one logit (fake).
+The embedding of a picture is the normalised CLS token. As in the study, the encoders are frozen
+but for their last ``train_blocks`` transformer blocks and final norm, and the head is
+Linear -> ReLU -> Dropout -> Linear giving one logit (fake).
 
 A saved detector (``save_pretrained``) is a directory with ``model.safetensors`` and
-``config.json`` holding the detector's settings, the backbone's full architecture, the
-preprocessing, the feature settings it was trained on and the weights it started from, so
-``Detector.from_pretrained(path)`` rebuilds it with no flags and no network.
+``config.json``, its :class:`~.record.DetectorRecord`: the detector's settings, the backbone's
+full architecture, the preprocessing, the faces, flow and depth settings it was trained on, its
+verdict rule and where it came from, so ``Detector.from_pretrained(path)`` rebuilds it with no
+flags and no network.
 """
 
 from __future__ import annotations
 
 import json
 import logging
-from dataclasses import asdict, dataclass
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import torch
 from torch import nn
 
+from ..backends.weights import INITS
 from ..core.errors import ConfigError
-from ..core.config import Settings, require
 from ..core.io import atomic_path, atomic_write_text
-from ..backends.weights import INITS, check_hf_model, load_hf_model
+from .architecture import DetectorConfig, Preprocess, build_backbone
+from .record import DetectorRecord
 
-__all__ = [
-    "BACKBONES",
-    "MODALITIES",
-    "Detector",
-    "DetectorConfig",
-    "DetectorOutput",
-    "Preprocess",
-    "SavedDetector",
-    "build_backbone",
-    "check_backbone",
-    "detector_dir",
-    "read_detector_config",
-    "parse_modalities",
-]
+__all__ = ["Detector", "DetectorOutput", "SavedDetector", "detector_dir", "read_record"]
 
 log = logging.getLogger(__name__)
-
-MODALITIES = ("flow", "depth", "rgb")
-
-
-@dataclass(frozen=True)
-class Preprocess:
-    """What a backbone expects of its input pictures; travels with the weights."""
-
-    size: int = 224
-    mean: tuple[float, float, float] = (0.485, 0.456, 0.406)  # ImageNet, as DINOv2 was trained
-    std: tuple[float, float, float] = (0.229, 0.224, 0.225)
-
-    @classmethod
-    def from_record(cls, record: dict[str, Any] | None) -> "Preprocess":
-        """From the ``preprocess`` entry of a saved detector's config (missing keys: defaults)."""
-        r = record or {}
-        return cls(r.get("size", cls.size), tuple(r.get("mean", cls.mean)), tuple(r.get("std", cls.std)))
-
-
-@dataclass(frozen=True)
-class BackboneSpec:
-    hub_id: str | None  # None: a test size with no published weights
-    hidden_size: int
-    num_hidden_layers: int
-    num_attention_heads: int
-    use_swiglu_ffn: bool = False
-
-
-# The published DINOv2 sizes, plus tiny ones of the same architecture for tests and the demo.
-BACKBONES: dict[str, BackboneSpec] = {
-    "dinov2-small": BackboneSpec("facebook/dinov2-small", 384, 12, 6),
-    "dinov2-base": BackboneSpec("facebook/dinov2-base", 768, 12, 12),
-    "dinov2-large": BackboneSpec("facebook/dinov2-large", 1024, 24, 16),
-    "dinov2-giant": BackboneSpec("facebook/dinov2-giant", 1536, 40, 24, use_swiglu_ffn=True),
-    "dinov2-tiny": BackboneSpec(None, 64, 2, 2),
-    "dinov2-tiny-wide": BackboneSpec(None, 128, 2, 2),  # a tiny teacher for distillation tests
-}
-
-
-def _dinov2_config(spec: BackboneSpec) -> Any:
-    from transformers import Dinov2Config
-
-    return Dinov2Config(
-        hidden_size=spec.hidden_size, num_hidden_layers=spec.num_hidden_layers,
-        num_attention_heads=spec.num_attention_heads, use_swiglu_ffn=spec.use_swiglu_ffn,
-        image_size=518, patch_size=14,  # the published checkpoints' position grid (37 x 37)
-    )
-
-
-def build_backbone(name: str, *, init: str = "pretrained", path: str | None = None) -> tuple[nn.Module, dict]:
-    """A DINOv2 encoder from :data:`BACKBONES` (or a local directory ``path``): (model, weights record)."""
-    from transformers import Dinov2Model
-
-    source = _backbone_source(name, init, path)
-    return load_hf_model(Dinov2Model, source, init=init, random_config=lambda: _dinov2_config(BACKBONES[name]), what=name)
-
-
-def _backbone_source(name: str, init: str, path: str | None) -> str:
-    if name not in BACKBONES:
-        raise ConfigError(f"backbone: {name!r} not one of {', '.join(BACKBONES)}")
-    source = path or BACKBONES[name].hub_id
-    if source is None:
-        if init != "random":
-            raise ConfigError(f"{name} is a test size with no published weights: use --init random")
-        source = name
-    return source
-
-
-def check_backbone(name: str, *, init: str = "pretrained", path: str | None = None) -> str:
-    """Whether :func:`build_backbone` will find its weights, without loading them."""
-    return check_hf_model(_backbone_source(name, init, path), init=init, random_known=True, what=name)
-
-
-def parse_modalities(text: str | tuple[str, ...]) -> tuple[str, ...]:
-    mods = tuple(text.split("+")) if isinstance(text, str) else tuple(text)
-    bad = [m for m in mods if m not in MODALITIES]
-    require(mods and not bad and len(set(mods)) == len(mods),
-            f"modality: {'+'.join(mods)!r}; use flow, depth, rgb or a '+' of distinct ones")
-    return mods
-
-
-@dataclass(frozen=True)
-class DetectorConfig(Settings):
-    backbone: str = "dinov2-small"  # a BACKBONES name
-    modality: str = "flow"  # flow, depth, rgb or a '+' of them (flow+depth)
-    fusion: str = "concat"  # concat: embeddings into one head; score: mean of per-modality probabilities
-    shared_encoder: bool = False  # one encoder for all modalities (fewer parameters)
-    train_blocks: int = 1  # last N blocks (+ final norm) trained; 0: head only; -1: everything
-    head_hidden: int = 256  # width of the head's hidden layer
-    dropout: float = 0.3  # dropout before the head's last layer
-
-    def check(self) -> None:
-        require(self.backbone in BACKBONES, f"backbone: {self.backbone!r} not one of {', '.join(BACKBONES)}")
-        parse_modalities(self.modality)
-        require(self.fusion in ("concat", "score"), "fusion: concat or score")
-        require(self.train_blocks >= -1, "train_blocks: -1 (all), 0 (head only) or a number of blocks")
-        require(self.head_hidden >= 1, "head_hidden: at least 1")
-        require(0.0 <= self.dropout < 1.0, "dropout: 0 to 1")
-
-    @property
-    def modalities(self) -> tuple[str, ...]:
-        return parse_modalities(self.modality)
 
 
 @dataclass
@@ -159,17 +45,14 @@ def _head(d: int, hidden: int, dropout: float) -> nn.Sequential:
 
 
 class SavedDetector:
-    """What every saved detector (PyTorch or ONNX) tells about itself, from its ``extra`` record."""
+    """What every loaded detector (PyTorch or ONNX) tells about itself: its record."""
 
-    extra: dict[str, Any]
+    record: DetectorRecord
+    cfg: DetectorConfig
 
     @property
     def preprocess(self) -> Preprocess:
-        return Preprocess.from_record(self.extra.get("preprocess"))
-
-    @property
-    def threshold(self) -> float:
-        return float(self.extra.get("threshold", 0.5))
+        return self.record.preprocess
 
 
 def detector_dir(path: str | Path) -> Path:
@@ -178,9 +61,10 @@ def detector_dir(path: str | Path) -> Path:
     return path / "best" if (path / "best" / "config.json").is_file() else path
 
 
-def read_detector_config(path: Path) -> dict[str, Any]:
-    """A saved detector's ``config.json``: a :class:`ConfigError` (not a traceback) when it is
-    missing, not JSON, or not a detector's."""
+def read_record(path: str | Path) -> DetectorRecord:
+    """The record of the detector in ``path`` (a run directory or a detector directory): a
+    :class:`ConfigError` (not a traceback) when it is missing, damaged, or not a detector's."""
+    path = detector_dir(path)
     file = path / "config.json"
     if not file.is_file():
         raise ConfigError(f"no detector at {path}: expected config.json and weights (a run directory or its best/)")
@@ -190,16 +74,18 @@ def read_detector_config(path: Path) -> dict[str, Any]:
         raise ConfigError(f"{file} is damaged (not JSON: {err}); re-copy or retrain the detector") from None
     if not isinstance(data, dict) or "detector" not in data or "backbone_config" not in data:
         raise ConfigError(f"{file} is not a truthinmotion detector config (no 'detector'/'backbone_config')")
-    return data
+    return DetectorRecord.from_json(data, file).replace(provenance={"run": str(path.resolve())})
 
 
 class Detector(SavedDetector, nn.Module):
     """``forward({modality: [B, 3, H, W]}) -> DetectorOutput``; pictures already normalised."""
 
-    def __init__(self, cfg: DetectorConfig, encoders: dict[str, nn.Module], extra: dict[str, Any] | None = None):
+    def __init__(self, cfg: DetectorConfig, encoders: dict[str, nn.Module], record: DetectorRecord | None = None):
         super().__init__()
         self.cfg = cfg
-        self.extra = dict(extra or {})  # preprocessing, features, weights, threshold: saved as is
+        bcfg = next(iter(encoders.values())).config.to_dict()
+        # The architecture parts of the record are the model's own, whatever was passed.
+        self.record = (record or DetectorRecord(cfg, bcfg)).replace(detector=cfg, backbone_config=bcfg)
         mods = cfg.modalities
         self.encoders = nn.ModuleDict(encoders)
         self.key = {m: ("shared" if cfg.shared_encoder else m) for m in mods}
@@ -216,17 +102,19 @@ class Detector(SavedDetector, nn.Module):
     @classmethod
     def build(
         cls, cfg: DetectorConfig, *, init: str = "pretrained", backbone_path: str | None = None,
-        extra: dict[str, Any] | None = None,
+        record: DetectorRecord | None = None,
     ) -> "Detector":
-        """A new detector: encoders from pretrained (or random) DINOv2 weights, a fresh head."""
+        """A new detector: encoders from pretrained (or random) DINOv2 weights, a fresh head;
+        ``record`` gives what it will be trained on (its architecture parts are filled in)."""
         if init not in INITS:
             raise ConfigError(f"init: {init!r} not one of {', '.join(INITS)}")
         keys = ["shared"] if cfg.shared_encoder else list(cfg.modalities)
         encoders, weights = {}, None
         for k in keys:
             encoders[k], weights = build_backbone(cfg.backbone, init=init, path=backbone_path)
-        extra = {"preprocess": asdict(Preprocess()), **(extra or {}), "backbone_weights": weights}
-        return cls(cfg, encoders, extra)
+        model = cls(cfg, encoders, record)
+        model.record = model.record.replace(provenance={"backbone_weights": weights})
+        return model
 
     def apply_freeze(self) -> None:
         n = self.cfg.train_blocks
@@ -264,12 +152,8 @@ class Detector(SavedDetector, nn.Module):
     # ------------------------------------------------------------ persistence
 
     def config_dict(self) -> dict[str, Any]:
-        return {
-            "format": "truthinmotion-detector/1",
-            "detector": self.cfg.to_dict(),
-            "backbone_config": next(iter(self.encoders.values())).config.to_dict(),
-            **self.extra,
-        }
+        """The record as ``config.json`` holds it."""
+        return self.record.to_json()
 
     def save_pretrained(self, path: str | Path) -> Path:
         """Write ``model.safetensors`` and ``config.json`` into ``path`` (each atomically)."""
@@ -293,12 +177,11 @@ class Detector(SavedDetector, nn.Module):
         from transformers import Dinov2Config, Dinov2Model
 
         path = detector_dir(path)
-        data = read_detector_config(path)
-        cfg = DetectorConfig.from_dict(data["detector"])
-        bcfg = Dinov2Config.from_dict(data["backbone_config"])
+        record = read_record(path)
+        cfg = record.detector
+        bcfg = Dinov2Config.from_dict(record.backbone_config)
         keys = ["shared"] if cfg.shared_encoder else list(cfg.modalities)
-        extra = {k: v for k, v in data.items() if k not in ("format", "detector", "backbone_config")}
-        model = cls(cfg, {k: Dinov2Model(bcfg) for k in keys}, extra)
+        model = cls(cfg, {k: Dinov2Model(bcfg) for k in keys}, record)
         weights = path / "model.safetensors"
         try:
             state = load_file(str(weights), device=map_location)

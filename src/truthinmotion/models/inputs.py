@@ -11,7 +11,7 @@ import torch
 
 from ..core.config import Settings, require
 from ..features.encodings import DEPTH_ENCODINGS, FLOW_ENCODINGS, encode_depth, encode_flow
-from .detector import Preprocess
+from .architecture import Preprocess
 
 __all__ = ["DataConfig", "encode_inputs", "encode_pictures", "to_backbone"]
 

@@ -11,7 +11,7 @@ from typing import Any
 import torch
 
 from ..core.errors import ConfigError
-from .detector import Detector, DetectorConfig, DetectorOutput, SavedDetector, detector_dir, read_detector_config
+from .detector import Detector, DetectorOutput, SavedDetector, detector_dir, read_record
 from ..backends.onnxrun import (
     CPU_ROWS, cpu_session, export_cached, export_module, fingerprint, resolve_runtime, run_batches,
 )
@@ -30,14 +30,14 @@ class OnnxDetector(SavedDetector):
     onnxruntime build has it, else the CPU, with a warning that says so.
     """
 
-    source: torch.nn.Module | None = None  # the PyTorch detector it was exported from, when at hand
+    _source: Detector | None = None  # the PyTorch detector it was exported from, once loaded
+    _source_tried = False
 
     def __init__(self, path: Path, device: str = "cpu"):
         import onnxruntime as ort
 
-        data = read_detector_config(path)
-        self.cfg = DetectorConfig.from_dict(data["detector"])
-        self.extra = {k: v for k, v in data.items() if k not in ("format", "detector", "backbone_config")}
+        self.record = read_record(path)
+        self.cfg = self.record.detector
         providers = ["CPUExecutionProvider"]
         if device.startswith("cuda"):
             if "CUDAExecutionProvider" in ort.get_available_providers():
@@ -51,7 +51,7 @@ class OnnxDetector(SavedDetector):
         # variants are compared on the same share of the machine.
         opts.intra_op_num_threads = torch.get_num_threads()
         try:
-            session = ort.InferenceSession(str(path / data["inference"]["file"]), opts, providers=providers)
+            session = ort.InferenceSession(str(path / self.record.inference.file), opts, providers=providers)
         except Exception as err:  # noqa: BLE001 - onnxruntime raises its own exception types
             raise ConfigError(f"{path}: the ONNX model cannot be loaded ({str(err).splitlines()[0]})") from None
         self._use(session)
@@ -67,10 +67,26 @@ class OnnxDetector(SavedDetector):
         key = fingerprint(model, json.dumps(model.config_dict(), sort_keys=True, default=str))
         path = export_cached(f"detector-{model.cfg.backbone}", key, lambda p: export_onnx(model, p, example))
         self = cls.__new__(cls)
-        self.cfg, self.extra = model.cfg, model.extra
-        self.source = model  # kept for gradients (evidence saliency): ONNX Runtime has none
+        self.cfg, self.record = model.cfg, model.record
+        self._source, self._source_tried = model, True  # kept for gradients: ONNX Runtime has none
         self._use(cpu_session(path, "detector"))
         return self
+
+    @property
+    def source(self) -> Detector | None:
+        """The PyTorch detector this one was made from, for what needs gradients (saliency): the
+        one it was exported from, or the run directory a compressed copy names, when it is still
+        there and loads; None when neither."""
+        if not self._source_tried:
+            self._source_tried = True
+            run = self.record.inference.source
+            if run and (detector_dir(run) / "model.safetensors").is_file():
+                try:
+                    self._source = Detector.from_pretrained(run).eval()
+                except ConfigError as err:
+                    log.warning("the PyTorch detector %s that %s was made from does not load (%s): "
+                                "evidence comes without saliency", run, self.record.provenance.run, err)
+        return self._source
 
     def _use(self, session: Any) -> None:
         self.session = session
@@ -101,23 +117,23 @@ def load_detector(path: str | Path, device: str = "cpu", runtime: str = "torch")
     fp32 detector runs in ONNX Runtime; the variants keep the runtime they were made for.
     """
     path = detector_dir(path)
-    inference = read_detector_config(path).get("inference", {})
-    if inference.get("runtime", "torch") == "onnx":
+    inference = read_record(path).inference
+    if inference.runtime == "onnx":
         return OnnxDetector(path, device)
-    if inference.get("autocast") == "fp16" and not device.startswith("cuda"):
+    if inference.autocast == "fp16" and not device.startswith("cuda"):
         raise ConfigError(f"{path} is an fp16 detector: fp16 autocast needs --device cuda (bf16 runs on CPU)")
     model = Detector.from_pretrained(path).to(device).eval()
-    plain = inference.get("autocast", "auto") in ("auto", "off") and not inference.get("compile")
+    plain = inference.autocast in ("auto", "off") and not inference.compile
     if resolve_runtime(runtime, device) == "onnx" and plain:
         return OnnxDetector.exported(model)
-    if inference.get("compile"):
+    if inference.compile:
         model.forward = torch.compile(model.forward)  # type: ignore[method-assign]
     return model
 
 
 def inference_autocast(model: Any) -> str:
-    """The autocast mode a loaded detector runs with (``auto`` unless its config says)."""
-    return getattr(model, "extra", {}).get("inference", {}).get("autocast", "auto")
+    """The autocast mode a loaded detector runs with (``auto`` unless its record says)."""
+    return model.record.inference.autocast
 
 
 def export_onnx(model: Detector, path: Path, example: dict[str, torch.Tensor]) -> None:

@@ -34,10 +34,11 @@ class Evidence:
     kinds: list[str]  # "most suspicious" | "least suspicious", per point
     crops: np.ndarray  # [P, S, S, 3] uint8 RGB: the face crop of frame t
     pictures: dict[str, np.ndarray]  # modality -> [P, S, S, 3] uint8, as the detector saw them
-    saliency: dict[str, np.ndarray]  # modality -> [P, S, S] float32, each map sums to 1
+    saliency: dict[str, np.ndarray]  # modality -> [P, S, S] float32, each map sums to 1; {}: none
     frame: np.ndarray | None = None  # [H, W, 3] uint8 RGB at the most suspicious point
     frame_point: int = 0  # its time point
     boxes: dict[int, list[float]] = field(default_factory=dict)  # track -> box in that frame
+    note: str = ""  # why something is missing (saliency of a detector without gradients)
 
 
 def _png(img: np.ndarray) -> str:
@@ -57,15 +58,17 @@ def overlay(crop: np.ndarray, saliency: np.ndarray) -> np.ndarray:
 
 
 def _frame_with_boxes(ev: Evidence, tracks: list[dict[str, Any]]) -> np.ndarray:
-    """The frame, shown 480 to 960 pixels wide, with every face's box and probability."""
+    """The frame, shown 480 to 960 pixels wide, with every face's box and probability; a box is
+    red where that face is labelled fake at the detector's threshold (not at p = 0.5)."""
     img = cv2.cvtColor(ev.frame, cv2.COLOR_RGB2BGR)
     scale = min(max(480 / img.shape[1], 1.0), 960 / max(img.shape[:2]))
     img = cv2.resize(img, None, fx=scale, fy=scale, interpolation=cv2.INTER_AREA if scale < 1 else cv2.INTER_LINEAR)
     prob = {t["track"]: t["probability"] for t in tracks}
+    fake = {t["track"]: t["label"] == "fake" for t in tracks}
     font, thick = 0.5, 2
     for j, box in ev.boxes.items():
         x1, y1, x2, y2 = (int(round(c * scale)) for c in box)
-        colour = (0, 0, 255) if prob.get(j, 0) >= 0.5 else (0, 160, 0)
+        colour = (0, 0, 255) if fake.get(j, False) else (0, 160, 0)
         cv2.rectangle(img, (x1, y1), (x2, y2), colour, thick)
         text = f"face {j}: p={prob.get(j, float('nan')):.2f}"
         (w, h), _ = cv2.getTextSize(text, cv2.FONT_HERSHEY_SIMPLEX, font, 1)
@@ -122,11 +125,14 @@ def write_report(verdict: Any, evidence: Evidence | None, model_info: dict[str, 
             "happening): how strongly the fake score depends on each pixel of that picture where it "
             "differs from a still face, red most) over the crop. Saliency shows where the score is "
             "sensitive, not proof that an artefact is there.</p>")
+        if evidence.note:
+            parts.append(f"<p class='note'><b>Note:</b> {e(evidence.note)}</p>")
         for i, point in enumerate(evidence.points):
             t = verdict.frame_index[int(point)] / fps
             cells = [("face crop", evidence.crops[i])]
             cells += [(f"{m} (as seen)", evidence.pictures[m][i]) for m in mods if m != "rgb"]
-            cells += [(f"{m} saliency", overlay(evidence.crops[i], evidence.saliency[m][i])) for m in mods]
+            cells += [(f"{m} saliency", overlay(evidence.crops[i], evidence.saliency[m][i]))
+                      for m in mods if m in evidence.saliency]
             figs = "".join(f"<figure><img alt='{e(c)}' src='{_png(img)}'><figcaption>{e(c)}</figcaption></figure>"
                            for c, img in cells)
             parts.append(f"<h3>{e(evidence.kinds[i])}: t = {t:.2f} s, score {evidence.scores[i]:.3f}</h3>{figs}")

@@ -24,11 +24,13 @@ from torch.utils.data import Dataset
 
 from ..core.errors import ConfigError
 from ..faces.extract import load_crops, with_track_axis
-from ..features import load_feature
+from ..features.stage import load_feature
 from ..data.index import read_manifest
 from ..core.io import WorkDir, load_npz
-from ..models.detector import Preprocess, parse_modalities
+from ..models.architecture import Preprocess, parse_modalities
 from ..models.inputs import DataConfig, encode_inputs
+from ..features.depth import DepthConfig
+from ..features.flow import FlowConfig
 
 __all__ = ["VideoDataset", "collate", "flip_flow"]
 
@@ -146,10 +148,10 @@ class VideoDataset(Dataset):
         return valid
 
     def _check_meta(self, m: str, meta: dict, path: Path) -> None:
-        """Every artifact of a modality must come from the same settings and weights."""
-        keys = ("method", "pyr_scale", "levels", "winsize", "iterations", "poly_n", "poly_sigma",
-                "dis_preset", "raft_iters", "model", "init", "input_size", "weights")
-        rec = {k: meta.get(k) for k in keys if k in meta}
+        """Every artifact of a modality must come from the same settings and weights; those are
+        what the detector's record keeps (every setting its flow or depth config has)."""
+        keys = {*FlowConfig.__dataclass_fields__, *DepthConfig.__dataclass_fields__, "weights"}
+        rec = {k: v for k, v in meta.items() if k in keys}
         first = self.feature_meta.setdefault(m, rec)
         if rec != first:
             raise ConfigError(f"{path}: made with {rec}, other {m} artifacts with {first}; recompute them alike")

@@ -32,9 +32,9 @@ def distill(
 
     teacher_run = Path(teacher_run)
     teacher = Detector.from_pretrained(teacher_run)
-    teacher.extra["run"] = str(teacher_run.resolve())
+    teacher.record = teacher.record.replace(provenance={"run": str(teacher_run.resolve())})
     cfg_path = teacher_run / "config.yaml"
     base = TrainConfig.from_saved(load_yaml(cfg_path)) if cfg_path.is_file() else TrainConfig(modality=teacher.cfg.modality)
     cfg = dataclasses.replace(base, backbone=student, backbone_path=None)
     cfg = cfg.updated(load_yaml(config_file) if config_file else {}).updated(overrides)
-    return train(teacher.extra["workdir"], cfg, out_dir, resume=resume, teacher=teacher)
+    return train(teacher.record.provenance.workdir, cfg, out_dir, resume=resume, teacher=teacher)

@@ -145,6 +145,6 @@ class Distiller:
         self.mean, self.proj = state["mean"].to(self.device), state["proj"].to(self.device)
 
     def record(self) -> dict[str, Any]:
-        return {"teacher": self.teacher.extra.get("run", "?"), "backbone": self.teacher.cfg.backbone,
+        return {"teacher": self.teacher.record.provenance.run or "?", "backbone": self.teacher.cfg.backbone,
                 "alpha": self.cfg.distill_alpha, "logit": self.cfg.distill_logit,
                 "temperature": self.cfg.distill_temperature, "projection": "teacher PCA (fixed)"}

@@ -18,7 +18,7 @@ from ..core.errors import ConfigError
 from ..core.config import load_yaml, require
 from ..models.inputs import DataConfig
 from .distiller import DistillConfig
-from ..models.detector import DetectorConfig
+from ..models.architecture import DetectorConfig
 
 __all__ = ["RESUMABLE", "TrainConfig", "TrainResult", "check_resume", "saved_config", "train_status"]
 

@@ -39,9 +39,14 @@ from .distiller import Distiller
 from ..core.io import atomic_path, atomic_write_text
 from ..execution.preflight import preflight
 from ..core.metrics import binary_metrics, video_level, youden_threshold
-from ..models.detector import Detector, Preprocess, check_backbone
+from ..models.detector import Detector
+from ..models.architecture import Preprocess, check_backbone
 from .runs import RESUMABLE, TrainConfig, TrainResult, check_resume, saved_config, train_status
 from ..backends.runtime import autocast_context, check_device, env_info, grad_scaler
+from ..faces.extract import FacesConfig
+from ..models.architecture import DetectorConfig
+from ..models.inputs import DataConfig
+from ..models.record import DetectorRecord, Provenance, features_from_artifacts
 
 __all__ = ["RESUMABLE", "TrainConfig", "TrainResult", "check_resume", "predict", "saved_config", "train", "train_status"]
 
@@ -216,6 +221,19 @@ def train(
             dist.destroy_process_group()
 
 
+def _record(det_cfg: DetectorConfig, pre: Preprocess, data_cfg: DataConfig, ds: VideoDataset,
+            workdir: Path) -> DetectorRecord:
+    """What the detector will be trained on: the faces, flow and depth settings as the training
+    artifacts recorded them, so ``tim detect`` computes its inputs the same way."""
+    flow, depth, flow_weights, depth_weights = features_from_artifacts(det_cfg.modalities, ds.feature_meta, data_cfg)
+    faces = FacesConfig.from_dict({k: v for k, v in (ds.faces_config or {}).items()
+                                   if k in FacesConfig.__dataclass_fields__})
+    return DetectorRecord(
+        det_cfg, {}, preprocess=pre, faces=faces, data=data_cfg, flow=flow, depth=depth,
+        provenance=Provenance(workdir=str(workdir.resolve()), flow_weights=flow_weights, depth_weights=depth_weights),
+    )
+
+
 def _train(
     workdir: Path, cfg_user: TrainConfig, cfg: TrainConfig, run_dir: Path, resume: bool, distributed: bool,
     rank: int, world: int, teacher: Detector | None,
@@ -232,11 +250,8 @@ def _train(
     if main_proc:  # written only once the settings and data are known to be usable
         save_yaml(cfg_user.to_dict(), run_dir / "config.yaml")
         atomic_write_text(run_dir / "env.json", json.dumps(env_info(cfg.device), indent=2))
-    features = {m: train_ds.feature_meta.get(m, {}) for m in det_cfg.modalities if m != "rgb"}
-    extra = {"preprocess": dataclasses.asdict(pre), "features": features, "data": data_cfg.to_dict(),
-             "faces": train_ds.faces_config or {}, "workdir": str(workdir.resolve())}
-
-    model = Detector.build(det_cfg, init=cfg.init, backbone_path=cfg.backbone_path, extra=extra)
+    model = Detector.build(det_cfg, init=cfg.init, backbone_path=cfg.backbone_path,
+                           record=_record(det_cfg, pre, data_cfg, train_ds, workdir))
     trainable = model.num_trainable()
     log.info("detector %s on %s: %s trainable of %s parameters", cfg.backbone, cfg.modality,
              f"{trainable:,}", f"{sum(p.numel() for p in model.parameters()):,}")
@@ -260,7 +275,7 @@ def _train(
     if teacher is not None:
         distiller = Distiller(teacher, cfg.distillation, cfg.device)
         distiller.check_student(model)
-        model.extra["distilled_from"] = distiller.record()
+        model.record = model.record.replace(provenance={"distilled_from": distiller.record()})
         log.info("distilling %s (embedding %d) into %s (embedding %d)", teacher.cfg.backbone, teacher.embed_dim,
                  cfg.backbone, model.embed_dim)
     opt = torch.optim.AdamW(params, lr=cfg.lr, weight_decay=cfg.weight_decay)
@@ -337,11 +352,10 @@ def _train(
             stale += 1
         if main_proc:
             if improved:
-                model.extra["threshold"] = val["threshold"]
                 # thresholds per aggregation and calibrated probabilities, from these val scores
-                model.extra["verdict"] = fit_verdict_rules(val_pred["prob"], val_pred["video"], val_pred["label"],
-                                                           val_pred["group"])
-                model.extra["trained"] = {"epoch": epoch + 1, "val": val, "train_videos": len(train_ds)}
+                verdict = fit_verdict_rules(val_pred["prob"], val_pred["video"], val_pred["label"], val_pred["group"])
+                trained = {"epoch": epoch + 1, "val": val, "train_videos": len(train_ds)}
+                model.record = model.record.replace(verdict=verdict, provenance={"trained": trained})
                 model.save_pretrained(run_dir / "best")
             row = {"epoch": epoch + 1, "lr": opt.param_groups[0]["lr"], "train_loss": total / max(count, 1),
                    "val_loss": val["loss"], "val_frame_auc": val["frame_auc"], "val_video_auc": val["video_auc"],
