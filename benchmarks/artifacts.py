@@ -39,7 +39,10 @@ import torch
 from truthinmotion.data.compact import pack_depth, pack_flow, stored_crops, stored_depth, stored_flow
 from truthinmotion.models.inputs import DataConfig, encode_pictures, to_backbone
 from truthinmotion.training.dataset import VideoDataset, collate
-from truthinmotion.faces.extract import FaceDetector, Faces, FacesConfig, extract_faces
+from truthinmotion.faces.mtcnn import FaceDetector
+from truthinmotion.faces.artifact import Faces
+from truthinmotion.faces.config import FacesConfig
+from truthinmotion.faces.extract import extract_faces
 from truthinmotion.features import DepthConfig, DepthEstimator, FlowConfig, FlowEstimator, load_feature
 from truthinmotion.core.io import WorkDir, save_npz
 from truthinmotion.models.detector import Detector

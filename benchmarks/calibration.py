@@ -22,7 +22,7 @@ import numpy as np
 
 from truthinmotion.apps.demo import demo_config, make_demo_data
 from truthinmotion.experiments.evaluate import evaluate
-from truthinmotion.faces.extract import run_faces
+from truthinmotion.faces.stage import run_faces
 from truthinmotion.features import run_features
 from truthinmotion.data.index import IndexConfig, index_dataset
 from truthinmotion.training.train import train

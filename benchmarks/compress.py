@@ -18,7 +18,8 @@ from pathlib import Path
 from truthinmotion.experiments.bench import benchmark_runs
 from truthinmotion.experiments.compress import compress
 from truthinmotion.apps.demo import make_demo_data
-from truthinmotion.faces.extract import FacesConfig, run_faces
+from truthinmotion.faces.config import FacesConfig
+from truthinmotion.faces.stage import run_faces
 from truthinmotion.features import FlowConfig, run_features
 from truthinmotion.data.index import IndexConfig, index_dataset
 from truthinmotion.training.train import TrainConfig, train, train_status

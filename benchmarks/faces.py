@@ -34,7 +34,9 @@ import cv2
 import numpy as np
 import torch
 
-from truthinmotion.faces.extract import FaceDetector, FacesConfig, box_iou, extract_faces
+from truthinmotion.faces.mtcnn import FaceDetector, box_iou
+from truthinmotion.faces.config import FacesConfig
+from truthinmotion.faces.extract import extract_faces
 from truthinmotion.media.video import probe, read_frames, sample_points
 
 
@@ -83,7 +85,7 @@ def main() -> None:
     mtcnn = MTCNN(keep_all=True)
     cfg = FacesConfig(num_points=args.points)
     mtcnn_300 = MTCNN(keep_all=True, min_face_size=cfg.min_face, thresholds=[*cfg.thresholds, cfg.min_score])
-    detector = FaceDetector(cfg.min_face, cfg.min_score)
+    detector = FaceDetector(cfg.min_face, cfg.min_score, cfg.thresholds)
     # Warm both paths once so neither pays one-off start-up costs inside the timing.
     baseline(videos[0], 2, mtcnn)
     batched(videos[0], 2, mtcnn_300, cfg.detect_side)

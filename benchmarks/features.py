@@ -19,7 +19,9 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from truthinmotion.faces.extract import FaceDetector, FacesConfig, extract_faces
+from truthinmotion.faces.mtcnn import FaceDetector
+from truthinmotion.faces.config import FacesConfig
+from truthinmotion.faces.extract import extract_faces
 from truthinmotion.features import DepthConfig, DepthEstimator, FlowConfig, FlowEstimator
 
 SHARED_VIDEO = Path(__file__).resolve().parents[2] / "shared/data/ffpp/original_sequences/youtube/c23/videos/004.mp4"

@@ -35,7 +35,9 @@ import cv2
 import numpy as np
 import torch
 
-from truthinmotion.faces.extract import FaceDetector, FacesConfig, run_faces
+from truthinmotion.faces.mtcnn import FaceDetector
+from truthinmotion.faces.config import FacesConfig
+from truthinmotion.faces.stage import run_faces
 from truthinmotion.features import DepthConfig, FlowConfig, depth_anything_config, run_features
 from truthinmotion.experiments.evaluate import evaluate
 from truthinmotion.data.index import IndexConfig, index_dataset

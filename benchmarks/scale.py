@@ -34,7 +34,8 @@ from detect import make_run  # noqa: E402 - the small random-weights detector of
 
 from truthinmotion.inference.detect import detect  # noqa: E402
 from truthinmotion.execution.engine import Engine  # noqa: E402
-from truthinmotion.faces.extract import FacesConfig, run_faces  # noqa: E402
+from truthinmotion.faces.config import FacesConfig
+from truthinmotion.faces.stage import run_faces  # noqa: E402
 from truthinmotion.data.index import IndexConfig, index_dataset  # noqa: E402
 
 DATA = Path(__file__).resolve().parents[2] / "shared" / "data"

@@ -14,7 +14,7 @@ from pathlib import Path
 import cv2
 import numpy as np
 
-from truthinmotion.faces.extract import Faces, Track
+from truthinmotion.faces.artifact import Faces, Track
 from truthinmotion.features import FlowConfig, run_features
 from truthinmotion.core.io import WorkDir
 

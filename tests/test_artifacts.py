@@ -17,7 +17,11 @@ from truthinmotion.data.compact import (
     DEPTH_LEVELS, FLOW_STEP, pack_crops, pack_depth, pack_flow, stored_crops, stored_depth, stored_flow, unpack_crops, unpack_depth, unpack_flow,
 )
 from truthinmotion.core.errors import ConfigError
-from truthinmotion.faces.extract import Faces, FacesConfig, extract_faces, FaceDetector, load_crops, run_faces
+from truthinmotion.faces.artifact import Faces, load_crops
+from truthinmotion.faces.config import FacesConfig
+from truthinmotion.faces.extract import extract_faces
+from truthinmotion.faces.mtcnn import FaceDetector
+from truthinmotion.faces.stage import run_faces
 from truthinmotion.features import FlowConfig, FlowEstimator, load_feature
 from truthinmotion.data.index import IndexConfig, index_dataset
 from truthinmotion.core.errors import StageError

@@ -8,9 +8,7 @@ import json
 import numpy as np
 import pytest
 
-from truthinmotion.models.calibration import (
-    Calibration, brier, expected_calibration_error, fit_verdict_rules,
-)
+from truthinmotion.models.calibration import Calibration, brier, expected_calibration_error, fit_verdict_rules
 from truthinmotion.inference.scorer import Scorer
 from truthinmotion.experiments.evaluate import evaluate
 from truthinmotion.models.detector import read_record

@@ -15,7 +15,9 @@ from truthinmotion.experiments.compress import compress
 from truthinmotion.core.errors import ConfigError
 from truthinmotion.models.inputs import DataConfig, encode_inputs
 from truthinmotion.experiments.evaluate import evaluate
-from truthinmotion.faces.extract import FaceDetector, FacesConfig, extract_faces
+from truthinmotion.faces.mtcnn import FaceDetector
+from truthinmotion.faces.config import FacesConfig
+from truthinmotion.faces.extract import extract_faces
 from truthinmotion.features import FlowConfig, FlowEstimator
 from truthinmotion.models.detector import Detector
 from truthinmotion.training.distill import distill

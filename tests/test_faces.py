@@ -12,9 +12,11 @@ import pytest
 from conftest import FFPP, need_shared
 from truthinmotion.faces import extract as faces_mod
 from truthinmotion.data.compact import stored_crops
-from truthinmotion.faces.extract import (
-    FaceDetector, Faces, FacesConfig, box_iou, crop_square, extract_faces, run_faces,
-)
+from truthinmotion.faces.mtcnn import FaceDetector, box_iou, crop_square
+from truthinmotion.faces.artifact import Faces
+from truthinmotion.faces.config import FacesConfig
+from truthinmotion.faces.extract import extract_faces
+from truthinmotion.faces.stage import run_faces
 from truthinmotion.data.index import IndexConfig, index_dataset
 from truthinmotion.media.clips import synth_clip
 from truthinmotion.media.video import read_frames, sample_points

@@ -11,7 +11,9 @@ import torch
 from conftest import FFPP, need_shared
 from truthinmotion.data.compact import FLOW_STEP
 from truthinmotion.core.errors import ConfigError
-from truthinmotion.faces.extract import Faces, FacesConfig, run_faces
+from truthinmotion.faces.artifact import Faces
+from truthinmotion.faces.config import FacesConfig
+from truthinmotion.faces.stage import run_faces
 from truthinmotion.features import (
     DepthConfig, DepthEstimator, FlowConfig, FlowEstimator, depth_anything_config, depth_to_rgb, flow_to_rgb, load_feature, run_features,
 )

@@ -22,7 +22,11 @@ from truthinmotion.apps.cli import main
 from truthinmotion.experiments.compress import compress
 from truthinmotion.core.errors import ConfigError
 from truthinmotion.inference.detect import _plot_names, _write
-from truthinmotion.faces.extract import FaceDetector, Faces, FacesConfig, extract_faces, run_faces
+from truthinmotion.faces.mtcnn import FaceDetector
+from truthinmotion.faces.artifact import Faces
+from truthinmotion.faces.config import FacesConfig
+from truthinmotion.faces.extract import extract_faces
+from truthinmotion.faces.stage import run_faces
 from truthinmotion.core.errors import StageError
 from truthinmotion.core.io import WorkDir, load_npz
 from truthinmotion.models.detector import Detector

@@ -21,7 +21,9 @@ from truthinmotion.core.errors import ConfigError
 from truthinmotion.inference.scorer import Preparer
 from truthinmotion.inference.detect import detect
 from truthinmotion.execution.engine import Engine
-from truthinmotion.faces.extract import Faces, FacesConfig, run_faces
+from truthinmotion.faces.artifact import Faces
+from truthinmotion.faces.config import FacesConfig
+from truthinmotion.faces.stage import run_faces
 from truthinmotion.data.index import IndexConfig, index_dataset
 
 RAY = Engine("ray")

@@ -163,7 +163,8 @@ def _finish(report: Any, workdir: str) -> int:
 
 
 def _cmd_faces(args: argparse.Namespace) -> int:
-    from ..faces.extract import FacesConfig, run_faces
+    from ..faces.config import FacesConfig
+    from ..faces.stage import run_faces
 
     cfg = _settings(FacesConfig, args, ["num_points", "size", "box_scale", "detect_side", "detect_every", "max_faces"])
     report = run_faces(

@@ -20,7 +20,7 @@ import torch
 from ..inference.scorer import Scorer
 from ..reports.plots import plot_scores
 from ..reports.page import write_report
-from ..faces.extract import FacesConfig
+from ..faces.config import FacesConfig
 from ..features.depth import DEPTH_MODELS, DepthConfig, depth_anything_config
 from ..features.flow import FlowConfig
 from ..data.index import IndexConfig

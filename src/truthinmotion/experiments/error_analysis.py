@@ -25,7 +25,7 @@ def error_analysis(out: Path, model: Any, ds: Any, pred: dict[str, np.ndarray], 
 
     from ..models.inputs import encode_pictures, to_backbone
     from ..inference.explain import neutral_inputs
-    from ..faces.extract import load_crops
+    from ..faces.artifact import load_crops
     from ..core.io import WorkDir
 
     wrong_real = sorted((v for v in videos if v["label"] == 0 and v["score"] >= threshold), key=lambda v: -v["score"])

@@ -15,7 +15,8 @@ from typing import Any
 
 from ..core.errors import ConfigError
 from .evaluate import EvalResult, evaluate
-from ..faces.extract import FacesConfig, run_faces
+from ..faces.config import FacesConfig
+from ..faces.stage import run_faces
 from ..features.depth import DepthConfig, check_depth
 from ..features.flow import FlowConfig, check_flow
 from ..features.stage import run_features

@@ -96,13 +96,9 @@ class _Facenet:
 class FaceDetector:
     """MTCNN (facenet-pytorch, shipped weights) on batches of equally sized RGB frames."""
 
-    def __init__(
-        self,
-        min_face: int = 20,
-        min_score: float = 0.9,
-        thresholds: Sequence[float] = (0.6, 0.7),
-        device: str = "cpu",
-    ):
+    def __init__(self, min_face: int, min_score: float, thresholds: Sequence[float], device: str = "cpu"):
+        """No defaults of its own: the settings come from :class:`~.config.FacesConfig`
+        (:meth:`from_config`), so there is one place that says what they are."""
         self.net = _Facenet(min_face, [*thresholds, min_score], device)
         self.min_score = min_score
         self.device = device

@@ -21,7 +21,7 @@ import numpy as np
 
 from ..data.compact import unpack_depth, unpack_flow, pack_depth, pack_flow
 from ..core.errors import ConfigError
-from ..faces.extract import SCHEMA, Faces, with_track_axis
+from ..faces.artifact import SCHEMA, Faces, with_track_axis
 from ..data.index import read_manifest, select_rows
 from ..core.io import WorkDir, check_settings, clean_temporaries, load_npz, save_npz
 from ..execution.engine import LOCAL, Engine

@@ -15,7 +15,10 @@ import torch
 
 from ..core.errors import ConfigError
 from ..models.inputs import encode_pictures, to_backbone
-from ..faces.extract import FaceDetector, Faces, FacesConfig, extract_faces
+from ..faces.mtcnn import FaceDetector
+from ..faces.artifact import Faces
+from ..faces.config import FacesConfig
+from ..faces.extract import extract_faces
 from ..features.depth import DepthEstimator
 from ..features.flow import FlowConfig, FlowEstimator, check_flow
 from ..data.compact import stored_crops, stored_depth, stored_flow

@@ -20,7 +20,7 @@ from typing import Any, Mapping
 
 from ..core.config import Settings, require
 from ..core.errors import ConfigError
-from ..faces.extract import FacesConfig
+from ..faces.config import FacesConfig
 from ..features.depth import DepthConfig
 from ..features.flow import FlowConfig
 from .architecture import DetectorConfig, Preprocess

@@ -23,7 +23,7 @@ import torch
 from torch.utils.data import Dataset
 
 from ..core.errors import ConfigError
-from ..faces.extract import load_crops, with_track_axis
+from ..faces.artifact import load_crops, with_track_axis
 from ..features.stage import load_feature
 from ..data.index import read_manifest
 from ..core.io import WorkDir, load_npz

@@ -43,7 +43,7 @@ from ..models.detector import Detector
 from ..models.architecture import Preprocess, check_backbone
 from .runs import RESUMABLE, TrainConfig, TrainResult, check_resume, saved_config, train_status
 from ..backends.runtime import autocast_context, check_device, env_info, grad_scaler
-from ..faces.extract import FacesConfig
+from ..faces.config import FacesConfig
 from ..models.architecture import DetectorConfig
 from ..models.inputs import DataConfig
 from ..models.record import DetectorRecord, Provenance, features_from_artifacts
