@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+import io
 import json
 import socket
 import sqlite3
 import subprocess
 import sys
+import threading
 import time
 import urllib.error
 import urllib.request
@@ -28,29 +30,14 @@ def _free_port() -> int:
         return s.getsockname()[1]
 
 
-class Server:
-    def __init__(self, run_dir: Path, data_dir: Path, *args: str):
-        self.port = _free_port()
-        self.url = f"http://127.0.0.1:{self.port}"
-        cmd = [sys.executable, "-m", "truthinmotion", "serve", "--model", str(run_dir), "--port", str(self.port),
-               "--data-dir", str(data_dir), *args]
-        self.proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
-        deadline = time.time() + 90
-        while time.time() < deadline:
-            try:
-                if self.get("/healthz")[0] == 200:
-                    return
-            except OSError:
-                time.sleep(0.3)
-        self.stop()
-        raise RuntimeError("the server did not start: " + self.proc.stderr.read()[-2000:])
+class Client:
+    url: str
 
-    def stop(self) -> None:
-        self.proc.terminate()
-        self.proc.wait(timeout=30)
+    def get(self, path: str, timeout: float = 60) -> tuple[int, dict | str]:
+        return _call(urllib.request.Request(self.url + path), timeout)
 
-    def get(self, path: str) -> tuple[int, dict | str]:
-        return _call(urllib.request.Request(self.url + path))
+    def delete(self, path: str) -> tuple[int, dict | str]:
+        return _call(urllib.request.Request(self.url + path, method="DELETE"))
 
     def upload(self, data: bytes, name: str = "video.mp4") -> tuple[int, dict, dict]:
         boundary = uuid.uuid4().hex
@@ -75,9 +62,33 @@ class Server:
         raise TimeoutError(job_id)
 
 
-def _call(req: urllib.request.Request) -> tuple[int, dict | str]:
+class Server(Client):
+    """``tim serve`` in a process of its own."""
+
+    def __init__(self, run_dir: Path, data_dir: Path, *args: str):
+        self.port = _free_port()
+        self.url = f"http://127.0.0.1:{self.port}"
+        cmd = [sys.executable, "-m", "truthinmotion", "serve", "--model", str(run_dir), "--port", str(self.port),
+               "--data-dir", str(data_dir), *args]
+        self.proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+        deadline = time.time() + 90
+        while time.time() < deadline:
+            try:
+                if self.get("/healthz")[0] == 200:
+                    return
+            except OSError:
+                time.sleep(0.3)
+        self.stop()
+        raise RuntimeError("the server did not start: " + self.proc.stderr.read()[-2000:])
+
+    def stop(self) -> None:
+        self.proc.terminate()
+        self.proc.wait(timeout=30)
+
+
+def _call(req: urllib.request.Request, timeout: float = 60) -> tuple[int, dict | str]:
     try:
-        with urllib.request.urlopen(req, timeout=60) as r:
+        with urllib.request.urlopen(req, timeout=timeout) as r:
             text = r.read().decode()
             return r.status, json.loads(text) if r.headers.get_content_type() == "application/json" else text
     except urllib.error.HTTPError as err:
@@ -112,20 +123,43 @@ def test_a_video_gets_the_verdict_of_tim_detect(server, run_dir):
     assert _call(req)[0] == 200 and server.get(f"/api/v1/jobs/{job['id']}")[0] == 404
 
 
+def _bogus_rate_video(path: Path, frames: int) -> Path:
+    """A clip whose container says 5,000 frames a second (OpenCV writes the rate it is given)."""
+    import cv2
+
+    from truthinmotion.media.clips import write_video
+
+    ramp = np.linspace(0, 255, 64, dtype=np.uint8)[None, :, None]
+    clip = np.stack([np.broadcast_to(np.roll(ramp, i, axis=1), (64, 64, 3)) for i in range(frames)])
+    write_video(path, clip, fps=5000)
+    assert cv2.VideoCapture(str(path)).get(cv2.CAP_PROP_FPS) == 5000
+    return path
+
+
 def test_bad_uploads_get_their_status_and_the_server_goes_on(run_dir, tmp_path, clips, faceless):
+    import requests
+
     server = Server(run_dir, tmp_path / "data", "--max-upload-mb", "0.2", "--max-seconds", "1.0")
     try:
+        huge = np.random.default_rng(0).bytes(24 * 2**20)
         cases = {
             "text named .mp4": (b"this is not a video\n" * 10, 415, "not_a_video"),
             "zero bytes": (b"", 415, "not_a_video"),
             "truncated": (clips["fake"].read_bytes()[:2000], 415, "not_a_video"),
             "oversize": (np.random.default_rng(0).bytes(300_000), 413, "too_large"),
+            # urllib sends all of it before reading, with Connection: close: the 413 must still reach it
+            "far oversize": (huge, 413, "too_large"),
             "too long": (clips["fake"].read_bytes(), 422, "too_long"),  # 30 frames at 25 fps: 1.2 s
+            # 60 frames whose header rate (5,000/s) would make them 0.012 s long
+            "bogus frame rate": (_bogus_rate_video(tmp_path / "fast.mp4", 60).read_bytes(), 422, "too_long"),
         }
         for name, (data, code, err) in cases.items():
             got, body, _ = server.upload(data)
             assert (got, body["error"]) == (code, err), name
             assert body["detail"], name
+        answer = requests.post(server.url + "/api/v1/jobs", files={"file": ("big.mp4", huge)}, timeout=120)
+        assert answer.status_code == 413 and answer.json()["error"] == "too_large"
+        assert not list((tmp_path / "data" / "uploads").iterdir())
         # a readable video without a face is accepted and finishes with the verdict's status
         code, job, _ = server.upload(faceless.read_bytes(), "noface.mp4")
         assert code == 202
@@ -160,8 +194,15 @@ def test_jobs_queued_when_the_server_stops_finish_after_a_restart(run_dir, tmp_p
     with sqlite3.connect(data_dir / "jobs.sqlite") as db:
         statuses = dict(db.execute("SELECT id, status FROM jobs").fetchall())
     assert set(statuses) == set(ids) and any(s in ("queued", "running") for s in statuses.values()), statuses
+    # what a crash mid-upload or mid-delete leaves: files no job holds
+    pending = next(j for j, s in statuses.items() if s in ("queued", "running"))
+    strays = [data_dir / "uploads" / "0123456789abcdef01234567.video", data_dir / "reports" / "feedface.html",
+              data_dir / "reports" / f"{pending}.html"]  # a page of a job that is not done
+    for p in strays:
+        p.write_bytes(b"left behind")
     again = Server(run_dir, data_dir)
     try:
+        assert not any(p.exists() for p in strays)
         assert all(again.wait(j)["verdict"]["status"] == "ok" for j in ids)
     finally:
         again.stop()
@@ -177,6 +218,191 @@ def test_a_token_is_required_when_set(run_dir, tmp_path):
         assert server.get("/healthz")[0] == 200  # health and the page stay open
     finally:
         server.stop()
+
+
+class Live(Client):
+    """``create_app`` in this process, served by uvicorn in a thread, so a test reaches the
+    service inside: its hooks, its clock, its job store."""
+
+    def __init__(self, scorer, data_dir: Path, clock=time.time, **settings):
+        import uvicorn
+
+        from truthinmotion.apps.serve import ServeConfig, create_app
+
+        cfg = ServeConfig(model="unused: the scorer is given", data_dir=data_dir, **settings)
+        self.app = create_app(cfg, [scorer], clock)
+        self.service = self.app.state.service
+        self.url = f"http://127.0.0.1:{_free_port()}"
+        self.server = uvicorn.Server(uvicorn.Config(self.app, host="127.0.0.1", port=int(self.url.rsplit(":", 1)[1]),
+                                                    log_level="warning"))
+        self.thread = threading.Thread(target=self.server.run, daemon=True)
+        self.thread.start()
+        deadline = time.time() + 30
+        while not self.server.started:
+            assert time.time() < deadline and self.thread.is_alive(), "uvicorn did not start"
+            time.sleep(0.05)
+
+    def stop(self) -> None:
+        self.server.should_exit = True
+        self.thread.join(30)
+        self.service.close()
+        for w in self.service.workers:  # the next test's service scores with the same models
+            w.thread.join(60)
+
+
+@pytest.fixture(scope="module")
+def scorer(run_dir):
+    from truthinmotion.inference.scorer import Scorer
+
+    return Scorer(run_dir)
+
+
+@pytest.fixture
+def live(scorer, tmp_path):
+    started: list[Live] = []
+
+    def start(**settings) -> Live:
+        started.append(Live(scorer, tmp_path / f"data{len(started)}", **settings))
+        return started[-1]
+
+    yield start
+    for s in started:
+        s.stop()
+
+
+def _until(condition, timeout: float = 60, what: str = "") -> None:
+    deadline = time.time() + timeout
+    while not condition():
+        assert time.time() < deadline, f"timed out waiting for {what or condition}"
+        time.sleep(0.05)
+
+
+def _rows(service) -> dict[str, str]:
+    with sqlite3.connect(service.jobs.path) as db:
+        return dict(db.execute("SELECT id, status FROM jobs").fetchall())
+
+
+def test_a_job_deleted_while_it_is_scored_leaves_nothing_behind(live, clips):
+    """The worker is held between its claim and its scoring; the client deletes the job then. The
+    page the worker writes afterwards must not outlive the delete."""
+    server = live(keep_uploads=True)
+    claimed, release = threading.Event(), threading.Event()
+    server.service.after_claim = lambda job: (claimed.set(), release.wait(60))
+    code, job, _ = server.upload(clips["fake"].read_bytes())
+    assert code == 202 and claimed.wait(60)
+    assert server.delete(f"/api/v1/jobs/{job['id']}") == (202, {"id": job["id"], "status": "deleting"})
+    assert server.get(f"/api/v1/jobs/{job['id']}")[0] == 404  # gone for the client at once
+    assert server.delete(f"/api/v1/jobs/{job['id']}")[0] == 404
+    release.set()
+    _until(lambda: server.service.workers[0].job is None, what="the worker to finish the deleted job")
+    assert not _rows(server.service) and server.service.workers[0].thread.is_alive()
+    assert not list(server.service.reports.iterdir()) and not list(server.service.uploads.iterdir())
+    # a job that is done is deleted at once, with its page
+    code, job, _ = server.upload(clips["fake"].read_bytes())
+    assert server.wait(job["id"])["status"] == "done" and server.service.report(job["id"]).is_file()
+    assert server.delete(f"/api/v1/jobs/{job['id']}") == (200, {"id": job["id"], "status": "deleted"})
+    assert not list(server.service.reports.iterdir()) and not list(server.service.uploads.iterdir())
+
+
+def test_an_upload_that_stops_midway_leaves_no_file(live, monkeypatch):
+    server = live()
+    uploads = server.service.uploads
+    head = (b"--b0undary\r\nContent-Disposition: form-data; name=\"file\"; filename=\"v.mp4\"\r\n\r\n"
+            + bytes(256 * 1024))
+    with socket.create_connection(("127.0.0.1", int(server.url.rsplit(":", 1)[1]))) as client:
+        client.sendall(b"POST /api/v1/jobs HTTP/1.1\r\nHost: x\r\nContent-Length: 4000000\r\n"
+                       b"Content-Type: multipart/form-data; boundary=b0undary\r\n\r\n" + head)
+        _until(lambda: any(p.stat().st_size > 0 for p in uploads.iterdir()), 30, "the upload to start")
+    _until(lambda: not list(uploads.iterdir()), 30, "the partial upload to be removed after the disconnect")
+    # the disk fills up while an upload is written
+    import truthinmotion.apps.serve.uploads as receiving
+
+    class Full(io.BufferedWriter):
+        def write(self, data):
+            super().write(data)
+            raise OSError(28, "No space left on device")
+
+    monkeypatch.setattr(receiving.os, "fdopen", lambda fd, mode: Full(io.FileIO(fd, "w")))
+    code, body, _ = server.upload(bytes(100_000))
+    assert (code, body["error"]) == (500, "storage") and "No space left" in body["detail"]
+    assert not list(uploads.iterdir())
+
+
+def test_a_slow_probe_leaves_the_service_answering(live, clips, monkeypatch):
+    """Probing decodes (WebM without a frame count: every frame); while it runs, other requests
+    are answered."""
+    import truthinmotion.apps.serve.uploads as receiving
+
+    server = live()
+    entered, release = threading.Event(), threading.Event()
+    real = receiving.probe
+
+    def slow_probe(path):
+        entered.set()
+        release.wait(60)
+        return real(path)
+
+    monkeypatch.setattr(receiving, "probe", slow_probe)
+    with ThreadPoolExecutor(1) as pool:
+        pending = pool.submit(server.upload, clips["fake"].read_bytes())
+        assert entered.wait(60)
+        try:
+            assert server.get("/healthz", timeout=10) == (200, {"status": "ok", "workers": 1})
+        finally:
+            release.set()
+        assert pending.result()[0] == 202
+
+
+def test_a_worker_that_stops_is_reported_and_its_job_failed(live, clips):
+    """A failure outside the scoring (the job store) stops a worker: health says which and why,
+    and its job is failed, not left running."""
+    server = live()
+    calls = []
+
+    def full_disk(*args, **kwargs):
+        calls.append(args)
+        raise OSError(28, "database or disk is full")
+
+    server.service.jobs.finish = full_disk
+    code, job, _ = server.upload(clips["fake"].read_bytes())
+    _until(lambda: server.get("/healthz")[0] == 503, what="health to report the stopped worker")
+    code, health = server.get("/healthz")
+    assert health["status"] == "failing" and health["workers"] == 0 and calls
+    assert health["stopped"] == [{"thread": "scorer-0", "error": "OSError: [Errno 28] database or disk is full"}]
+    done = server.wait(job["id"], timeout=10)
+    assert done["status"] == "failed" and "worker scoring it stopped" in done["error"]
+    assert not list(server.service.reports.iterdir()) and not list(server.service.uploads.iterdir())
+    # claim fails: the worker stops before it holds a job
+    other = live()
+    other.service.jobs.claim = lambda: 1 / 0
+    _until(lambda: other.get("/healthz")[0] == 503, what="health to report the stopped worker")
+    assert other.get("/healthz")[1]["stopped"][0]["error"] == "ZeroDivisionError: division by zero"
+
+
+def test_files_are_private_and_expire_after_keep_hours(live, clips, run_dir):
+    now = [1_000_000.0]
+    server = live(clock=lambda: now[0], keep_uploads=True, keep_hours=2.0, sweep_seconds=0.05)
+    code, model = server.get("/api/v1/model")
+    paths = [v for v in _strings(model) if "/" in v and Path(v).is_absolute()]
+    assert code == 200 and not paths and model["features"]["depth"]["model"] == "da-tiny"
+    code, job, _ = server.upload(clips["fake"].read_bytes())
+    assert server.wait(job["id"])["status"] == "done"
+    files = [server.service.upload(job["id"]), server.service.report(job["id"]), server.service.jobs.path]
+    assert [f.stat().st_mode & 0o777 for f in files] == [0o600] * 3
+    now[0] += 2 * 3600 - 1  # not yet
+    server.service.sweep()
+    assert server.get(f"/api/v1/jobs/{job['id']}")[0] == 200 and all(f.exists() for f in files)
+    now[0] += 2  # the janitor finds it within a few of its rounds
+    _until(lambda: not _rows(server.service), 10, "the janitor to remove the expired job")
+    assert server.get(f"/api/v1/jobs/{job['id']}")[0] == 404 and not any(f.exists() for f in files[:2])
+
+
+def _strings(tree):
+    if isinstance(tree, dict):
+        return [s for v in tree.values() for s in _strings(v)]
+    if isinstance(tree, list):
+        return [s for v in tree for s in _strings(v)]
+    return [tree] if isinstance(tree, str) else []
 
 
 class _Chromium:

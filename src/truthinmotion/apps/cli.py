@@ -503,6 +503,8 @@ def _add_serve(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--token", default=os.environ.get("TIM_TOKEN"), help="require Authorization: Bearer TOKEN "
                    "(default: $TIM_TOKEN)")
     p.add_argument("--keep-uploads", action="store_true", help="keep uploaded videos after scoring")
+    p.add_argument("--keep-hours", type=float, default=24.0, help="a finished job, its upload and its page are "
+                   "removed this long after it ended (24)")
     p.add_argument("--device", type=_device, default="cpu")
     p.set_defaults(func=_cmd_serve)
 
@@ -516,7 +518,8 @@ def _cmd_serve(args: argparse.Namespace) -> int:
 
     cfg = ServeConfig(model=args.model, data_dir=Path(args.data_dir), device=args.device, workers=args.workers,
                       queue=args.queue, max_upload_mb=args.max_upload_mb, max_seconds=args.max_seconds,
-                      token=args.token or None, keep_uploads=args.keep_uploads)
+                      token=args.token or None, keep_uploads=args.keep_uploads,
+                      keep_hours=args.keep_hours)
     serve(cfg, args.host, args.port)
     return 0
 

@@ -1,0 +1,37 @@
+"""The settings of ``tim serve``."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+from ...core.errors import ConfigError
+
+
+@dataclass(frozen=True)
+class ServeConfig:
+    model: str  # run directory (or its best/ directory) of the detector
+    data_dir: Path  # jobs.sqlite, uploads/ and reports/
+    device: str = "cpu"
+    workers: int = 1  # scoring threads, each with its own models
+    queue: int = 32  # jobs queued or running at most; beyond: 503
+    max_upload_mb: float = 200.0  # larger uploads: 413
+    max_seconds: float = 600.0  # longer videos: 422
+    token: str | None = None  # when set, /api/ asks for Authorization: Bearer TOKEN
+    keep_uploads: bool = False  # keep a video after scoring (until its job expires)
+    keep_hours: float = 24.0  # a finished job, its upload and its page are removed this long after it ended
+    sweep_seconds: float = 60.0  # how often expired jobs and the jobs of stopped workers are looked for
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "data_dir", Path(self.data_dir))
+        for name in ("workers", "queue"):
+            if getattr(self, name) < 1:
+                raise ConfigError(f"serve {name}: 1 or more, not {getattr(self, name)}")
+        for name in ("max_upload_mb", "max_seconds", "keep_hours", "sweep_seconds"):
+            if not getattr(self, name) > 0:
+                raise ConfigError(f"serve {name.replace('_', ' ')}: more than 0, not {getattr(self, name)}")
+
+    @property
+    def upload_limit(self) -> int:
+        """The largest upload accepted, bytes."""
+        return int(self.max_upload_mb * 2**20)
