@@ -43,7 +43,7 @@ def _expected_trainable(h: int, blocks: int, n_layers: int, head_in: int, hidden
         + (h * 4 * h + 4 * h) + (4 * h * h + h)  # MLP
         + h  # layer scale 2
     )
-    embeddings = h + h + (37 * 37 + 1) * h + (3 * 14 * 14 * h + h)  # cls, mask, positions, patches
+    embeddings = h + (37 * 37 + 1) * h + (3 * 14 * 14 * h + h)  # cls, positions, patches (the mask token is unused)
     head = head_in * hidden + hidden + hidden + 1
     if blocks == -1:
         return embeddings + n_layers * block + 2 * h + head
@@ -243,16 +243,20 @@ def test_resume_refuses_other_settings_and_records_allowed_changes(work, tmp_pat
 
 
 @pytest.mark.slow
-def test_ddp_with_two_processes_on_cpu(work, tmp_path):
-    """The same command under torchrun (gloo, 2 processes) trains and writes one run directory."""
+@pytest.mark.parametrize("blocks,port", [("1", 29533), ("all", 29534)])
+def test_ddp_with_two_processes_on_cpu(work, tmp_path, blocks, port):
+    """The same command under torchrun (gloo, 2 processes) trains and writes one run directory;
+    with every block trained too (DDP refuses a parameter that needs a gradient and gets none,
+    from the second step on: 12 train videos per rank in batches of 4 are 3 steps an epoch)."""
     run = tmp_path / "ddp"
-    cmd = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2", "--master_port", "29533",
+    cmd = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2", "--master_port", str(port),
            "-m", "truthinmotion.cli", "train", str(work), "-o", str(run), "--backbone", "dinov2-tiny",
            "--init", "random", "--image-size", "56", "--workers", "0", "--epochs", "2", "--batch-size", "4",
-           "--train-points", "4", "--lr", "1e-3", "-q"]
+           "--train-points", "4", "--lr", "1e-3", "--train-blocks", blocks, "-q"]
     env = {**os.environ, "OMP_NUM_THREADS": "1"}
     out = subprocess.run(cmd, capture_output=True, text=True, timeout=300, env=env)
     assert out.returncode == 0, out.stderr[-3000:]
     rows = _metrics(run)
     assert [int(r["epoch"]) for r in rows] == [1, 2]  # rank 0 alone writes
-    assert Detector.from_pretrained(run).cfg.backbone == "dinov2-tiny"
+    detector = Detector.from_pretrained(run)
+    assert detector.cfg.backbone == "dinov2-tiny" and detector.cfg.train_blocks == (-1 if blocks == "all" else 1)
