@@ -260,3 +260,51 @@ def test_ddp_with_two_processes_on_cpu(work, tmp_path, blocks, port):
     assert [int(r["epoch"]) for r in rows] == [1, 2]  # rank 0 alone writes
     detector = Detector.from_pretrained(run)
     assert detector.cfg.backbone == "dinov2-tiny" and detector.cfg.train_blocks == (-1 if blocks == "all" else 1)
+
+
+def test_a_checkpoint_is_replaced_as_a_unit(work, tmp_path, monkeypatch):
+    """A failure between a checkpoint's weights and its config leaves the old best/ and last/ whole
+    (their weights with their own config and state) and no temporary folder; a kill between moving
+    the old folder aside and the new one in is settled on the next run."""
+    import truthinmotion.models as models_mod
+    from truthinmotion.runs import restore_checkpoints
+
+    run = tmp_path / "run"
+    cfg = TrainConfig(**TINY, epochs=2, batch_size=6, lr=1e-3, train_points=4, patience=5)
+    real_validate, real_write = train_mod._validate, models_mod.atomic_write_text
+    snapshot: dict[str, bytes] = {}
+    configs = []
+
+    def validate(*args, **kwargs):  # at epoch 2's validation, before its checkpoints: epoch 1's files
+        if snapshot == {} and (run / "last").is_dir():
+            snapshot.update({str(p.relative_to(run)): p.read_bytes() for p in run.glob("*/*") if p.is_file()})
+        return real_validate(*args, **kwargs)
+
+    def write(path, text):  # epoch 1 writes best/ and last/; the third config is epoch 2's
+        configs.append(path)
+        if len(configs) == 3:
+            raise OSError("disk full")
+        return real_write(path, text)
+
+    monkeypatch.setattr(train_mod, "_validate", validate)
+    monkeypatch.setattr(models_mod, "atomic_write_text", write)
+    with pytest.raises(OSError, match="disk full"):
+        train(work, cfg, run)
+    monkeypatch.undo()
+    assert {"best/model.safetensors", "best/config.json", "last/model.safetensors", "last/trainer_state.pt"} <= set(snapshot)
+    now = {str(p.relative_to(run)): p.read_bytes() for p in run.glob("*/*") if p.is_file()}
+    assert now == snapshot  # epoch 2 changed nothing of epoch 1's checkpoints
+    assert sorted(p.name for p in run.iterdir() if p.name.startswith(".")) == []
+    best = Detector.from_pretrained(run)
+    assert best.extra["trained"]["epoch"] == 1
+    state = torch.load(run / "last" / "trainer_state.pt", map_location="cpu", weights_only=False)
+    assert state["epoch"] == 0
+    # A kill after best/ was moved aside, with the new folder half-written: the next run restores it.
+    (run / "best").rename(run / ".best.old-dead")
+    (run / ".best.new-dead").mkdir()
+    (run / ".best.new-dead" / "model.safetensors").write_bytes(b"half")
+    resumed = train(work, cfg, run, resume=True)
+    assert resumed.epochs_run == 2 and sorted(p.name for p in run.iterdir() if p.name.startswith(".")) == []
+    assert Detector.from_pretrained(run).extra["trained"]["epoch"] in (1, 2)
+    restore_checkpoints(run)  # nothing left to settle
+    assert (run / "best" / "config.json").is_file()

@@ -35,11 +35,12 @@ from .calibration import fit_verdict_rules
 from .config import ConfigError, save_yaml
 from .data import VideoDataset, collate
 from .distill import Distiller
-from .io import atomic_path, atomic_write_text
+from .io import atomic_write_text
 from .preflight import preflight
 from .metrics import binary_metrics, video_level, youden_threshold
 from .models import Detector, Preprocess, check_backbone
-from .runs import RESUMABLE, TrainConfig, TrainResult, check_resume, saved_config, train_status
+from .runs import (RESUMABLE, TrainConfig, TrainResult, check_resume, checkpoint_dir, restore_checkpoints,
+                   saved_config, train_status)
 from .runtime import autocast_context, check_device, env_info, grad_scaler
 
 __all__ = ["RESUMABLE", "TrainConfig", "TrainResult", "check_resume", "predict", "saved_config", "train", "train_status"]
@@ -97,12 +98,12 @@ def _lr_lambda(warmup: int, total: int):
 
 def _save_last(run_dir: Path, model: Detector, opt, sched, scaler, epoch: int, best: dict, stale: int,
                distiller: Distiller | None) -> None:
-    model.save_pretrained(run_dir / "last")
     state = {"optimizer": opt.state_dict(), "scheduler": sched.state_dict(), "scaler": scaler.state_dict(),
              "epoch": epoch, "best": best, "stale": stale, "torch_rng": torch.get_rng_state(),
              "projection": distiller.state_dict() if distiller is not None else None}
-    with atomic_path(run_dir / "last" / "trainer_state.pt", suffix=".pt") as tmp:
-        torch.save(state, tmp)
+    with checkpoint_dir(run_dir, "last") as tmp:
+        model.save_pretrained(tmp)
+        torch.save(state, tmp / "trainer_state.pt")
 
 
 def _append_csv(path: Path, row: dict[str, Any]) -> None:
@@ -167,6 +168,8 @@ def train(
     :mod:`truthinmotion.distill`).
     """
     run_dir = Path(run_dir)
+    if int(os.environ.get("RANK", "0")) == 0:
+        restore_checkpoints(run_dir)
     # Checked on every rank, before any collective: a refusal stops all ranks alike.
     if (run_dir / "best").exists() and not resume:
         if (run_dir / "last" / "trainer_state.pt").is_file():
@@ -341,7 +344,8 @@ def _train(
                 model.extra["verdict"] = fit_verdict_rules(val_pred["prob"], val_pred["video"], val_pred["label"],
                                                            val_pred["group"])
                 model.extra["trained"] = {"epoch": epoch + 1, "val": val, "train_videos": len(train_ds)}
-                model.save_pretrained(run_dir / "best")
+                with checkpoint_dir(run_dir, "best") as tmp:
+                    model.save_pretrained(tmp)
             row = {"epoch": epoch + 1, "lr": opt.param_groups[0]["lr"], "train_loss": total / max(count, 1),
                    "val_loss": val["loss"], "val_frame_auc": val["frame_auc"], "val_video_auc": val["video_auc"],
                    "val_video_acc": val["video_acc"], "seconds": time.perf_counter() - t0, "best": improved}
