@@ -77,3 +77,43 @@ def test_a_study_produces_every_cell_resumes_and_its_tables_agree_with_the_cells
     md = (out / "study.md").read_text()
     assert "| flow | dinov2-tiny |" in md and "about 53% accuracy" in md and "| int8 |" in md
     assert (out / "study.png").is_file()
+
+
+@pytest.mark.slow
+def test_an_interrupted_distillation_is_resumed_not_counted_as_done(tmp_path, monkeypatch):
+    """best/ exists from a run's first epoch on: a distillation stopped after it is resumed to
+    its last epoch, not skipped and tabulated with its first epoch's detector."""
+    import csv
+
+    import truthinmotion.train as train_mod
+
+    out = tmp_path / "study"
+    data = make_demo_data(tmp_path / "data", clips=6, frames=16)
+    cfg, _ = demo_config(out, points=4, epochs=2)
+    plan = StudyPlan(backbones=("dinov2-tiny", "dinov2-tiny-wide"), modalities=("flow",), compress=("distill",),
+                     bootstrap=20)
+    real, student_epochs = train_mod._validate, []
+
+    def stop_distillation_after_epoch_1(model, *args, **kwargs):
+        if "distilled_from" in model.extra:
+            student_epochs.append(1)
+            if len(student_epochs) == 2:
+                raise KeyboardInterrupt
+        return real(model, *args, **kwargs)
+
+    monkeypatch.setattr(train_mod, "_validate", stop_distillation_after_epoch_1)
+    with pytest.raises(KeyboardInterrupt):
+        run_full_study(data, out, cfg, plan, progress=False)
+    monkeypatch.setattr(train_mod, "_validate", real)
+    student = out / "runs" / cell_name("dinov2-tiny", "flow", "distill")
+    assert (student / "best" / "config.json").is_file()
+    epochs = lambda: [int(r["epoch"]) for r in csv.DictReader(open(student / "metrics.csv"))]  # noqa: E731
+    assert epochs() == [1]
+    result = run_full_study(data, out, cfg, plan, progress=False)
+    assert epochs() == [1, 2]
+    assert not any(line.startswith("distill:") for line in result.lines)  # trained, not skipped
+    assert sum("already trained; skipped" in line for line in result.lines) == 2  # the two finished cells
+    m = json.loads((student / "metrics.json").read_text())
+    assert m["run"] == str(student.resolve())
+    again = run_full_study(data, out, cfg, plan, progress=False)
+    assert any(line == f"distill: {student.name} is already trained; skipped" for line in again.lines)

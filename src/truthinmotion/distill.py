@@ -30,7 +30,7 @@ import torch
 from .config import ConfigError, Settings, require
 from .models import Detector
 
-__all__ = ["DistillConfig", "Distiller", "distill", "distill_loss", "logit_distill_loss"]
+__all__ = ["DistillConfig", "Distiller", "distill", "distill_config", "distill_loss", "logit_distill_loss"]
 
 log = logging.getLogger(__name__)
 
@@ -151,18 +151,15 @@ class Distiller:
                 "temperature": self.cfg.distill_temperature, "projection": "teacher PCA (fixed)"}
 
 
-def distill(
-    teacher_run: str | Path, out_dir: str | Path, student: str = "dinov2-small", *,
-    config_file: str | Path | None = None, overrides: dict[str, Any] | None = None, resume: bool = False,
-):
-    """Train ``student`` on the teacher's data and settings, distilling the teacher's embedding.
-
-    The teacher's ``config.yaml`` is the base; ``config_file`` (YAML), then ``overrides`` (the
-    command line; ``None`` values are not given) go on top.
-    The best epoch on validation is kept, as for any training run.
-    """
+def distill_config(
+    teacher_run: str | Path, student: str = "dinov2-small", *, config_file: str | Path | None = None,
+    overrides: dict[str, Any] | None = None,
+) -> tuple[Detector, Any]:
+    """(the teacher, the student's :class:`~truthinmotion.train.TrainConfig`): the teacher's
+    ``config.yaml`` is the base; ``config_file`` (YAML), then ``overrides`` (the command line;
+    ``None`` values are not given) go on top."""
     from .config import load_yaml
-    from .train import TrainConfig, train
+    from .train import TrainConfig
 
     teacher_run = Path(teacher_run)
     teacher = Detector.from_pretrained(teacher_run)
@@ -170,5 +167,17 @@ def distill(
     cfg_path = teacher_run / "config.yaml"
     base = TrainConfig.from_saved(load_yaml(cfg_path)) if cfg_path.is_file() else TrainConfig(modality=teacher.cfg.modality)
     cfg = dataclasses.replace(base, backbone=student, backbone_path=None)
-    cfg = cfg.updated(load_yaml(config_file) if config_file else {}).updated(overrides)
+    return teacher, cfg.updated(load_yaml(config_file) if config_file else {}).updated(overrides)
+
+
+def distill(
+    teacher_run: str | Path, out_dir: str | Path, student: str = "dinov2-small", *,
+    config_file: str | Path | None = None, overrides: dict[str, Any] | None = None, resume: bool = False,
+):
+    """Train ``student`` on the teacher's data and settings (:func:`distill_config`), distilling
+    the teacher's embedding. The best epoch on validation is kept, as for any training run.
+    """
+    from .train import train
+
+    teacher, cfg = distill_config(teacher_run, student, config_file=config_file, overrides=overrides)
     return train(teacher.extra["workdir"], cfg, out_dir, resume=resume, teacher=teacher)

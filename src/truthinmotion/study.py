@@ -99,8 +99,9 @@ def run_full_study(
 ) -> StudyResult:
     from .bench import benchmark_runs
     from .compress import compress
-    from .distill import distill
+    from .distill import distill, distill_config
     from .evaluate import evaluate
+    from .train import train_status
 
     plan.check(device)
     out = Path(out)
@@ -120,14 +121,24 @@ def run_full_study(
                                          progress=progress).summary())
         return target
 
-    def one(backbone: str, modality: str, variant: str, make: Callable[[Path], Any] | None) -> None:
+    def compressed(src: Path, method: str, dst: Path) -> str:
+        if (dst / "best" / "config.json").is_file():  # compress renames best/ into place, whole, last
+            return f"{method}: {dst.name} exists; skipped"
+        return compress(src, method, dst, device=device).summary()
+
+    def distilled(teacher: Path, dst: Path, student: str) -> str:
+        # A distillation is a training run: best/ exists from its first epoch on, so only its
+        # trainer state says whether it finished.
+        overrides = {"device": device, "progress": progress}
+        status = train_status(dst, distill_config(teacher, student, overrides=overrides)[1])
+        if status == "done":
+            return f"distill: {dst.name} is already trained; skipped"
+        return distill(teacher, dst, student, overrides=overrides, resume=status == "partial").summary()
+
+    def one(backbone: str, modality: str, variant: str, make: Callable[[Path], str] | None) -> None:
         run_dir = runs / cell_name(backbone, modality, variant)
         if make is not None:
-            if (run_dir / "best" / "config.json").is_file():
-                result.lines.append(f"{variant}: {run_dir.name} exists; skipped")
-            else:
-                made = make(run_dir)
-                result.lines.append(made.summary())
+            result.lines.append(make(run_dir))
         row = {"backbone": backbone, "modality": modality, "variant": variant or "fp32", "run": str(run_dir),
                "eval": str(evaluated(run_dir))}
         row["cross"] = {Path(w).name: str(evaluated(run_dir, Path(w))) for w in plan.cross}
@@ -142,12 +153,11 @@ def run_full_study(
             for method in plan.compress:
                 if method != "distill":
                     one(backbone, modality, method,
-                        lambda dst, m=method, src=run_dir: compress(src, m, dst, device=device))
+                        lambda dst, m=method, src=run_dir: compressed(src, m, dst))
         if "distill" in plan.compress:
             small, large = plan.order()[0], plan.order()[-1]
             teacher = runs / cell_name(large, modality)
-            one(small, modality, "distill", lambda dst, t=teacher: distill(
-                t, dst, small, overrides={"device": device, "progress": progress}))
+            one(small, modality, "distill", lambda dst, t=teacher: distilled(t, dst, small))
     # speed and size: each trained cell against its variants, on the same pictures
     for group in _groups(cells):
         base = Path(group[0]["run"])
