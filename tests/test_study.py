@@ -117,3 +117,46 @@ def test_an_interrupted_distillation_is_resumed_not_counted_as_done(tmp_path, mo
     assert m["run"] == str(student.resolve())
     again = run_full_study(data, out, cfg, plan, progress=False)
     assert any(line == f"distill: {student.name} is already trained; skipped" for line in again.lines)
+
+
+def _work_copy(work, root, keep) -> int:
+    """A work directory at ``root`` sharing ``work``'s artifacts, whose test split holds the videos
+    ``keep(row)`` chooses (the others move to train); returns its number of test videos."""
+    import csv
+
+    root.mkdir(parents=True)
+    for name in ("faces", "flow"):
+        (root / name).symlink_to(work / name)
+    with open(work / "manifest.csv") as f:
+        rows = list(csv.DictReader(f))
+    for r in rows:
+        r["split"] = "test" if keep(r) else "train"
+    with open(root / "manifest.csv", "w", newline="") as f:
+        w = csv.DictWriter(f, fieldnames=list(rows[0]))
+        w.writeheader()
+        w.writerows(rows)
+    return sum(r["split"] == "test" for r in rows)
+
+
+@pytest.mark.slow
+def test_cross_work_directories_of_one_name_are_cells_of_their_own(tmp_path):
+    """--cross /x/celebdf/work /x/dfdc/work: two cells and two columns, each with its own figures."""
+    from truthinmotion.study import cross_key
+
+    out = tmp_path / "study"
+    data = make_demo_data(tmp_path / "data", clips=6, frames=16)
+    cfg, _ = demo_config(out, points=4, epochs=1)
+    plan = StudyPlan(backbones=("dinov2-tiny",), modalities=("flow",), bootstrap=20)
+    run_full_study(data, out, cfg, plan, progress=False)
+    a, b = tmp_path / "x" / "celebdf" / "work", tmp_path / "x" / "dfdc" / "work"
+    n_a = _work_copy(out / "work", a, lambda r: True)
+    n_b = _work_copy(out / "work", b, lambda r: r["label"] == "1" or r["video_id"] == "real-real000")
+    assert cross_key(a) != cross_key(b) and cross_key(a).startswith("celebdf-work-")
+    assert cross_key(tmp_path / "x" / "celebdf" / ".." / "celebdf" / "work") == cross_key(a)  # the resolved path
+    result = run_full_study(data, out, cfg, StudyPlan(**{**plan.__dict__, "cross": (str(a), str(b))}), progress=False)
+    assert not any("cross-" in line and "skipped" in line for line in result.lines)
+    row = json.loads((out / "study.json").read_text())["rows"][0]
+    assert set(row["cross"]) == {cross_key(a), cross_key(b)}
+    assert (row["cross"][cross_key(a)]["videos"], row["cross"][cross_key(b)]["videos"]) == (n_a, n_b)
+    md = (out / "study.md").read_text()
+    assert cross_key(a) in md and cross_key(b) in md

@@ -15,6 +15,7 @@ figures the original study reported where it reported them.
 from __future__ import annotations
 
 import csv
+import hashlib
 import json
 import logging
 from dataclasses import dataclass, field
@@ -30,7 +31,7 @@ from .metrics import binary_metrics
 from .models import BACKBONES, parse_modalities
 from .pipeline import StudyConfig, prepare_work, train_cell
 
-__all__ = ["COMPRESSIONS", "StudyPlan", "bootstrap_interval", "run_full_study"]
+__all__ = ["COMPRESSIONS", "StudyPlan", "bootstrap_interval", "cross_key", "run_full_study"]
 
 log = logging.getLogger(__name__)
 
@@ -87,6 +88,14 @@ def cell_name(backbone: str, modality: str, variant: str = "") -> str:
     return f"{backbone}-{modality.replace('+', '-')}" + (f"-{variant}" if variant else "")
 
 
+def cross_key(workdir: str | Path) -> str:
+    """A readable name unique to a ``--cross`` work directory: its last two path parts and a short
+    hash of its resolved path (``celebdf-work-1a2b3c``); work directories are often all ``work``."""
+    path = Path(workdir).resolve()
+    digest = hashlib.sha256(str(path).encode()).hexdigest()[:6]
+    return "-".join([*(part for part in path.parts[-2:] if part != path.anchor), digest])
+
+
 def _done(run_dir: Path, out_dir: Path) -> bool:
     """An evaluation at ``out_dir`` newer than the detector it evaluated."""
     metrics, best = out_dir / "metrics.json", run_dir / "best" / "config.json"
@@ -113,7 +122,7 @@ def run_full_study(
     cells: list[dict[str, Any]] = []
 
     def evaluated(run_dir: Path, where: Path | None = None, name: str = "test") -> Path:
-        target = run_dir if where is None else run_dir / f"cross-{where.name}"
+        target = run_dir if where is None else run_dir / f"cross-{cross_key(where)}"
         if _done(run_dir, target):
             result.lines.append(f"evaluate: {target.name} of {run_dir.name} is done; skipped")
         else:
@@ -141,7 +150,7 @@ def run_full_study(
             result.lines.append(make(run_dir))
         row = {"backbone": backbone, "modality": modality, "variant": variant or "fp32", "run": str(run_dir),
                "eval": str(evaluated(run_dir))}
-        row["cross"] = {Path(w).name: str(evaluated(run_dir, Path(w))) for w in plan.cross}
+        row["cross"] = {cross_key(w): str(evaluated(run_dir, Path(w))) for w in plan.cross}
         cells.append(row)
 
     for modality in plan.modalities:
