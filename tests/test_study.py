@@ -138,16 +138,24 @@ def _work_copy(work, root, keep) -> int:
     return sum(r["split"] == "test" for r in rows)
 
 
-@pytest.mark.slow
-def test_cross_work_directories_of_one_name_are_cells_of_their_own(tmp_path):
-    """--cross /x/celebdf/work /x/dfdc/work: two cells and two columns, each with its own figures."""
-    from truthinmotion.study import cross_key
-
-    out = tmp_path / "study"
-    data = make_demo_data(tmp_path / "data", clips=6, frames=16)
+@pytest.fixture(scope="module")
+def small_study(tmp_path_factory):
+    """A finished one-cell study: (data, out, settings, plan)."""
+    root = tmp_path_factory.mktemp("small-study")
+    out = root / "study"
+    data = make_demo_data(root / "data", clips=6, frames=16)
     cfg, _ = demo_config(out, points=4, epochs=1)
     plan = StudyPlan(backbones=("dinov2-tiny",), modalities=("flow",), bootstrap=20)
     run_full_study(data, out, cfg, plan, progress=False)
+    return data, out, cfg, plan
+
+
+@pytest.mark.slow
+def test_cross_work_directories_of_one_name_are_cells_of_their_own(small_study, tmp_path):
+    """--cross /x/celebdf/work /x/dfdc/work: two cells and two columns, each with its own figures."""
+    from truthinmotion.study import cross_key
+
+    data, out, cfg, plan = small_study
     a, b = tmp_path / "x" / "celebdf" / "work", tmp_path / "x" / "dfdc" / "work"
     n_a = _work_copy(out / "work", a, lambda r: True)
     n_b = _work_copy(out / "work", b, lambda r: r["label"] == "1" or r["video_id"] == "real-real000")
@@ -160,3 +168,34 @@ def test_cross_work_directories_of_one_name_are_cells_of_their_own(tmp_path):
     assert (row["cross"][cross_key(a)]["videos"], row["cross"][cross_key(b)]["videos"]) == (n_a, n_b)
     md = (out / "study.md").read_text()
     assert cross_key(a) in md and cross_key(b) in md
+
+
+@pytest.mark.slow
+def test_a_study_resumed_on_another_split_is_refused_unless_asked(small_study):
+    """Re-indexed with another seed, the videos fall into other splits: the trained cell would be
+    tested on videos it trained on. Refused before any video is touched, the manifest kept; asked
+    for, the cell is evaluated again on the new split, and the table says which split it was."""
+    import dataclasses
+
+    from truthinmotion.config import ConfigError
+    from truthinmotion.index import manifest_hash
+
+    data, out, cfg, plan = small_study
+    work = out / "work"
+    saved, trained_on = (work / "manifest.csv").read_bytes(), manifest_hash(work)
+    reseeded = dataclasses.replace(cfg, index=cfg.index.updated({"seed": 7}))
+    with pytest.raises(ConfigError, match=rf"1 run\(s\) under .*dinov2-tiny-flow.*manifest hash {trained_on}, now "
+                                          r".*--allow-split-change"):
+        run_full_study(data, out, reseeded, plan, progress=False)
+    assert (work / "manifest.csv").read_bytes() == saved
+    try:
+        result = run_full_study(data, out, reseeded, plan, progress=False, allow_split_change=True)
+        now = manifest_hash(work)
+        assert now != trained_on
+        assert any(line.startswith("train:") and "skipped" in line for line in result.lines)  # not retrained
+        assert not any(line.startswith("evaluate:") for line in result.lines)  # evaluated again
+        row = json.loads((out / "study.json").read_text())["rows"][0]
+        assert (row["test"]["manifest_hash"], row["test"]["trained_manifest_hash"]) == (now, trained_on)
+    finally:  # back to the split the cell was trained on, for the other tests of the module
+        run_full_study(data, out, cfg, plan, progress=False, allow_split_change=True)
+    assert manifest_hash(work) == trained_on

@@ -308,3 +308,31 @@ def test_a_checkpoint_is_replaced_as_a_unit(work, tmp_path, monkeypatch):
     assert Detector.from_pretrained(run).extra["trained"]["epoch"] in (1, 2)
     restore_checkpoints(run)  # nothing left to settle
     assert (run / "best" / "config.json").is_file()
+
+
+def test_resume_refuses_another_split_unless_asked(work, tmp_path, caplog):
+    """Re-indexing can move videos between splits; a run resumed on the new split would validate
+    (and later be tested) on videos it trained on. The split's hash is in the detector and refused."""
+    from truthinmotion.index import manifest_hash
+    from truthinmotion.models import read_detector_config
+
+    moved = {"real000", "real012"}  # one train and one val video trade places
+    mine = _relabelled(work, tmp_path / "w", lambda r: r)
+    cfg = TrainConfig(**TINY, epochs=1, batch_size=12, train_points=2)
+    train(mine, cfg, tmp_path / "run")
+    before = manifest_hash(mine)
+    assert read_detector_config(tmp_path / "run" / "best")["manifest_hash"] == before
+    assert read_detector_config(tmp_path / "run" / "last")["manifest_hash"] == before
+    swap = {"train": "val", "val": "train"}
+    other = _relabelled(work, tmp_path / "w2", lambda r: {**r, "split": swap[r["split"]]} if r["video_id"] in moved else r)
+    (mine / "manifest.csv").write_bytes((other / "manifest.csv").read_bytes())
+    after = manifest_hash(mine)
+    assert after != before
+    weights = (tmp_path / "run" / "last" / "model.safetensors").read_bytes()
+    with pytest.raises(ConfigError, match=rf"manifest hash {before}, now {after}.*--allow-split-change"):
+        train(mine, cfg.updated({"epochs": 2}), tmp_path / "run", resume=True)
+    assert (tmp_path / "run" / "last" / "model.safetensors").read_bytes() == weights
+    caplog.set_level("WARNING", logger="truthinmotion.runs")
+    result = train(mine, cfg.updated({"epochs": 2}), tmp_path / "run", resume=True, allow_split_change=True)
+    assert result.epochs_run == 2 and "going on (--allow-split-change)" in caplog.text
+    assert read_detector_config(tmp_path / "run" / "last")["manifest_hash"] == after

@@ -173,11 +173,18 @@ def distill_config(
 def distill(
     teacher_run: str | Path, out_dir: str | Path, student: str = "dinov2-small", *,
     config_file: str | Path | None = None, overrides: dict[str, Any] | None = None, resume: bool = False,
+    allow_split_change: bool = False,
 ):
     """Train ``student`` on the teacher's data and settings (:func:`distill_config`), distilling
     the teacher's embedding. The best epoch on validation is kept, as for any training run.
     """
+    from .index import manifest_hash
+    from .runs import check_split
     from .train import train
 
     teacher, cfg = distill_config(teacher_run, student, config_file=config_file, overrides=overrides)
-    return train(teacher.extra["workdir"], cfg, out_dir, resume=resume, teacher=teacher)
+    # A teacher trained on another split has seen videos that are now the student's val or test.
+    check_split(teacher.extra.get("manifest_hash"), manifest_hash(teacher.extra["workdir"]),
+                f"the teacher {teacher_run}", allow_split_change)
+    return train(teacher.extra["workdir"], cfg, out_dir, resume=resume, teacher=teacher,
+                 allow_split_change=allow_split_change)

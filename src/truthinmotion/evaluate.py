@@ -7,7 +7,8 @@ threshold chosen on validation frames). Video probabilities are calibrated
 before and after, with a reliability diagram. ``predictions.csv`` holds every scored point. Per-method rows pair every real video
 of the split with the fakes of one method (the usual FaceForensics++ breakdown). Evaluating on
 another indexed dataset (``workdir``) is cross-dataset evaluation; its features must have been
-computed with the settings the detector was trained on, which is checked.
+computed with the settings the detector was trained on, which is checked. On its own work
+directory, a detector is evaluated only on the split it was trained with (its manifest hash).
 """
 
 from __future__ import annotations
@@ -26,10 +27,12 @@ from torch.utils.data import DataLoader
 from .calibration import brier, expected_calibration_error, verdict_rule
 from .config import ConfigError
 from .data import DataConfig, VideoDataset, collate
+from .index import manifest_hash
 from .io import WorkDir, atomic_write_text, load_npz
 from .metrics import binary_metrics, video_level
 from .report import error_analysis
 from .compress import inference_autocast, load_detector
+from .runs import check_split
 from .train import predict
 
 __all__ = ["EvalResult", "evaluate"]
@@ -136,8 +139,11 @@ def evaluate(
     batch_videos: int = 4,
     workers: int = 0,
     progress: bool = True,
+    allow_split_change: bool = False,
 ) -> EvalResult:
-    """Score ``split`` of ``workdir`` (default: the training work directory) and write a report."""
+    """Score ``split`` of ``workdir`` (default: the training work directory) and write a report.
+    The training work directory re-indexed into another split is refused unless
+    ``allow_split_change``."""
     run_dir = Path(run_dir)
     model = load_detector(run_dir, device)
     own = Path(model.extra.get("workdir", ""))
@@ -145,6 +151,9 @@ def evaluate(
     if not work.is_dir():
         raise ConfigError(f"work directory {work} not found: pass --workdir")
     cross = own.resolve() != work.resolve()
+    split_id = manifest_hash(work)
+    if not cross:
+        check_split(model.extra.get("manifest_hash"), split_id, f"the detector of {run_dir}", allow_split_change)
     out = Path(out_dir) if out_dir else (run_dir / f"eval-{work.name}-{split}" if cross else run_dir)
     out.mkdir(parents=True, exist_ok=True)
     data_cfg = DataConfig.from_saved(model.extra.get("data", {}))
@@ -181,6 +190,8 @@ def evaluate(
         "workdir": str(work.resolve()),
         "cross_dataset": cross,
         "split": split,
+        "manifest_hash": split_id,
+        "trained_manifest_hash": model.extra.get("manifest_hash"),
         "aggregation": aggregation,
         "threshold": threshold,
         "frame_threshold": frame_threshold,

@@ -29,8 +29,8 @@ from .distill import DistillConfig
 from .io import publish
 from .models import DetectorConfig
 
-__all__ = ["RESUMABLE", "TrainConfig", "TrainResult", "check_resume", "checkpoint_dir", "restore_checkpoints",
-           "saved_config", "train_status"]
+__all__ = ["RESUMABLE", "TrainConfig", "TrainResult", "check_resume", "check_split", "checkpoint_dir",
+           "restore_checkpoints", "saved_config", "train_status"]
 
 log = logging.getLogger(__name__)
 
@@ -188,3 +188,21 @@ def check_resume(run_dir: Path, cfg: TrainConfig) -> None:
         raise ConfigError(f"--resume: {run_dir} was trained with other settings ({text}); only "
                           f"{', '.join(RESUMABLE)} may change on resume. Nothing was changed; train the "
                           "new settings into another run directory")
+
+
+def check_split(recorded: str | None, current: str, what: str, allow: bool) -> None:
+    """Refuse to go on with ``what`` (a detector or run trained on the split whose
+    :func:`~truthinmotion.index.manifest_hash` is ``recorded``) against the split ``current``,
+    unless ``allow``: a re-index that moves videos between train, val and test would test a
+    detector on videos it trained on."""
+    if recorded is None:
+        log.warning("%s records no split (trained before splits were recorded): not checked", what)
+        return
+    if recorded == current:
+        return
+    text = (f"{what} was trained on another split of its work directory (manifest hash {recorded}, now {current}): "
+            "it was re-indexed with other videos or settings, so videos it trained on may now be in val or test")
+    if not allow:
+        raise ConfigError(f"{text}. Nothing was done: re-index as before, train anew, or pass "
+                          "--allow-split-change to go on with the new split")
+    log.warning("%s; going on (--allow-split-change)", text)

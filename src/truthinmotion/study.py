@@ -27,6 +27,7 @@ import numpy as np
 from .calibration import expected_calibration_error
 from .config import ConfigError
 from .io import atomic_write_text
+from .index import manifest_hash
 from .metrics import binary_metrics
 from .models import BACKBONES, parse_modalities
 from .pipeline import StudyConfig, prepare_work, train_cell
@@ -96,16 +97,21 @@ def cross_key(workdir: str | Path) -> str:
     return "-".join([*(part for part in path.parts[-2:] if part != path.anchor), digest])
 
 
-def _done(run_dir: Path, out_dir: Path) -> bool:
-    """An evaluation at ``out_dir`` newer than the detector it evaluated."""
+def _done(run_dir: Path, out_dir: Path, split_id: str) -> bool:
+    """An evaluation at ``out_dir`` newer than the detector it evaluated, of the split whose
+    manifest hash is ``split_id``."""
     metrics, best = out_dir / "metrics.json", run_dir / "best" / "config.json"
-    return metrics.is_file() and best.is_file() and metrics.stat().st_mtime_ns >= best.stat().st_mtime_ns
+    return (metrics.is_file() and best.is_file() and metrics.stat().st_mtime_ns >= best.stat().st_mtime_ns
+            and json.loads(metrics.read_text()).get("manifest_hash") == split_id)
 
 
 def run_full_study(
     root: str | Path, out: str | Path, cfg: StudyConfig, plan: StudyPlan = StudyPlan(), *, workers: int = 1,
-    device: str = "cpu", progress: bool = True, space_check: bool = True,
+    device: str = "cpu", progress: bool = True, space_check: bool = True, allow_split_change: bool = False,
 ) -> StudyResult:
+    """Every cell of ``plan`` under ``out``, then the tables; a re-run continues cell by cell. Cells
+    trained on another split (the dataset re-indexed differently since) are refused unless
+    ``allow_split_change``."""
     from .bench import benchmark_runs
     from .compress import compress
     from .distill import distill, distill_config
@@ -116,18 +122,18 @@ def run_full_study(
     out = Path(out)
     mods = {m for modality in plan.modalities for m in parse_modalities(modality)}
     work, lines = prepare_work(root, out, cfg, mods, list(plan.backbones), workers=workers, device=device,
-                               progress=progress, space_check=space_check)
+                               progress=progress, space_check=space_check, allow_split_change=allow_split_change)
     result = StudyResult(out, lines)
     runs = out / "runs"
     cells: list[dict[str, Any]] = []
 
     def evaluated(run_dir: Path, where: Path | None = None, name: str = "test") -> Path:
         target = run_dir if where is None else run_dir / f"cross-{cross_key(where)}"
-        if _done(run_dir, target):
+        if _done(run_dir, target, manifest_hash(where or work)):
             result.lines.append(f"evaluate: {target.name} of {run_dir.name} is done; skipped")
         else:
             result.lines.append(evaluate(run_dir, "test", where or work, device=device, out_dir=target,
-                                         progress=progress).summary())
+                                         progress=progress, allow_split_change=allow_split_change).summary())
         return target
 
     def compressed(src: Path, method: str, dst: Path) -> str:
@@ -142,7 +148,8 @@ def run_full_study(
         status = train_status(dst, distill_config(teacher, student, overrides=overrides)[1])
         if status == "done":
             return f"distill: {dst.name} is already trained; skipped"
-        return distill(teacher, dst, student, overrides=overrides, resume=status == "partial").summary()
+        return distill(teacher, dst, student, overrides=overrides, resume=status == "partial",
+                       allow_split_change=allow_split_change).summary()
 
     def one(backbone: str, modality: str, variant: str, make: Callable[[Path], str] | None) -> None:
         run_dir = runs / cell_name(backbone, modality, variant)
@@ -157,7 +164,8 @@ def run_full_study(
         for backbone in plan.order():
             run_dir = runs / cell_name(backbone, modality)
             result.lines.append(train_cell(work, cfg, run_dir, device=device, progress=progress,
-                                           backbone=backbone, modality=modality))
+                                           allow_split_change=allow_split_change, backbone=backbone,
+                                           modality=modality))
             one(backbone, modality, "", None)
             for method in plan.compress:
                 if method != "distill":
@@ -243,7 +251,8 @@ def cell_statistics(eval_dir: Path, times: int, seed: int) -> dict[str, Any]:
         "accuracy": (m["overall"]["video"]["acc@thr"], lambda i: float(np.mean((scores[i] >= thr) == labels[i]))),
         "ece": (m["calibration"]["ece_after"], lambda i: expected_calibration_error(labels[i], probs[i])),
     }
-    out = {"videos": len(videos), "real": int((labels == 0).sum()), "fake": int((labels == 1).sum())}
+    out = {"videos": len(videos), "real": int((labels == 0).sum()), "fake": int((labels == 1).sum()),
+           "manifest_hash": m.get("manifest_hash"), "trained_manifest_hash": m.get("trained_manifest_hash")}
     for k, (value, fn) in stats.items():
         out[k] = {"value": value, "ci95": bootstrap_interval(fn, len(videos), times, seed)}
     return out

@@ -38,9 +38,10 @@ from .distill import Distiller
 from .io import atomic_write_text
 from .preflight import preflight
 from .metrics import binary_metrics, video_level, youden_threshold
-from .models import Detector, Preprocess, check_backbone
-from .runs import (RESUMABLE, TrainConfig, TrainResult, check_resume, checkpoint_dir, restore_checkpoints,
-                   saved_config, train_status)
+from .index import manifest_hash
+from .models import Detector, Preprocess, check_backbone, read_detector_config
+from .runs import (RESUMABLE, TrainConfig, TrainResult, check_resume, check_split, checkpoint_dir,
+                   restore_checkpoints, saved_config, train_status)
 from .runtime import autocast_context, check_device, env_info, grad_scaler
 
 __all__ = ["RESUMABLE", "TrainConfig", "TrainResult", "check_resume", "predict", "saved_config", "train", "train_status"]
@@ -160,12 +161,13 @@ def _check_split(name: str, ds: VideoDataset, workdir: Path, modality: str) -> N
 
 def train(
     workdir: str | Path, cfg: TrainConfig, run_dir: str | Path, resume: bool = False,
-    teacher: Detector | None = None,
+    teacher: Detector | None = None, allow_split_change: bool = False,
 ) -> TrainResult:
     """Train a detector on ``WORKDIR``'s train split, validate on val, write ``run_dir``.
 
     With a ``teacher``, the student also learns to match the teacher's embedding (see
-    :mod:`truthinmotion.distill`).
+    :mod:`truthinmotion.distill`). A resume goes on with the split the run started on: another
+    one (``WORKDIR`` re-indexed since) is refused unless ``allow_split_change``.
     """
     run_dir = Path(run_dir)
     if int(os.environ.get("RANK", "0")) == 0:
@@ -179,6 +181,8 @@ def train(
                           "choose another output directory (tim run: --name) or move it away")
     if resume:
         check_resume(run_dir, cfg)
+        check_split(read_detector_config(run_dir / "last").get("manifest_hash"), manifest_hash(workdir),
+                    f"--resume: {run_dir}", allow_split_change)
     preflight(models=[lambda: check_backbone(cfg.backbone, init=cfg.init, path=cfg.backbone_path)], outputs=[run_dir])
     # Under torchrun (which sets these), also with one process: the same collectives then run
     # at world size 1, so a single-GPU machine exercises the NCCL path too.
@@ -236,7 +240,8 @@ def _train(
         atomic_write_text(run_dir / "env.json", json.dumps(env_info(cfg.device), indent=2))
     features = {m: train_ds.feature_meta.get(m, {}) for m in det_cfg.modalities if m != "rgb"}
     extra = {"preprocess": dataclasses.asdict(pre), "features": features, "data": data_cfg.to_dict(),
-             "faces": train_ds.faces_config or {}, "workdir": str(workdir.resolve())}
+             "faces": train_ds.faces_config or {}, "workdir": str(workdir.resolve()),
+             "manifest_hash": manifest_hash(workdir)}
 
     model = Detector.build(det_cfg, init=cfg.init, backbone_path=cfg.backbone_path, extra=extra)
     trainable = model.num_trainable()
