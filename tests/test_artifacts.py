@@ -185,7 +185,7 @@ def test_unwritable_output_and_too_little_space_fail_before_any_video(tmp_path, 
     work = tmp_path / "w"
     index_dataset(_folder_dataset(tmp_path / "data", clips), work, IndexConfig(format="folder"))
     calls = []
-    monkeypatch.setattr("truthinmotion.faces.extract_faces", lambda *a, **k: calls.append(a))
+    monkeypatch.setattr("truthinmotion.faces.stage.extract_faces", lambda *a, **k: calls.append(a))
     (work / "faces").write_text("not a directory")
     with pytest.raises(ConfigError, match="(?s)before touching any video.*faces is a file, not a directory"):
         run_faces(work, FacesConfig(num_points=4), progress=False)

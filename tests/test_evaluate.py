@@ -109,12 +109,43 @@ def test_cross_dataset_evaluation_checks_feature_settings(trained, tmp_path):
     # Flow computed with other settings is refused, not silently scored.
     import shutil
 
-    from truthinmotion.features import FlowConfig, run_features
+    from truthinmotion.features.flow import FlowConfig
+    from truthinmotion.features.stage import run_features
 
     shutil.rmtree(other / "flow")
     run_features(other, FlowConfig(winsize=21), None, progress=False)
     with pytest.raises(ConfigError, match="other settings"):
         evaluate(run, "test", workdir=other, progress=False)
+
+
+def test_evaluation_refuses_a_split_the_detector_was_not_trained_on(trained, tmp_path, capsys):
+    """A re-index that moved a training video into test: evaluating would score it; refused (and
+    named: --allow-split-change) unless asked, recorded when asked."""
+    from truthinmotion.apps.cli import main
+    from truthinmotion.data.index import manifest_hash
+
+    work, run = trained
+    saved = (work / "manifest.csv").read_bytes()
+    trained_on = manifest_hash(work)
+    text = saved.decode().replace("real000,/synthetic/real000.mp4,0,synthetic,real,real000,train",
+                                  "real000,/synthetic/real000.mp4,0,synthetic,real,real000,test")
+    assert text != saved.decode()
+    try:
+        (work / "manifest.csv").write_text(text)
+        with pytest.raises(ConfigError, match=rf"{run}.*manifest hash {trained_on}, now .*--allow-split-change"):
+            evaluate(run, "test", out_dir=tmp_path / "refused", progress=False)
+        assert not (tmp_path / "refused" / "metrics.json").exists()
+        assert main(["evaluate", str(run), "--out", str(tmp_path / "cli"), "-q"]) == 2
+        assert "--allow-split-change" in capsys.readouterr().err
+        assert main(["evaluate", str(run), "--out", str(tmp_path / "cli"), "--allow-split-change", "-q"]) == 0
+        m = json.loads((tmp_path / "cli" / "metrics.json").read_text())
+        assert m["trained_manifest_hash"] == trained_on and m["manifest_hash"] == manifest_hash(work) != trained_on
+        assert "real000" in {v["video_id"] for v in m["videos"]}  # the moved video was scored, as asked
+    finally:
+        (work / "manifest.csv").write_bytes(saved)
+    # Cross-dataset evaluation has its own split: no refusal.
+    other = make_workdir(tmp_path / "other", seed=5)
+    assert evaluate(run, "test", workdir=other, progress=False).metrics["manifest_hash"] == manifest_hash(other)
 
 
 def test_every_face_is_scored_and_the_video_takes_its_highest(tmp_path):

@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 
 from conftest import FFPP, need_shared
-from truthinmotion.faces import extract as faces_mod
+from truthinmotion.faces import stage as faces_mod
 from truthinmotion.data.compact import stored_crops
 from truthinmotion.faces.mtcnn import FaceDetector, box_iou, crop_square
 from truthinmotion.faces.artifact import Faces

@@ -284,3 +284,63 @@ def test_group_split_follows_ratios(sizes, seed):
         got[split] += sum(groups[g])
     for split, share in (("train", 0.7), ("val", 0.2), ("test", 0.1)):
         assert abs(got[split] - share * total) <= 3, (got, total)
+
+
+def _warnings(caplog) -> str:
+    return "\n".join(r.getMessage() for r in caplog.records if r.levelname == "WARNING" and r.name == "truthinmotion.data.index")
+
+
+def test_formats_that_cannot_join_a_person_say_so(tmp_path, caplog):
+    """Folder, a CSV without groups and DFDC's actors: each warns that one person can be on both
+    sides of a split; a CSV with a group for every video does not."""
+    caplog.set_level("WARNING", logger="truthinmotion.data.index")
+    root = tmp_path / "data"
+    _touch_tree(root, [f"real/r{i}.mp4" for i in range(4)] + [f"fake/f{i}.mp4" for i in range(4)])
+    index_dataset(root, tmp_path / "w1", IndexConfig(format="folder"))
+    assert "every video is its own group" in _warnings(caplog)
+    caplog.clear()
+    (tmp_path / "grouped.csv").write_text("path,label,group\n" + "".join(
+        f"data/{k}/{k[0]}{i}.mp4,{k},p{i}\n" for k in ("real", "fake") for i in range(4)))
+    index_dataset(tmp_path / "grouped.csv", tmp_path / "w2", IndexConfig(format="csv"))
+    assert "group" not in _warnings(caplog)  # (the 8 videos fill no test split: that warning stays)
+    (tmp_path / "plain.csv").write_text("path,label\n" + "".join(
+        f"data/{k}/{k[0]}{i}.mp4,{k}\n" for k in ("real", "fake") for i in range(4)))
+    index_dataset(tmp_path / "plain.csv", tmp_path / "w3", IndexConfig(format="csv"))
+    assert "8 of 8 videos have no group (no group column)" in _warnings(caplog)
+    caplog.clear()
+    (tmp_path / "some.csv").write_text("path,label,group\n" + "".join(
+        f"data/{k}/{k[0]}{i}.mp4,{k},{'p' if i else ''}{i if i else ''}\n" for k in ("real", "fake") for i in range(4)))
+    index_dataset(tmp_path / "some.csv", tmp_path / "w4", IndexConfig(format="csv"))
+    assert "2 of 8 videos have no group (empty group cells)" in _warnings(caplog)
+    caplog.clear()
+    # DFDC: fakes join their original, actors cannot be joined; fakes whose original is absent are counted.
+    part = tmp_path / "dfdc" / "dfdc_train_part_1"
+    _touch_tree(part, ["aaa.mp4", "zzz.mp4", "mmm.mp4"])
+    (part / "metadata.json").write_text(json.dumps({
+        "zzz.mp4": {"label": "REAL"}, "aaa.mp4": {"label": "FAKE", "original": "zzz.mp4"},
+        "mmm.mp4": {"label": "FAKE", "original": "gone.mp4"}}))
+    index_dataset(tmp_path / "dfdc", tmp_path / "w5", IndexConfig(format="dfdc"))
+    text = _warnings(caplog)
+    assert "names no actor" in text and "1 of 2 fakes have no original among the indexed videos" in text
+
+
+def test_the_manifest_hash_names_the_split_assignment(tmp_path):
+    """Equal for the same (video, group, split) assignment in any order and whatever the other
+    columns; different when a video moves between splits."""
+    from truthinmotion.data.index import manifest_hash, split_hash
+
+    root = tmp_path / "data"
+    _touch_tree(root, [f"real/r{i:02d}.mp4" for i in range(20)] + [f"fake/f{i:02d}.mp4" for i in range(20)])
+    index_dataset(root, tmp_path / "a", IndexConfig(format="folder", seed=1))
+    index_dataset(root, tmp_path / "b", IndexConfig(format="folder", seed=1))
+    index_dataset(root, tmp_path / "c", IndexConfig(format="folder", seed=2))
+    assert manifest_hash(tmp_path / "a") == manifest_hash(tmp_path / "b") != manifest_hash(tmp_path / "c")
+    rows = read_manifest(tmp_path / "a")
+    triples = [(r["video_id"], r["group"], r["split"]) for r in rows]
+    assert split_hash(reversed(triples)) == manifest_hash(tmp_path / "a")
+    text = (tmp_path / "a" / "manifest.csv").read_text()
+    (tmp_path / "a" / "manifest.csv").write_text(text.replace(",real,", ",Real,"))  # a method renamed: same split
+    assert manifest_hash(tmp_path / "a") == manifest_hash(tmp_path / "b")
+    first = next(i for i, t in enumerate(triples) if t[2] == "train")
+    moved = [(v, g, "test" if i == first else s) for i, (v, g, s) in enumerate(triples)]
+    assert split_hash(moved) != split_hash(triples)

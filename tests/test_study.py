@@ -77,3 +77,125 @@ def test_a_study_produces_every_cell_resumes_and_its_tables_agree_with_the_cells
     md = (out / "study.md").read_text()
     assert "| flow | dinov2-tiny |" in md and "about 53% accuracy" in md and "| int8 |" in md
     assert (out / "study.png").is_file()
+
+
+@pytest.mark.slow
+def test_an_interrupted_distillation_is_resumed_not_counted_as_done(tmp_path, monkeypatch):
+    """best/ exists from a run's first epoch on: a distillation stopped after it is resumed to
+    its last epoch, not skipped and tabulated with its first epoch's detector."""
+    import csv
+
+    import truthinmotion.training.train as train_mod
+
+    out = tmp_path / "study"
+    data = make_demo_data(tmp_path / "data", clips=6, frames=16)
+    cfg, _ = demo_config(out, points=4, epochs=2)
+    plan = StudyPlan(backbones=("dinov2-tiny", "dinov2-tiny-wide"), modalities=("flow",), compress=("distill",),
+                     bootstrap=20)
+    real, student_epochs = train_mod._validate, []
+
+    def stop_distillation_after_epoch_1(model, *args, **kwargs):
+        if "distilled_from" in model.extra:
+            student_epochs.append(1)
+            if len(student_epochs) == 2:
+                raise KeyboardInterrupt
+        return real(model, *args, **kwargs)
+
+    monkeypatch.setattr(train_mod, "_validate", stop_distillation_after_epoch_1)
+    with pytest.raises(KeyboardInterrupt):
+        run_full_study(data, out, cfg, plan, progress=False)
+    monkeypatch.setattr(train_mod, "_validate", real)
+    student = out / "runs" / cell_name("dinov2-tiny", "flow", "distill")
+    assert (student / "best" / "config.json").is_file()
+    epochs = lambda: [int(r["epoch"]) for r in csv.DictReader(open(student / "metrics.csv"))]  # noqa: E731
+    assert epochs() == [1]
+    result = run_full_study(data, out, cfg, plan, progress=False)
+    assert epochs() == [1, 2]
+    assert not any(line.startswith("distill:") for line in result.lines)  # trained, not skipped
+    assert sum("already trained; skipped" in line for line in result.lines) == 2  # the two finished cells
+    m = json.loads((student / "metrics.json").read_text())
+    assert m["run"] == str(student.resolve())
+    again = run_full_study(data, out, cfg, plan, progress=False)
+    assert any(line == f"distill: {student.name} is already trained; skipped" for line in again.lines)
+
+
+def _work_copy(work, root, keep) -> int:
+    """A work directory at ``root`` sharing ``work``'s artifacts, whose test split holds the videos
+    ``keep(row)`` chooses (the others move to train); returns its number of test videos."""
+    import csv
+
+    root.mkdir(parents=True)
+    for name in ("faces", "flow"):
+        (root / name).symlink_to(work / name)
+    with open(work / "manifest.csv") as f:
+        rows = list(csv.DictReader(f))
+    for r in rows:
+        r["split"] = "test" if keep(r) else "train"
+    with open(root / "manifest.csv", "w", newline="") as f:
+        w = csv.DictWriter(f, fieldnames=list(rows[0]))
+        w.writeheader()
+        w.writerows(rows)
+    return sum(r["split"] == "test" for r in rows)
+
+
+@pytest.fixture(scope="module")
+def small_study(tmp_path_factory):
+    """A finished one-cell study: (data, out, settings, plan)."""
+    root = tmp_path_factory.mktemp("small-study")
+    out = root / "study"
+    data = make_demo_data(root / "data", clips=6, frames=16)
+    cfg, _ = demo_config(out, points=4, epochs=1)
+    plan = StudyPlan(backbones=("dinov2-tiny",), modalities=("flow",), bootstrap=20)
+    run_full_study(data, out, cfg, plan, progress=False)
+    return data, out, cfg, plan
+
+
+@pytest.mark.slow
+def test_cross_work_directories_of_one_name_are_cells_of_their_own(small_study, tmp_path):
+    """--cross /x/celebdf/work /x/dfdc/work: two cells and two columns, each with its own figures."""
+    from truthinmotion.experiments.study import cross_key
+
+    data, out, cfg, plan = small_study
+    a, b = tmp_path / "x" / "celebdf" / "work", tmp_path / "x" / "dfdc" / "work"
+    n_a = _work_copy(out / "work", a, lambda r: True)
+    n_b = _work_copy(out / "work", b, lambda r: r["label"] == "1" or r["video_id"] == "real-real000")
+    assert cross_key(a) != cross_key(b) and cross_key(a).startswith("celebdf-work-")
+    assert cross_key(tmp_path / "x" / "celebdf" / ".." / "celebdf" / "work") == cross_key(a)  # the resolved path
+    result = run_full_study(data, out, cfg, StudyPlan(**{**plan.__dict__, "cross": (str(a), str(b))}), progress=False)
+    assert not any("cross-" in line and "skipped" in line for line in result.lines)
+    row = json.loads((out / "study.json").read_text())["rows"][0]
+    assert set(row["cross"]) == {cross_key(a), cross_key(b)}
+    assert (row["cross"][cross_key(a)]["videos"], row["cross"][cross_key(b)]["videos"]) == (n_a, n_b)
+    md = (out / "study.md").read_text()
+    assert cross_key(a) in md and cross_key(b) in md
+
+
+@pytest.mark.slow
+def test_a_study_resumed_on_another_split_is_refused_unless_asked(small_study):
+    """Re-indexed with another seed, the videos fall into other splits: the trained cell would be
+    tested on videos it trained on. Refused before any video is touched, the manifest kept; asked
+    for, the cell is evaluated again on the new split, and the table says which split it was."""
+    import dataclasses
+
+    from truthinmotion.core.errors import ConfigError
+    from truthinmotion.data.index import manifest_hash
+
+    data, out, cfg, plan = small_study
+    work = out / "work"
+    saved, trained_on = (work / "manifest.csv").read_bytes(), manifest_hash(work)
+    reseeded = dataclasses.replace(cfg, index=cfg.index.updated({"seed": 7}))
+    with pytest.raises(ConfigError, match=rf"1 run\(s\) under .*dinov2-tiny-flow.*manifest hash {trained_on}, now "
+                                          r".*--allow-split-change"):
+        run_full_study(data, out, reseeded, plan, progress=False)
+    assert (work / "manifest.csv").read_bytes() == saved
+    try:
+        result = run_full_study(data, out, reseeded, plan, progress=False, allow_split_change=True)
+        now = manifest_hash(work)
+        assert now != trained_on
+        assert any(line.startswith("train:") and "skipped" in line for line in result.lines)  # not retrained
+        assert not any(line.startswith("evaluate:") for line in result.lines)  # evaluated again
+        row = json.loads((out / "study.json").read_text())["rows"][0]
+        assert (row["test"]["manifest_hash"], row["test"]["trained_manifest_hash"]) == (now, trained_on)
+    finally:  # back to the split the cell was trained on, for the other tests of the module
+        run_full_study(data, out, cfg, plan, progress=False, allow_split_change=True)
+    assert manifest_hash(work) == trained_on

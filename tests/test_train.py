@@ -8,6 +8,8 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+
+from truthinmotion.models.record import DetectorRecord
 import torch
 
 from synthetic import make_workdir
@@ -45,7 +47,7 @@ def _expected_trainable(h: int, blocks: int, n_layers: int, head_in: int, hidden
         + (h * 4 * h + 4 * h) + (4 * h * h + h)  # MLP
         + h  # layer scale 2
     )
-    embeddings = h + h + (37 * 37 + 1) * h + (3 * 14 * 14 * h + h)  # cls, mask, positions, patches
+    embeddings = h + (37 * 37 + 1) * h + (3 * 14 * 14 * h + h)  # cls, positions, patches (the mask token is unused)
     head = head_in * hidden + hidden + hidden + 1
     if blocks == -1:
         return embeddings + n_layers * block + 2 * h + head
@@ -82,7 +84,8 @@ def test_training_learns_the_signal_and_only_the_signal(work, tmp_path):
 
 def test_checkpoint_round_trip_gives_identical_outputs(work, tmp_path):
     cfg = DetectorConfig(backbone="dinov2-tiny", modality="flow+rgb", fusion="score", train_blocks=1)
-    model = Detector.build(cfg, init="random", extra={"preprocess": {"size": 56, "mean": [0.5] * 3, "std": [0.2] * 3}})
+    record = DetectorRecord(cfg, {}, preprocess=Preprocess(56, (0.5,) * 3, (0.2,) * 3))
+    model = Detector.build(cfg, init="random", record=record)
     with torch.no_grad():
         for p in model.heads.parameters():
             p.add_(torch.randn_like(p))
@@ -245,16 +248,96 @@ def test_resume_refuses_other_settings_and_records_allowed_changes(work, tmp_pat
 
 
 @pytest.mark.slow
-def test_ddp_with_two_processes_on_cpu(work, tmp_path):
-    """The same command under torchrun (gloo, 2 processes) trains and writes one run directory."""
+@pytest.mark.parametrize("blocks,port", [("1", 29533), ("all", 29534)])
+def test_ddp_with_two_processes_on_cpu(work, tmp_path, blocks, port):
+    """The same command under torchrun (gloo, 2 processes) trains and writes one run directory;
+    with every block trained too (DDP refuses a parameter that needs a gradient and gets none,
+    from the second step on: 12 train videos per rank in batches of 4 are 3 steps an epoch)."""
     run = tmp_path / "ddp"
-    cmd = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2", "--master_port", "29533",
+    cmd = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2", "--master_port", str(port),
            "-m", "truthinmotion", "train", str(work), "-o", str(run), "--backbone", "dinov2-tiny",
            "--init", "random", "--image-size", "56", "--workers", "0", "--epochs", "2", "--batch-size", "4",
-           "--train-points", "4", "--lr", "1e-3", "-q"]
+           "--train-points", "4", "--lr", "1e-3", "--train-blocks", blocks, "-q"]
     env = {**os.environ, "OMP_NUM_THREADS": "1"}
     out = subprocess.run(cmd, capture_output=True, text=True, timeout=300, env=env)
     assert out.returncode == 0, out.stderr[-3000:]
     rows = _metrics(run)
     assert [int(r["epoch"]) for r in rows] == [1, 2]  # rank 0 alone writes
-    assert Detector.from_pretrained(run).cfg.backbone == "dinov2-tiny"
+    detector = Detector.from_pretrained(run)
+    assert detector.cfg.backbone == "dinov2-tiny" and detector.cfg.train_blocks == (-1 if blocks == "all" else 1)
+
+
+def test_a_checkpoint_is_replaced_as_a_unit(work, tmp_path, monkeypatch):
+    """A failure between a checkpoint's weights and its config leaves the old best/ and last/ whole
+    (their weights with their own config and state) and no temporary folder; a kill between moving
+    the old folder aside and the new one in is settled on the next run."""
+    import truthinmotion.models.detector as models_mod
+    from truthinmotion.training.runs import restore_checkpoints
+
+    run = tmp_path / "run"
+    cfg = TrainConfig(**TINY, epochs=2, batch_size=6, lr=1e-3, train_points=4, patience=5)
+    real_validate, real_write = train_mod._validate, models_mod.atomic_write_text
+    snapshot: dict[str, bytes] = {}
+    configs = []
+
+    def validate(*args, **kwargs):  # at epoch 2's validation, before its checkpoints: epoch 1's files
+        if snapshot == {} and (run / "last").is_dir():
+            snapshot.update({str(p.relative_to(run)): p.read_bytes() for p in run.glob("*/*") if p.is_file()})
+        return real_validate(*args, **kwargs)
+
+    def write(path, text):  # epoch 1 writes best/ and last/; the third config is epoch 2's
+        configs.append(path)
+        if len(configs) == 3:
+            raise OSError("disk full")
+        return real_write(path, text)
+
+    monkeypatch.setattr(train_mod, "_validate", validate)
+    monkeypatch.setattr(models_mod, "atomic_write_text", write)
+    with pytest.raises(OSError, match="disk full"):
+        train(work, cfg, run)
+    monkeypatch.undo()
+    assert {"best/model.safetensors", "best/config.json", "last/model.safetensors", "last/trainer_state.pt"} <= set(snapshot)
+    now = {str(p.relative_to(run)): p.read_bytes() for p in run.glob("*/*") if p.is_file()}
+    assert now == snapshot  # epoch 2 changed nothing of epoch 1's checkpoints
+    assert sorted(p.name for p in run.iterdir() if p.name.startswith(".")) == []
+    best = Detector.from_pretrained(run)
+    assert best.record.provenance.trained["epoch"] == 1
+    state = torch.load(run / "last" / "trainer_state.pt", map_location="cpu", weights_only=False)
+    assert state["epoch"] == 0
+    # A kill after best/ was moved aside, with the new folder half-written: the next run restores it.
+    (run / "best").rename(run / ".best.old-dead")
+    (run / ".best.new-dead").mkdir()
+    (run / ".best.new-dead" / "model.safetensors").write_bytes(b"half")
+    resumed = train(work, cfg, run, resume=True)
+    assert resumed.epochs_run == 2 and sorted(p.name for p in run.iterdir() if p.name.startswith(".")) == []
+    assert Detector.from_pretrained(run).record.provenance.trained["epoch"] in (1, 2)
+    restore_checkpoints(run)  # nothing left to settle
+    assert (run / "best" / "config.json").is_file()
+
+
+def test_resume_refuses_another_split_unless_asked(work, tmp_path, caplog):
+    """Re-indexing can move videos between splits; a run resumed on the new split would validate
+    (and later be tested) on videos it trained on. The split's hash is in the detector and refused."""
+    from truthinmotion.data.index import manifest_hash
+    from truthinmotion.models.detector import read_record
+
+    moved = {"real000", "real012"}  # one train and one val video trade places
+    mine = _relabelled(work, tmp_path / "w", lambda r: r)
+    cfg = TrainConfig(**TINY, epochs=1, batch_size=12, train_points=2)
+    train(mine, cfg, tmp_path / "run")
+    before = manifest_hash(mine)
+    assert read_record(tmp_path / "run" / "best").provenance.manifest_hash == before
+    assert read_record(tmp_path / "run" / "last").provenance.manifest_hash == before
+    swap = {"train": "val", "val": "train"}
+    other = _relabelled(work, tmp_path / "w2", lambda r: {**r, "split": swap[r["split"]]} if r["video_id"] in moved else r)
+    (mine / "manifest.csv").write_bytes((other / "manifest.csv").read_bytes())
+    after = manifest_hash(mine)
+    assert after != before
+    weights = (tmp_path / "run" / "last" / "model.safetensors").read_bytes()
+    with pytest.raises(ConfigError, match=rf"manifest hash {before}, now {after}.*--allow-split-change"):
+        train(mine, cfg.updated({"epochs": 2}), tmp_path / "run", resume=True)
+    assert (tmp_path / "run" / "last" / "model.safetensors").read_bytes() == weights
+    caplog.set_level("WARNING", logger="truthinmotion.training.runs")
+    result = train(mine, cfg.updated({"epochs": 2}), tmp_path / "run", resume=True, allow_split_change=True)
+    assert result.epochs_run == 2 and "going on (--allow-split-change)" in caplog.text
+    assert read_record(tmp_path / "run" / "last").provenance.manifest_hash == after

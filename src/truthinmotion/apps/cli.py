@@ -236,11 +236,17 @@ TRAIN_OPTIONS = {
 }
 
 
+ALLOW_SPLIT_CHANGE = dict(action="store_true",
+                          help="go on although the work directory was re-indexed into another split than the "
+                               "detector was trained on")
+
+
 def _add_train(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("train", help="train a detector: runs/NAME/{config.yaml,metrics.csv,best/,last/}")
     p.add_argument("workdir")
     p.add_argument("-o", "--out", required=True, help="run directory")
     p.add_argument("--resume", action="store_true", help="continue from the run directory's last epoch")
+    p.add_argument("--allow-split-change", **ALLOW_SPLIT_CHANGE)
     for flag, kw in TRAIN_OPTIONS.items():
         p.add_argument(flag, **kw)
     _common(p)
@@ -260,7 +266,7 @@ def _cmd_train(args: argparse.Namespace) -> int:
     cfg = _settings(TrainConfig, args, _option_keys(TRAIN_OPTIONS), base)
     if args.quiet:
         cfg = cfg.updated({"progress": False})
-    print(train(args.workdir, cfg, args.out, resume=args.resume).summary())
+    print(train(args.workdir, cfg, args.out, resume=args.resume, allow_split_change=args.allow_split_change).summary())
     return 0
 
 
@@ -275,6 +281,7 @@ def _add_evaluate(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--aggregation", default="mean", choices=AGGREGATION_CHOICES, help="video score from frames (mean)")
     p.add_argument("--out", help="report directory (default: the run directory)")
     p.add_argument("--device", type=_device, default="cpu")
+    p.add_argument("--allow-split-change", **ALLOW_SPLIT_CHANGE)
     p.add_argument("-q", "--quiet", action="store_true")
     p.set_defaults(func=_cmd_evaluate)
 
@@ -283,7 +290,7 @@ def _cmd_evaluate(args: argparse.Namespace) -> int:
     from ..experiments.evaluate import evaluate
 
     result = evaluate(args.run_dir, args.split, args.workdir, args.aggregation, args.device, args.out,
-                      progress=not args.quiet)
+                      progress=not args.quiet, allow_split_change=args.allow_split_change)
     print(result.summary())
     return 0
 
@@ -356,6 +363,7 @@ def _add_compress(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--epochs", type=int, help="distill: epochs (the teacher's)")
     p.add_argument("--init", choices=["pretrained", "random"], help="distill: student weights (the teacher's)")
     p.add_argument("--resume", action="store_true", help="distill: continue an interrupted run")
+    p.add_argument("--allow-split-change", **ALLOW_SPLIT_CHANGE)
     p.add_argument("--device", type=_device, default="cpu")
     _common(p)
     p.set_defaults(func=_cmd_compress)
@@ -370,7 +378,7 @@ def _cmd_compress(args: argparse.Namespace) -> int:
                                                   "init")}
         options.update(device=args.device, progress=False if args.quiet else None)
         print(distill(args.teacher or args.run_dir, args.out, args.student, config_file=args.config,
-                      overrides=options, resume=args.resume).summary())
+                      overrides=options, resume=args.resume, allow_split_change=args.allow_split_change).summary())
     else:
         if args.config:
             raise ConfigError(f"--config applies to --method distill only; {args.method} has no settings")
@@ -409,6 +417,7 @@ def _experiment_options(p: argparse.ArgumentParser, out_help: str) -> None:
     p.add_argument("--workers", type=_positive, default=1, help="processes for faces and features (1)")
     p.add_argument("--device", type=_device, default="cpu")
     p.add_argument("--config", help="YAML with sections index, faces, flow, depth, train")
+    p.add_argument("--allow-split-change", **ALLOW_SPLIT_CHANGE)
     p.add_argument("-q", "--quiet", action="store_true")
     _space_option(p)
 
@@ -430,7 +439,8 @@ def _cmd_run(args: argparse.Namespace) -> int:
         epochs=args.epochs,
     )
     result = run_study(args.root, args.out, cfg, workers=args.workers, device=args.device,
-                       run_name=args.name, progress=not args.quiet, space_check=args.space_check)
+                       run_name=args.name, progress=not args.quiet, space_check=args.space_check,
+                       allow_split_change=args.allow_split_change)
     print(result.summary())
     return 0
 
@@ -461,7 +471,8 @@ def _cmd_study(args: argparse.Namespace) -> int:
     plan = StudyPlan(backbones=args.backbones, modalities=args.modalities, compress=args.compress,
                      cross=tuple(args.cross), bootstrap=args.bootstrap)
     result = run_full_study(args.root, args.out, cfg, plan, workers=args.workers, device=args.device,
-                            progress=not args.quiet, space_check=args.space_check)
+                            progress=not args.quiet, space_check=args.space_check,
+                            allow_split_change=args.allow_split_change)
     print(result.summary())
     return 0
 

@@ -13,12 +13,18 @@ then appear in more than one split are counted and reported, not hidden.
 
 Official split lists are used where a dataset has them (FF++ ``splits/*.json`` by identity,
 Celeb-DF's test list video by video); the rest follow a seeded, group-aware split stratified by
-label and the ratios (default 0.7/0.2/0.1, as in the original study).
+label and the ratios (default 0.7/0.2/0.1, as in the original study). Where a format cannot say
+who is in a video (folder, a CSV without ``group``, DFDC's actors), indexing warns: those splits
+can put one person on both sides.
+
+:func:`manifest_hash` names a split assignment (``video_id, group, split``); runs and evaluations
+record it, so a re-index that moves videos between splits is noticed, not silently mixed.
 """
 
 from __future__ import annotations
 
 import csv
+import hashlib
 import json
 import logging
 import math
@@ -26,7 +32,7 @@ import re
 from collections import Counter
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Sequence
+from typing import Iterable, Sequence
 
 from ..core.errors import ConfigError
 from ..core.config import Settings, require
@@ -44,8 +50,10 @@ __all__ = [
     "check_video_id",
     "group_split",
     "index_dataset",
+    "manifest_hash",
     "read_manifest",
     "select_rows",
+    "split_hash",
 ]
 
 log = logging.getLogger(__name__)
@@ -200,6 +208,14 @@ def _dfdc(root: Path, cfg: IndexConfig) -> tuple[list[VideoRecord], list[str], d
                 ids += (f"dfdc:{Path(info['original']).stem}",)
             method = "dfdc" if fake else "real"
             records.append(VideoRecord(Path(name).stem, str(path), int(fake), "dfdc", method, ids))
+    originals = {r.identities[0] for r in records if not r.label}
+    alone = sum(1 for r in records if r.label and (len(r.identities) == 1 or r.identities[1] not in originals))
+    log.warning("DFDC: a fake joins the group of its original, but the metadata names no actor: the originals "
+                "of one actor (DFDC filmed each in several clips) and their fakes cannot be joined, so one "
+                "person can be in train and test. For an identity-clean split give a CSV with a group column")
+    if alone:
+        log.warning("DFDC: %d of %d fakes have no original among the indexed videos (none listed, or not on disk); "
+                    "they are grouped only with fakes of the same original", alone, sum(r.label for r in records))
     return records, missing, {}
 
 
@@ -236,6 +252,9 @@ def _folder(root: Path, cfg: IndexConfig) -> tuple[list[VideoRecord], list[str],
             records.append(VideoRecord(vid, str(p), label, root.name, method, (f"video:{vid}",)))
     if not records:
         raise ConfigError(f"no videos under {root}/real or {root}/fake")
+    log.warning("folder format: every video is its own group (a folder says nothing of who is in it), so "
+                "videos of one person can be in train and test; for an identity-clean split give a CSV with a "
+                "group column (--format csv)")
     return records, [], {}
 
 
@@ -246,7 +265,7 @@ def _csv(path: Path, cfg: IndexConfig) -> tuple[list[VideoRecord], list[str], di
     if not path.is_file():
         raise ConfigError(f"csv format expects a CSV file, got {path}")
     records, missing, official = [], [], {}
-    listed = 0
+    listed = ungrouped = 0
     with open(path, newline="", encoding="utf-8-sig") as f:  # -sig: a spreadsheet's BOM is no header
         reader = csv.DictReader(f)
         need = {"path", "label"} - set(reader.fieldnames or ())
@@ -264,6 +283,7 @@ def _csv(path: Path, cfg: IndexConfig) -> tuple[list[VideoRecord], list[str], di
                 log.warning("%s:%d: %s is missing on disk; skipped", path, n, video)
                 continue
             vid = row.get("video_id") or video.stem
+            ungrouped += not row.get("group")
             group = row.get("group") or f"video:{vid}"
             method = row.get("method") or ("fake" if label else "real")
             records.append(VideoRecord(vid, str(video), label, path.stem, method, (f"group:{group}",)))
@@ -274,6 +294,11 @@ def _csv(path: Path, cfg: IndexConfig) -> tuple[list[VideoRecord], list[str], di
                                                 f"earlier row and {row['split']!r} here; a group has one split")
     if not listed:
         raise ConfigError(f"{path} lists no videos (only a header)")
+    if ungrouped:
+        log.warning("%s: %d of %d videos have no group (%s), so each is its own group and videos of one person "
+                    "can be in train and test; name the person (or source) of every video in a group column",
+                    path, ungrouped, len(records),
+                    "no group column" if "group" not in (reader.fieldnames or ()) else "empty group cells")
     return records, missing, official
 
 
@@ -321,6 +346,17 @@ def index_dataset(root: str | Path, workdir: str | Path, cfg: IndexConfig = Inde
     for w in result.warnings:
         log.warning("%s", w)
     return result
+
+
+def split_hash(rows: Iterable[tuple[str, str, str]]) -> str:
+    """A short hash of a split assignment: ``(video_id, group, split)`` of every video, in any order."""
+    text = json.dumps(sorted(list(row) for row in rows))
+    return hashlib.sha256(text.encode()).hexdigest()[:16]
+
+
+def manifest_hash(workdir: str | Path) -> str:
+    """:func:`split_hash` of ``WORKDIR/manifest.csv``: what runs and evaluations record."""
+    return split_hash((r["video_id"], r["group"], r["split"]) for r in read_manifest(workdir))
 
 
 def read_manifest(workdir: str | Path) -> list[dict[str, str]]:

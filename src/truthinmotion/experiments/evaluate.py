@@ -7,7 +7,8 @@ threshold chosen on validation frames). Video probabilities are calibrated
 before and after, with a reliability diagram. ``predictions.csv`` holds every scored point. Per-method rows pair every real video
 of the split with the fakes of one method (the usual FaceForensics++ breakdown). Evaluating on
 another indexed dataset (``workdir``) is cross-dataset evaluation; its features must have been
-computed with the settings the detector was trained on, which is checked.
+computed with the settings the detector was trained on, which is checked. On its own work
+directory, a detector is evaluated only on the split it was trained with (its manifest hash).
 """
 
 from __future__ import annotations
@@ -32,6 +33,8 @@ from .error_analysis import error_analysis
 from ..models.loading import inference_autocast, load_detector
 from ..training.train import predict
 from ..reports.plots import figure, save_figure
+from ..data.index import manifest_hash
+from ..training.runs import check_split
 
 __all__ = ["EvalResult", "evaluate"]
 
@@ -122,8 +125,11 @@ def evaluate(
     batch_videos: int = 4,
     workers: int = 0,
     progress: bool = True,
+    allow_split_change: bool = False,
 ) -> EvalResult:
-    """Score ``split`` of ``workdir`` (default: the training work directory) and write a report."""
+    """Score ``split`` of ``workdir`` (default: the training work directory) and write a report.
+    The training work directory re-indexed into another split is refused unless
+    ``allow_split_change``."""
     run_dir = Path(run_dir)
     model = load_detector(run_dir, device)
     record = model.record
@@ -132,6 +138,9 @@ def evaluate(
     if not work.is_dir():
         raise ConfigError(f"work directory {work} not found: pass --workdir")
     cross = own.resolve() != work.resolve()
+    split_id = manifest_hash(work)
+    if not cross:
+        check_split(record.provenance.manifest_hash, split_id, f"the detector of {run_dir}", allow_split_change)
     out = Path(out_dir) if out_dir else (run_dir / f"eval-{work.name}-{split}" if cross else run_dir)
     out.mkdir(parents=True, exist_ok=True)
     ds = VideoDataset(work, split, model.cfg.modality, record.data, model.preprocess, train=False,
@@ -167,6 +176,8 @@ def evaluate(
         "workdir": str(work.resolve()),
         "cross_dataset": cross,
         "split": split,
+        "manifest_hash": split_id,
+        "trained_manifest_hash": record.provenance.manifest_hash,
         "aggregation": aggregation,
         "threshold": threshold,
         "frame_threshold": frame_threshold,

@@ -25,6 +25,10 @@ from ..core.io import dir_size
 from ..models.architecture import check_backbone
 from ..execution.preflight import check_space, estimate, preflight
 from ..training.train import TrainConfig, train, train_status
+from ..core.io import WorkDir, atomic_path
+from ..data.index import IndexResult, split_hash
+from ..models.detector import read_record
+from ..training.runs import check_split
 
 __all__ = ["StudyConfig", "StudyResult", "prepare_work", "run_study", "train_cell"]
 
@@ -72,13 +76,32 @@ class StudyResult:
         return "\n".join(self.lines)
 
 
+def _check_runs_split(runs: Path, index: IndexResult, before: bytes | None, allow: bool) -> None:
+    """Refuse (unless ``allow``) a re-index whose split is not the one the detectors under ``runs``
+    were trained on; the manifest as it was (``before``) is put back, so they still match it."""
+    current = split_hash((r.video_id, r.group, r.split) for r in index.records)
+    recorded = {p.parent.parent.name: read_record(p.parent).provenance.manifest_hash
+                for p in sorted(runs.glob("*/best/config.json"))}
+    stale = {name: h for name, h in recorded.items() if h is not None and h != current}
+    if not stale:
+        return
+    if not allow and before is not None:
+        with atomic_path(index.manifest) as tmp:
+            tmp.write_bytes(before)
+    names = sorted(stale)
+    check_split(stale[names[0]], current, f"{len(names)} run(s) under {runs} ({', '.join(names[:5])}"
+                f"{' ...' if len(names) > 5 else ''})", allow)
+
+
 def prepare_work(
     root: str | Path, out: Path, cfg: StudyConfig, modalities: set[str], backbones: list[str], *, workers: int = 1,
-    device: str = "cpu", progress: bool = True, space_check: bool = True,
+    device: str = "cpu", progress: bool = True, space_check: bool = True, allow_split_change: bool = False,
 ) -> tuple[Path, list[str]]:
     """Index, faces and the features ``modalities`` need, into ``out/work``; (work dir, summary
     lines). Before any video is touched: every model (the ``backbones`` too) resolves, ``out`` is
-    writable, and (unless not ``space_check``) its disk holds the estimated artifacts."""
+    writable, (unless not ``space_check``) its disk holds the estimated artifacts, and (unless
+    ``allow_split_change``) the index gives the split that the detectors under ``out/runs`` were
+    trained on."""
     work = out / "work"
     flow = cfg.flow if "flow" in modalities else None
     depth = cfg.depth if "depth" in modalities else None
@@ -87,7 +110,10 @@ def prepare_work(
     models += [lambda: check_flow(flow)] if flow else []
     models += [lambda: check_depth(depth)] if depth else []
     preflight(models=models, outputs=[out])
+    manifest = WorkDir(work).manifest
+    before = manifest.read_bytes() if manifest.is_file() else None
     index = index_dataset(root, work, cfg.index)
+    _check_runs_split(out / "runs", index, before, allow_split_change)
     lines = [index.summary()]
     stages = ("faces", *(["flow"] if flow else []), *(["depth"] if depth else []))
     need = estimate(len(index.records), cfg.faces.num_points, cfg.faces.size, stages, cfg.depth.input_size)
@@ -103,7 +129,7 @@ def prepare_work(
 
 
 def train_cell(work: Path, cfg: StudyConfig, run_dir: Path, *, device: str = "cpu", progress: bool = True,
-               **train_options: Any) -> str:
+               allow_split_change: bool = False, **train_options: Any) -> str:
     """Train ``cfg.train`` (with ``train_options`` on top) into ``run_dir`` unless it is done; resumes
     a partial run. Returns a summary line."""
     mods = cfg.train.updated(train_options).detector.modalities
@@ -115,21 +141,23 @@ def train_cell(work: Path, cfg: StudyConfig, run_dir: Path, *, device: str = "cp
     status = train_status(run_dir, tcfg)
     if status == "done":
         return f"train: {run_dir} is already trained; skipped"
-    return train(work, tcfg, run_dir, resume=status == "partial").summary()
+    return train(work, tcfg, run_dir, resume=status == "partial", allow_split_change=allow_split_change).summary()
 
 
 def run_study(
     root: str | Path, out: str | Path, cfg: StudyConfig, *, workers: int = 1, device: str = "cpu",
-    run_name: str | None = None, progress: bool = True, space_check: bool = True,
+    run_name: str | None = None, progress: bool = True, space_check: bool = True, allow_split_change: bool = False,
 ) -> StudyResult:
     """Every stage from a dataset root to an evaluated detector under ``out`` (see
     :func:`prepare_work` for the checks made before any video is touched)."""
     out = Path(out)
     t = cfg.train
     work, lines = prepare_work(root, out, cfg, set(t.detector.modalities), [t.backbone], workers=workers,
-                               device=device, progress=progress, space_check=space_check)
+                               device=device, progress=progress, space_check=space_check,
+                               allow_split_change=allow_split_change)
     run_dir = out / "runs" / (run_name or f"{t.backbone}-{t.modality.replace('+', '-')}")
-    lines.append(train_cell(work, cfg, run_dir, device=device, progress=progress))
-    result = evaluate(run_dir, "test", work, device=device, progress=progress)
+    lines.append(train_cell(work, cfg, run_dir, device=device, progress=progress,
+                            allow_split_change=allow_split_change))
+    result = evaluate(run_dir, "test", work, device=device, progress=progress, allow_split_change=allow_split_change)
     lines.append(result.summary())
     return StudyResult(out, lines, result)

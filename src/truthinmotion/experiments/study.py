@@ -15,6 +15,7 @@ figures the original study reported where it reported them.
 from __future__ import annotations
 
 import csv
+import hashlib
 import json
 import logging
 from dataclasses import dataclass, field
@@ -30,8 +31,9 @@ from ..core.metrics import binary_metrics
 from ..models.architecture import BACKBONES, parse_modalities
 from .pipeline import StudyConfig, prepare_work, train_cell
 from ..reports.plots import figure, save_figure
+from ..data.index import manifest_hash
 
-__all__ = ["COMPRESSIONS", "StudyPlan", "bootstrap_interval", "run_full_study"]
+__all__ = ["COMPRESSIONS", "StudyPlan", "bootstrap_interval", "cross_key", "run_full_study"]
 
 log = logging.getLogger(__name__)
 
@@ -88,67 +90,92 @@ def cell_name(backbone: str, modality: str, variant: str = "") -> str:
     return f"{backbone}-{modality.replace('+', '-')}" + (f"-{variant}" if variant else "")
 
 
-def _done(run_dir: Path, out_dir: Path) -> bool:
-    """An evaluation at ``out_dir`` newer than the detector it evaluated."""
+def cross_key(workdir: str | Path) -> str:
+    """A readable name unique to a ``--cross`` work directory: its last two path parts and a short
+    hash of its resolved path (``celebdf-work-1a2b3c``); work directories are often all ``work``."""
+    path = Path(workdir).resolve()
+    digest = hashlib.sha256(str(path).encode()).hexdigest()[:6]
+    return "-".join([*(part for part in path.parts[-2:] if part != path.anchor), digest])
+
+
+def _done(run_dir: Path, out_dir: Path, split_id: str) -> bool:
+    """An evaluation at ``out_dir`` newer than the detector it evaluated, of the split whose
+    manifest hash is ``split_id``."""
     metrics, best = out_dir / "metrics.json", run_dir / "best" / "config.json"
-    return metrics.is_file() and best.is_file() and metrics.stat().st_mtime_ns >= best.stat().st_mtime_ns
+    return (metrics.is_file() and best.is_file() and metrics.stat().st_mtime_ns >= best.stat().st_mtime_ns
+            and json.loads(metrics.read_text()).get("manifest_hash") == split_id)
 
 
 def run_full_study(
     root: str | Path, out: str | Path, cfg: StudyConfig, plan: StudyPlan = StudyPlan(), *, workers: int = 1,
-    device: str = "cpu", progress: bool = True, space_check: bool = True,
+    device: str = "cpu", progress: bool = True, space_check: bool = True, allow_split_change: bool = False,
 ) -> StudyResult:
+    """Every cell of ``plan`` under ``out``, then the tables; a re-run continues cell by cell. Cells
+    trained on another split (the dataset re-indexed differently since) are refused unless
+    ``allow_split_change``."""
     from .bench import benchmark_runs
     from .compress import compress
-    from ..training.distill import distill
+    from ..training.distill import distill, distill_config
     from .evaluate import evaluate
+    from .train import train_status
 
     plan.check(device)
     out = Path(out)
     mods = {m for modality in plan.modalities for m in parse_modalities(modality)}
     work, lines = prepare_work(root, out, cfg, mods, list(plan.backbones), workers=workers, device=device,
-                               progress=progress, space_check=space_check)
+                               progress=progress, space_check=space_check, allow_split_change=allow_split_change)
     result = StudyResult(out, lines)
     runs = out / "runs"
     cells: list[dict[str, Any]] = []
 
     def evaluated(run_dir: Path, where: Path | None = None, name: str = "test") -> Path:
-        target = run_dir if where is None else run_dir / f"cross-{where.name}"
-        if _done(run_dir, target):
+        target = run_dir if where is None else run_dir / f"cross-{cross_key(where)}"
+        if _done(run_dir, target, manifest_hash(where or work)):
             result.lines.append(f"evaluate: {target.name} of {run_dir.name} is done; skipped")
         else:
             result.lines.append(evaluate(run_dir, "test", where or work, device=device, out_dir=target,
-                                         progress=progress).summary())
+                                         progress=progress, allow_split_change=allow_split_change).summary())
         return target
 
-    def one(backbone: str, modality: str, variant: str, make: Callable[[Path], Any] | None) -> None:
+    def compressed(src: Path, method: str, dst: Path) -> str:
+        if (dst / "best" / "config.json").is_file():  # compress renames best/ into place, whole, last
+            return f"{method}: {dst.name} exists; skipped"
+        return compress(src, method, dst, device=device).summary()
+
+    def distilled(teacher: Path, dst: Path, student: str) -> str:
+        # A distillation is a training run: best/ exists from its first epoch on, so only its
+        # trainer state says whether it finished.
+        overrides = {"device": device, "progress": progress}
+        status = train_status(dst, distill_config(teacher, student, overrides=overrides)[1])
+        if status == "done":
+            return f"distill: {dst.name} is already trained; skipped"
+        return distill(teacher, dst, student, overrides=overrides, resume=status == "partial",
+                       allow_split_change=allow_split_change).summary()
+
+    def one(backbone: str, modality: str, variant: str, make: Callable[[Path], str] | None) -> None:
         run_dir = runs / cell_name(backbone, modality, variant)
         if make is not None:
-            if (run_dir / "best" / "config.json").is_file():
-                result.lines.append(f"{variant}: {run_dir.name} exists; skipped")
-            else:
-                made = make(run_dir)
-                result.lines.append(made.summary())
+            result.lines.append(make(run_dir))
         row = {"backbone": backbone, "modality": modality, "variant": variant or "fp32", "run": str(run_dir),
                "eval": str(evaluated(run_dir))}
-        row["cross"] = {Path(w).name: str(evaluated(run_dir, Path(w))) for w in plan.cross}
+        row["cross"] = {cross_key(w): str(evaluated(run_dir, Path(w))) for w in plan.cross}
         cells.append(row)
 
     for modality in plan.modalities:
         for backbone in plan.order():
             run_dir = runs / cell_name(backbone, modality)
             result.lines.append(train_cell(work, cfg, run_dir, device=device, progress=progress,
-                                           backbone=backbone, modality=modality))
+                                           allow_split_change=allow_split_change, backbone=backbone,
+                                           modality=modality))
             one(backbone, modality, "", None)
             for method in plan.compress:
                 if method != "distill":
                     one(backbone, modality, method,
-                        lambda dst, m=method, src=run_dir: compress(src, m, dst, device=device))
+                        lambda dst, m=method, src=run_dir: compressed(src, m, dst))
         if "distill" in plan.compress:
             small, large = plan.order()[0], plan.order()[-1]
             teacher = runs / cell_name(large, modality)
-            one(small, modality, "distill", lambda dst, t=teacher: distill(
-                t, dst, small, overrides={"device": device, "progress": progress}))
+            one(small, modality, "distill", lambda dst, t=teacher: distilled(t, dst, small))
     # speed and size: each trained cell against its variants, on the same pictures
     for group in _groups(cells):
         base = Path(group[0]["run"])
@@ -225,7 +252,8 @@ def cell_statistics(eval_dir: Path, times: int, seed: int) -> dict[str, Any]:
         "accuracy": (m["overall"]["video"]["acc@thr"], lambda i: float(np.mean((scores[i] >= thr) == labels[i]))),
         "ece": (m["calibration"]["ece_after"], lambda i: expected_calibration_error(labels[i], probs[i])),
     }
-    out = {"videos": len(videos), "real": int((labels == 0).sum()), "fake": int((labels == 1).sum())}
+    out = {"videos": len(videos), "real": int((labels == 0).sum()), "fake": int((labels == 1).sum()),
+           "manifest_hash": m.get("manifest_hash"), "trained_manifest_hash": m.get("trained_manifest_hash")}
     for k, (value, fn) in stats.items():
         out[k] = {"value": value, "ci95": bootstrap_interval(fn, len(videos), times, seed)}
     return out

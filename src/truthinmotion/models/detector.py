@@ -121,6 +121,10 @@ class Detector(SavedDetector, nn.Module):
         for enc in self.encoders.values():
             for p in enc.parameters():
                 p.requires_grad = n == -1
+            # DINOv2's mask token stands in for masked patches in its self-supervised pretraining;
+            # a detector never masks (no bool_masked_pos), so it gets no gradient, and DDP stops
+            # at the second step on a parameter that requires one and got none.
+            enc.embeddings.mask_token.requires_grad = False
             if n > 0:
                 for block in enc.encoder.layer[-n:]:
                     for p in block.parameters():

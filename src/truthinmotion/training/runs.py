@@ -3,14 +3,23 @@ a run is new, partial or done, and the result a training run reports.
 
 A run directory holds ``config.yaml`` (the settings actually used), ``env.json``,
 ``metrics.csv``, ``train.log``, ``best/`` (the detector) and ``last/`` (what ``--resume`` needs).
+``best/`` and ``last/`` are each written as a unit (:func:`checkpoint_dir`): a detector's
+weights never meet another epoch's config (its verdict rule), nor ``last/``'s weights another
+epoch's optimizer state.
 """
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
+import logging
+import os
+import secrets
+import shutil
+import tempfile
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, Iterator
 
 import torch
 
@@ -19,8 +28,14 @@ from ..core.config import load_yaml, require
 from ..models.inputs import DataConfig
 from .distiller import DistillConfig
 from ..models.architecture import DetectorConfig
+from ..core.io import publish
 
-__all__ = ["RESUMABLE", "TrainConfig", "TrainResult", "check_resume", "saved_config", "train_status"]
+__all__ = ["RESUMABLE", "TrainConfig", "TrainResult", "check_resume", "check_split", "checkpoint_dir",
+           "restore_checkpoints", "saved_config", "train_status"]
+
+log = logging.getLogger(__name__)
+
+CHECKPOINTS = ("best", "last")
 
 
 @dataclass(frozen=True)
@@ -99,8 +114,52 @@ class TrainResult:
 
 
 
+@contextlib.contextmanager
+def checkpoint_dir(run_dir: Path, name: str) -> Iterator[Path]:
+    """Yield a temporary folder beside ``run_dir/name``; once the block has written it whole, it
+    replaces ``run_dir/name``: the old folder is renamed aside, the new one renamed in, the old
+    one removed. A failure before that leaves the old folder as it was and no temporary one; a
+    kill leaves at most a temporary or aside folder that :func:`restore_checkpoints` settles."""
+    run_dir = Path(run_dir)
+    run_dir.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(prefix=f".{name}.new-", dir=run_dir))
+    try:
+        yield tmp
+        publish(tmp)  # mkdtemp makes it private
+        dest, aside = run_dir / name, None
+        if dest.exists():
+            aside = run_dir / f".{name}.old-{secrets.token_hex(4)}"
+            os.rename(dest, aside)
+        try:
+            os.rename(tmp, dest)
+        except BaseException:
+            if aside is not None:
+                os.rename(aside, dest)
+            raise
+        if aside is not None:
+            shutil.rmtree(aside)
+    finally:
+        if tmp.exists():
+            shutil.rmtree(tmp, ignore_errors=True)
+
+
+def restore_checkpoints(run_dir: str | Path) -> None:
+    """Settle what a kill inside :func:`checkpoint_dir` left: a checkpoint renamed aside with no
+    replacement in place is renamed back (it is whole); half-written and superseded folders go."""
+    run_dir = Path(run_dir)
+    for name in CHECKPOINTS:
+        dest = run_dir / name
+        aside = sorted(run_dir.glob(f".{name}.old-*"))
+        if not dest.exists() and aside:
+            os.rename(aside[0], dest)
+            log.warning("%s: restored %s/ that an interrupted write had moved aside", run_dir, name)
+        for p in [*run_dir.glob(f".{name}.old-*"), *run_dir.glob(f".{name}.new-*")]:
+            shutil.rmtree(p, ignore_errors=True)
+
+
 def train_status(run_dir: str | Path, cfg: TrainConfig) -> str:
     """``new`` (nothing there), ``partial`` (resumable) or ``done`` (all epochs run or stopped early)."""
+    restore_checkpoints(run_dir)
     state_path = Path(run_dir) / "last" / "trainer_state.pt"
     if not state_path.is_file():
         return "new"
@@ -130,3 +189,21 @@ def check_resume(run_dir: Path, cfg: TrainConfig) -> None:
         raise ConfigError(f"--resume: {run_dir} was trained with other settings ({text}); only "
                           f"{', '.join(RESUMABLE)} may change on resume. Nothing was changed; train the "
                           "new settings into another run directory")
+
+
+def check_split(recorded: str | None, current: str, what: str, allow: bool) -> None:
+    """Refuse to go on with ``what`` (a detector or run trained on the split whose
+    :func:`~truthinmotion.index.manifest_hash` is ``recorded``) against the split ``current``,
+    unless ``allow``: a re-index that moves videos between train, val and test would test a
+    detector on videos it trained on."""
+    if recorded is None:
+        log.warning("%s records no split (trained before splits were recorded): not checked", what)
+        return
+    if recorded == current:
+        return
+    text = (f"{what} was trained on another split of its work directory (manifest hash {recorded}, now {current}): "
+            "it was re-indexed with other videos or settings, so videos it trained on may now be in val or test")
+    if not allow:
+        raise ConfigError(f"{text}. Nothing was done: re-index as before, train anew, or pass "
+                          "--allow-split-change to go on with the new split")
+    log.warning("%s; going on (--allow-split-change)", text)

@@ -36,7 +36,7 @@ from ..core.errors import ConfigError
 from ..core.config import save_yaml
 from .dataset import VideoDataset, collate
 from .distiller import Distiller
-from ..core.io import atomic_path, atomic_write_text
+from ..core.io import atomic_write_text
 from ..execution.preflight import preflight
 from ..core.metrics import binary_metrics, video_level, youden_threshold
 from ..models.detector import Detector
@@ -47,6 +47,9 @@ from ..faces.config import FacesConfig
 from ..models.architecture import DetectorConfig
 from ..models.inputs import DataConfig
 from ..models.record import DetectorRecord, Provenance, features_from_artifacts
+from ..data.index import manifest_hash
+from ..models.detector import read_record
+from .runs import check_split, checkpoint_dir, restore_checkpoints
 
 __all__ = ["RESUMABLE", "TrainConfig", "TrainResult", "check_resume", "predict", "saved_config", "train", "train_status"]
 
@@ -103,12 +106,12 @@ def _lr_lambda(warmup: int, total: int):
 
 def _save_last(run_dir: Path, model: Detector, opt, sched, scaler, epoch: int, best: dict, stale: int,
                distiller: Distiller | None) -> None:
-    model.save_pretrained(run_dir / "last")
     state = {"optimizer": opt.state_dict(), "scheduler": sched.state_dict(), "scaler": scaler.state_dict(),
              "epoch": epoch, "best": best, "stale": stale, "torch_rng": torch.get_rng_state(),
              "projection": distiller.state_dict() if distiller is not None else None}
-    with atomic_path(run_dir / "last" / "trainer_state.pt", suffix=".pt") as tmp:
-        torch.save(state, tmp)
+    with checkpoint_dir(run_dir, "last") as tmp:
+        model.save_pretrained(tmp)
+        torch.save(state, tmp / "trainer_state.pt")
 
 
 def _append_csv(path: Path, row: dict[str, Any]) -> None:
@@ -165,14 +168,17 @@ def _check_split(name: str, ds: VideoDataset, workdir: Path, modality: str) -> N
 
 def train(
     workdir: str | Path, cfg: TrainConfig, run_dir: str | Path, resume: bool = False,
-    teacher: Detector | None = None,
+    teacher: Detector | None = None, allow_split_change: bool = False,
 ) -> TrainResult:
     """Train a detector on ``WORKDIR``'s train split, validate on val, write ``run_dir``.
 
     With a ``teacher``, the student also learns to match the teacher's embedding (see
-    :mod:`truthinmotion.training.distill`).
+    :mod:`truthinmotion.training.distill`). A resume goes on with the split the run started on: another
+    one (``WORKDIR`` re-indexed since) is refused unless ``allow_split_change``.
     """
     run_dir = Path(run_dir)
+    if int(os.environ.get("RANK", "0")) == 0:
+        restore_checkpoints(run_dir)
     # Checked on every rank, before any collective: a refusal stops all ranks alike.
     if (run_dir / "best").exists() and not resume:
         if (run_dir / "last" / "trainer_state.pt").is_file():
@@ -182,6 +188,8 @@ def train(
                           "choose another output directory (tim run: --name) or move it away")
     if resume:
         check_resume(run_dir, cfg)
+        check_split(read_record(run_dir / "last").provenance.manifest_hash, manifest_hash(workdir),
+                    f"--resume: {run_dir}", allow_split_change)
     preflight(models=[lambda: check_backbone(cfg.backbone, init=cfg.init, path=cfg.backbone_path)], outputs=[run_dir])
     # Under torchrun (which sets these), also with one process: the same collectives then run
     # at world size 1, so a single-GPU machine exercises the NCCL path too.
@@ -230,7 +238,8 @@ def _record(det_cfg: DetectorConfig, pre: Preprocess, data_cfg: DataConfig, ds: 
                                    if k in FacesConfig.__dataclass_fields__})
     return DetectorRecord(
         det_cfg, {}, preprocess=pre, faces=faces, data=data_cfg, flow=flow, depth=depth,
-        provenance=Provenance(workdir=str(workdir.resolve()), flow_weights=flow_weights, depth_weights=depth_weights),
+        provenance=Provenance(workdir=str(workdir.resolve()), flow_weights=flow_weights, depth_weights=depth_weights,
+                              manifest_hash=manifest_hash(workdir)),
     )
 
 
@@ -356,7 +365,8 @@ def _train(
                 verdict = fit_verdict_rules(val_pred["prob"], val_pred["video"], val_pred["label"], val_pred["group"])
                 trained = {"epoch": epoch + 1, "val": val, "train_videos": len(train_ds)}
                 model.record = model.record.replace(verdict=verdict, provenance={"trained": trained})
-                model.save_pretrained(run_dir / "best")
+                with checkpoint_dir(run_dir, "best") as tmp:
+                    model.save_pretrained(tmp)
             row = {"epoch": epoch + 1, "lr": opt.param_groups[0]["lr"], "train_loss": total / max(count, 1),
                    "val_loss": val["loss"], "val_frame_auc": val["frame_auc"], "val_video_auc": val["video_auc"],
                    "val_video_acc": val["video_acc"], "seconds": time.perf_counter() - t0, "best": improved}
