@@ -205,7 +205,7 @@ def test_features_over_real_face_crops_resumable(tmp_path, tiny_depth_dir):
 def test_depth_int8_is_close_recorded_and_kept_apart(tiny_depth_dir):
     """int8 depth (ONNX Runtime, CPU) is near fp32 but its own thing: another directory name,
     recorded in the artifacts' settings; fp32 records stay as they were."""
-    from truthinmotion.features import _records
+    from truthinmotion.features.stage import _records
 
     path, _ = tiny_depth_dir
     crops = np.stack([_texture(64, s) for s in range(4)])

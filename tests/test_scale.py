@@ -153,7 +153,7 @@ def test_ray_engine_without_ray_says_how_to_install(monkeypatch):
 
 def test_detect_workers_that_cannot_build_their_models_stop_before_any_video(tmp_path, run_dir, clips, monkeypatch):
     from truthinmotion.inference import batching as batchscore
-    from truthinmotion.execution import stage
+    from truthinmotion.execution import workers
     from truthinmotion.execution.workers import InitFailed
     from truthinmotion.backends.weights import WeightsNotFound
 
@@ -162,7 +162,7 @@ def test_detect_workers_that_cannot_build_their_models_stop_before_any_video(tmp
     shutil.copytree(run_dir, broken)
     config = broken / "best" / "config.json"
     data = json.loads(config.read_text())
-    data["features"]["flow"] = {"method": "raft-small", "raft_weights": str(tmp_path / "none.pth"), "init": "pretrained"}
+    data["flow"] = {"method": "raft-small", "raft_weights": str(tmp_path / "none.pth"), "init": "pretrained"}
     config.write_text(json.dumps(data))
     t = time.perf_counter()
     with pytest.raises(WeightsNotFound, match="weights file not found"):
@@ -170,6 +170,6 @@ def test_detect_workers_that_cannot_build_their_models_stop_before_any_video(tmp
     assert time.perf_counter() - t < 30
     # A worker whose models fail to build anyway reports it, and the batch stops with the reason
     # (a pool initializer that raises would be respawned forever).
-    monkeypatch.setattr(stage, "_STATE", {"state": InitFailed("WeightsNotFound: gone")})
+    monkeypatch.setattr(workers, "_STATE", {"state": InitFailed("WeightsNotFound: gone")})
     with pytest.raises(ConfigError, match="worker could not start: WeightsNotFound: gone"):
         list(batchscore._started(batchscore._prepare(str(p)) for p in (clips["real"], clips["fake"])))

@@ -117,7 +117,7 @@ def run_full_study(
     from .compress import compress
     from ..training.distill import distill, distill_config
     from .evaluate import evaluate
-    from .train import train_status
+    from ..training.runs import train_status
 
     plan.check(device)
     out = Path(out)
