@@ -153,7 +153,7 @@ def small_study(tmp_path_factory):
 @pytest.mark.slow
 def test_cross_work_directories_of_one_name_are_cells_of_their_own(small_study, tmp_path):
     """--cross /x/celebdf/work /x/dfdc/work: two cells and two columns, each with its own figures."""
-    from truthinmotion.experiments.study import cross_key
+    from truthinmotion.core.io import path_key as cross_key
 
     data, out, cfg, plan = small_study
     a, b = tmp_path / "x" / "celebdf" / "work", tmp_path / "x" / "dfdc" / "work"

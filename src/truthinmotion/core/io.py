@@ -7,6 +7,7 @@ an interrupted run never leaves a half-written file and a re-run can trust what 
 from __future__ import annotations
 
 import contextlib
+import hashlib
 import csv
 import json
 import os
@@ -32,6 +33,7 @@ __all__ = [
     "clean_temporaries",
     "source_identity",
     "dir_size",
+    "path_key",
     "load_npz",
     "publish",
     "save_npz",
@@ -120,6 +122,14 @@ def source_identity(path: str | Path) -> dict[str, Any]:
     p = Path(path)
     st = p.stat()
     return {"path": str(p.resolve()), "size": st.st_size, "mtime_ns": st.st_mtime_ns}
+
+
+def path_key(path: str | Path) -> str:
+    """A readable name unique to a folder: its last two path parts and a short hash of its resolved
+    path (``celebdf-work-1a2b3c``), since work directories are often all called ``work``."""
+    path = Path(path).resolve()
+    digest = hashlib.sha256(str(path).encode()).hexdigest()[:6]
+    return "-".join([*(part for part in path.parts[-2:] if part != path.anchor), digest])
 
 
 def dir_size(path: Path) -> int:

@@ -25,9 +25,6 @@ import copy
 import json
 import logging
 import math
-import os
-import shutil
-import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -38,11 +35,12 @@ from torch.utils.data import DataLoader
 
 from ..core.errors import ConfigError
 from ..training.dataset import VideoDataset, collate
-from ..core.io import dir_size, publish
+from ..core.io import dir_size
 from ..models.detector import Detector
 from ..backends.onnxrun import quantize_int8
 from ..backends.runtime import autocast_context
 from ..models.loading import export_onnx, inference_autocast, load_detector
+from ..training.runs import checkpoint_dir
 
 __all__ = ["COMPRESS_METHODS", "CompressResult", "compress", "sample_inputs", "write_variant"]
 
@@ -161,9 +159,8 @@ def compress(
     inputs = sample_inputs(model, check_split)
     reference = _probs(model, inputs, "cpu", "off")
     model.record = model.record.replace(inference={"source": str(run_dir.resolve())})
-    out_dir.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=".best-", dir=out_dir))
-    try:
+    # Built in a temporary folder and checked there; it replaces out_dir/best as a unit.
+    with checkpoint_dir(out_dir, "best") as tmp:
         write_variant(model, method, tmp, {m: x[:2] for m, x in inputs.items()})
         check_device = "cpu" if method in ("onnx", "int8") else device
         loaded = load_detector(tmp, check_device)
@@ -175,13 +172,6 @@ def compress(
         data = json.loads((tmp / "config.json").read_text())
         data["inference"].update({"max_prob_diff": diff, "checked_on": int(len(probs)), "check_split": check_split})
         (tmp / "config.json").write_text(json.dumps(data, indent=2, default=str))
-        best = out_dir / "best"
-        if best.exists():
-            shutil.rmtree(best)
-        publish(tmp)  # mkdtemp makes it private
-        os.replace(tmp, best)
-    finally:
-        if tmp.exists():
-            shutil.rmtree(tmp)
+    best = out_dir / "best"
     log.info("%s: max probability difference %.3e on %d real pictures", method, diff, len(probs))
     return CompressResult(out_dir, method, diff, int(len(probs)), dir_size(best))

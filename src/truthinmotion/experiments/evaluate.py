@@ -35,6 +35,7 @@ from ..training.train import predict
 from ..reports.plots import figure, save_figure
 from ..data.index import manifest_hash
 from ..training.runs import check_split
+from ..core.io import path_key
 
 __all__ = ["EvalResult", "evaluate"]
 
@@ -141,7 +142,7 @@ def evaluate(
     split_id = manifest_hash(work)
     if not cross:
         check_split(record.provenance.manifest_hash, split_id, f"the detector of {run_dir}", allow_split_change)
-    out = Path(out_dir) if out_dir else (run_dir / f"eval-{work.name}-{split}" if cross else run_dir)
+    out = Path(out_dir) if out_dir else (run_dir / f"eval-{path_key(work)}-{split}" if cross else run_dir)
     out.mkdir(parents=True, exist_ok=True)
     ds = VideoDataset(work, split, model.cfg.modality, record.data, model.preprocess, train=False,
                       expect=record.feature_expect())

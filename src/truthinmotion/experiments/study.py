@@ -15,7 +15,6 @@ figures the original study reported where it reported them.
 from __future__ import annotations
 
 import csv
-import hashlib
 import json
 import logging
 from dataclasses import dataclass, field
@@ -32,8 +31,9 @@ from ..models.architecture import BACKBONES, parse_modalities
 from .pipeline import StudyConfig, prepare_work, train_cell
 from ..reports.plots import figure, save_figure
 from ..data.index import manifest_hash
+from ..core.io import path_key
 
-__all__ = ["COMPRESSIONS", "StudyPlan", "bootstrap_interval", "cross_key", "run_full_study"]
+__all__ = ["COMPRESSIONS", "StudyPlan", "bootstrap_interval", "run_full_study"]
 
 log = logging.getLogger(__name__)
 
@@ -90,14 +90,6 @@ def cell_name(backbone: str, modality: str, variant: str = "") -> str:
     return f"{backbone}-{modality.replace('+', '-')}" + (f"-{variant}" if variant else "")
 
 
-def cross_key(workdir: str | Path) -> str:
-    """A readable name unique to a ``--cross`` work directory: its last two path parts and a short
-    hash of its resolved path (``celebdf-work-1a2b3c``); work directories are often all ``work``."""
-    path = Path(workdir).resolve()
-    digest = hashlib.sha256(str(path).encode()).hexdigest()[:6]
-    return "-".join([*(part for part in path.parts[-2:] if part != path.anchor), digest])
-
-
 def _done(run_dir: Path, out_dir: Path, split_id: str) -> bool:
     """An evaluation at ``out_dir`` newer than the detector it evaluated, of the split whose
     manifest hash is ``split_id``."""
@@ -129,7 +121,7 @@ def run_full_study(
     cells: list[dict[str, Any]] = []
 
     def evaluated(run_dir: Path, where: Path | None = None, name: str = "test") -> Path:
-        target = run_dir if where is None else run_dir / f"cross-{cross_key(where)}"
+        target = run_dir if where is None else run_dir / f"cross-{path_key(where)}"
         if _done(run_dir, target, manifest_hash(where or work)):
             result.lines.append(f"evaluate: {target.name} of {run_dir.name} is done; skipped")
         else:
@@ -158,7 +150,7 @@ def run_full_study(
             result.lines.append(make(run_dir))
         row = {"backbone": backbone, "modality": modality, "variant": variant or "fp32", "run": str(run_dir),
                "eval": str(evaluated(run_dir))}
-        row["cross"] = {cross_key(w): str(evaluated(run_dir, Path(w))) for w in plan.cross}
+        row["cross"] = {path_key(w): str(evaluated(run_dir, Path(w))) for w in plan.cross}
         cells.append(row)
 
     for modality in plan.modalities:
