@@ -30,7 +30,7 @@ from ..data.index import IndexResult, split_hash
 from ..models.detector import read_record
 from ..training.runs import check_split
 
-__all__ = ["StudyConfig", "StudyResult", "prepare_work", "run_study", "train_cell"]
+__all__ = ["StudyConfig", "RunResult", "prepare_work", "run_study", "train_cell"]
 
 log = logging.getLogger(__name__)
 
@@ -67,7 +67,9 @@ class StudyConfig:
 
 
 @dataclass
-class StudyResult:
+class RunResult:
+    """What ``tim run`` did: its output folder, a line per stage, the evaluation."""
+
     out: Path
     lines: list[str]
     evaluation: EvalResult
@@ -147,7 +149,7 @@ def train_cell(work: Path, cfg: StudyConfig, run_dir: Path, *, device: str = "cp
 def run_study(
     root: str | Path, out: str | Path, cfg: StudyConfig, *, workers: int = 1, device: str = "cpu",
     run_name: str | None = None, progress: bool = True, space_check: bool = True, allow_split_change: bool = False,
-) -> StudyResult:
+) -> RunResult:
     """Every stage from a dataset root to an evaluated detector under ``out`` (see
     :func:`prepare_work` for the checks made before any video is touched)."""
     out = Path(out)
@@ -160,4 +162,4 @@ def run_study(
                             allow_split_change=allow_split_change))
     result = evaluate(run_dir, "test", work, device=device, progress=progress, allow_split_change=allow_split_change)
     lines.append(result.summary())
-    return StudyResult(out, lines, result)
+    return RunResult(out, lines, result)

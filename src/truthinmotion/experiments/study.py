@@ -32,12 +32,12 @@ from .pipeline import StudyConfig, prepare_work, train_cell
 from ..reports.plots import figure, save_figure
 from ..data.index import manifest_hash
 from ..core.io import path_key
+from .compress import COMPRESS_METHODS
 
-__all__ = ["COMPRESSIONS", "StudyPlan", "bootstrap_interval", "run_full_study"]
+__all__ = ["StudyPlan", "bootstrap_interval", "run_full_study"]
 
 log = logging.getLogger(__name__)
 
-COMPRESSIONS = ("fp16", "bf16", "int8", "onnx", "compile", "distill")
 CUDA_ONLY = ("fp16", "compile")
 # What the original study reported, where it did (test accuracy on FF++; inference speed-up).
 REPORTED = {"flow": "about 53% accuracy", "depth": "above 60% accuracy", "fp16": "about 3x faster, equal accuracy",
@@ -59,9 +59,9 @@ class StudyPlan:
             raise ConfigError(f"--backbones: {unknown} not among {', '.join(BACKBONES)}")
         for m in self.modalities:
             parse_modalities(m)
-        bad = [c for c in self.compress if c not in COMPRESSIONS]
+        bad = [c for c in self.compress if c not in COMPRESS_METHODS]
         if bad:
-            raise ConfigError(f"--compress: {bad} not among {', '.join(COMPRESSIONS)}")
+            raise ConfigError(f"--compress: {bad} not among {', '.join(COMPRESS_METHODS)}")
         if not device.startswith("cuda") and any(c in CUDA_ONLY for c in self.compress):
             raise ConfigError(f"--compress {', '.join(c for c in self.compress if c in CUDA_ONLY)} runs on CUDA: "
                               "use --device cuda, or bf16 on a CPU")
