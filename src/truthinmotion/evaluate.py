@@ -16,6 +16,7 @@ import csv
 import io
 import json
 import logging
+from collections import Counter
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -162,7 +163,7 @@ def evaluate(
                                         groups=ds.video_ids(pred["video"]))
     vprobs = rule.calibration(vscores)
     info = {item.video_id: item for item in ds.videos if item.track == 0}
-    faces = {v: sum(item.video_id == v for item in ds.videos) for v in ids}
+    faces = Counter(item.video_id for item in ds.videos)  # one pass, not one per video
     methods = np.array([info[v].method for v in ids])
     frame_methods = np.array([ds.videos[i].method for i in pred["video"]])
 
