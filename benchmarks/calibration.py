@@ -5,7 +5,9 @@ Anything V2 and DINOv2, as `tim demo` uses), one real clip to three fakes as in 
 (so the loss's class weighting shifts the scores), split 0.4/0.3/0.3 by several seeds. Each
 seed trains a detector; its calibration is fitted on the validation split during training and
 measured on the test split, which it never saw: expected calibration error (15 bins) and Brier
-score of the video score before calibration and of the calibrated probability after.
+score of the video score before calibration and of the calibrated probability after, with the
+method training chose and why (identity below 10 validation videos of a class: ``--fakes 48``
+leaves about 5 real ones, so pass ``--fakes 120`` or more to see Platt scaling weighed).
 
     python benchmarks/calibration.py [--out /tmp/tim-calibration] [--seeds 0,1,2]
 """
@@ -58,6 +60,7 @@ def main() -> None:
         rows.append({"seed": seed, "test_videos": m["overall"]["video"]["count"],
                      "test_real": m["overall"]["video"]["real"], "video_auc": round(m["overall"]["video"]["auc"], 4),
                      "calibration": {k: round(v, 3) for k, v in c.items() if isinstance(v, float)},
+                     "method": c["method"], "why": c["reason"],
                      **{k: round(c[k], 4) for k in ("ece_before", "ece_after", "brier_before", "brier_after")}})
         print(json.dumps(rows[-1]), flush=True)
     mean = {k: round(float(np.mean([r[k] for r in rows])), 4)

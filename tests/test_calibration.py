@@ -8,9 +8,11 @@ import json
 import numpy as np
 import pytest
 
-from truthinmotion.models.calibration import Calibration, brier, expected_calibration_error, fit_verdict_rules
-from truthinmotion.inference.scorer import Scorer
 from truthinmotion.experiments.evaluate import evaluate
+from truthinmotion.inference.scorer import Scorer
+from truthinmotion.models.calibration import (
+    MIN_VIDEOS_PER_CLASS, Calibration, brier, choose_calibration, expected_calibration_error, fit_verdict_rules, verdict_rule,
+)
 from truthinmotion.models.detector import read_record
 
 
@@ -35,6 +37,49 @@ def test_platt_scaling_lowers_calibration_error_on_held_out_scores():
     # increasing: the ranking (and so AUC and every verdict at the matching threshold) is kept
     order = np.argsort(test_s)
     assert np.all(np.diff(cal(test_s)[order]) >= 0)
+
+
+def _calibrated(n: int, rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray]:
+    """Scores that are already probabilities: P(fake) = score."""
+    z = rng.normal(0, 1.5, n)
+    labels = (rng.random(n) < 1 / (1 + np.exp(-z))).astype(int)
+    return 1 / (1 + np.exp(-z)), labels
+
+
+def test_few_validation_videos_get_no_calibration_and_the_rule_says_why():
+    """4 videos of each class: even for scores Platt scaling would correct, the rule is identity,
+    and the saved rule says it is because of the number of videos."""
+    rng = np.random.default_rng(3)
+    scores, labels = _skewed(400, rng)
+    few = np.concatenate([np.flatnonzero(labels == 0)[:4], np.flatnonzero(labels == 1)[:4]])
+    assert Calibration.fit(scores[few], labels[few]).method == "platt"  # what used to be saved
+    cal = choose_calibration(scores[few], labels[few])
+    assert cal.method == "identity" and cal(0.3) == pytest.approx(0.3)
+    assert "4 real and 4 fake validation videos" in cal.reason
+    assert f"fewer than the {MIN_VIDEOS_PER_CLASS} of each class" in cal.reason
+    # ... in the detector's saved verdict record, for every aggregation (one point per video)
+    rules = fit_verdict_rules(scores[few], np.arange(8), labels[few])["aggregations"]
+    for rule in rules.values():
+        assert rule["calibration"]["method"] == "identity" and "4 real and 4 fake" in rule["calibration"]["reason"]
+    assert verdict_rule({"aggregations": rules}, "mean").calibration.reason == cal.reason
+    # the minimum is per class: many fakes do not make up for few real videos
+    some = np.concatenate([np.flatnonzero(labels == 0)[:MIN_VIDEOS_PER_CLASS - 1], np.flatnonzero(labels == 1)])
+    assert choose_calibration(scores[some], labels[some]).method == "identity"
+
+
+def test_cross_validation_keeps_platt_only_where_it_predicts_held_out_videos_better():
+    """200 validation videos: miscalibrated scores (over-confident, shifted) get Platt scaling
+    every time; scores that are already calibrated keep identity in most draws (Platt's two
+    fitted parameters only add noise there), and the reason gives both held-out log-losses."""
+    skewed = [choose_calibration(*_skewed(200, np.random.default_rng(seed))) for seed in range(20)]
+    assert all(c.method == "platt" for c in skewed)
+    assert "cross-validated log-loss" in skewed[0].reason and "predicts held-out videos better" in skewed[0].reason
+    assert skewed[0].a == pytest.approx(1 / 3, abs=0.1)  # the fit on all videos, not one fold's
+    calibrated = [choose_calibration(*_calibrated(200, np.random.default_rng(seed))) for seed in range(20)]
+    kept = [c for c in calibrated if c.method == "identity"]
+    assert len(kept) >= 16
+    assert all("cross-validated log-loss" in c.reason and "does not predict held-out videos better" in c.reason
+               for c in kept)
 
 
 def test_no_calibration_without_both_classes_or_a_ranking():
@@ -82,7 +127,13 @@ def test_trained_detector_carries_its_verdict_rules_to_evaluate_and_detect(run_d
         assert v["probability"] == pytest.approx(float(rule.calibration(v["score"])))
     assert {"ece_before", "ece_after", "brier_before", "brier_after"} <= set(m["calibration"])
     assert (tmp_path / "ev" / "reliability.png").stat().st_size > 1000
-    assert "Expected calibration error" in (tmp_path / "ev" / "report.md").read_text()
+    report = (tmp_path / "ev" / "report.md").read_text()
+    assert "Expected calibration error" in report
+    # A validation split this small cannot support a calibration: the saved rule says so and
+    # why, and so do evaluate's report and summary.
+    assert rule.calibration.method == "identity" and f"fewer than the {MIN_VIDEOS_PER_CLASS}" in rule.calibration.reason
+    assert m["calibration"]["reason"] == rule.calibration.reason and rule.calibration.reason in report
+    assert f"(identity: {rule.calibration.reason})" in result.summary()
     with open(tmp_path / "ev" / "predictions.csv", newline="") as f:
         rows = list(csv.DictReader(f))
     assert list(rows[0]) == ["video_id", "track", "frame_index", "score", "probability", "label", "split"]
@@ -114,3 +165,28 @@ def test_detector_without_calibration_is_used_as_it_is(run_dir, tmp_path):
     m = evaluate(old, "test", out_dir=tmp_path / "ev", progress=False).metrics
     assert all(v["probability"] == pytest.approx(v["score"]) for v in m["videos"])
     assert "not calibrated" in (tmp_path / "ev" / "report.md").read_text()
+
+
+def test_a_saved_platt_rule_without_a_reason_keeps_working(run_dir, clips, tmp_path):
+    """Detectors saved before the choice was recorded hold ``{"method": "platt", "a", "b"}``:
+    evaluate and detect apply it as before."""
+    import shutil
+
+    old = tmp_path / "old"
+    shutil.copytree(run_dir / "best", old)
+    cfg = json.loads((old / "config.json").read_text())
+    cfg["verdict"]["aggregations"]["mean"]["calibration"] = {"method": "platt", "a": 0.5, "b": -0.4}
+    (old / "config.json").write_text(json.dumps(cfg))
+    rule = read_record(old).rule("mean")
+    assert rule.calibration.method == "platt" and rule.calibration.reason == ""
+
+    def platt(score: float) -> float:
+        s = min(max(score, 1e-6), 1 - 1e-6)
+        return 1 / (1 + np.exp(-(0.5 * np.log(s / (1 - s)) - 0.4)))
+
+    m = evaluate(old, "test", out_dir=tmp_path / "ev", progress=False).metrics
+    assert m["calibration"]["method"] == "platt"
+    assert all(v["probability"] == pytest.approx(platt(v["score"])) for v in m["videos"])
+    assert "Platt scaling fitted on validation videos" in (tmp_path / "ev" / "report.md").read_text()
+    v = Scorer(old)(clips["fake"])
+    assert v.calibration == "platt" and v.probability == pytest.approx(platt(v.score))

@@ -11,7 +11,8 @@ from truthinmotion.inference.scorer import Scorer
 
 @pytest.mark.slow
 def test_demo_end_to_end_and_resume(tmp_path, capsys):
-    """`tim demo` at a reduced size: every stage runs, the report says which weights were used."""
+    """`tim demo` at a reduced size: every stage runs, the report says which weights were used;
+    the study waits for `--study`, which resumes the demo (redoing nothing) and adds it."""
     out = tmp_path / "demo"
     args = ["demo", "-o", str(out), "--clips", "8", "--points", "6", "--epochs", "2", "-q"]
     assert main(args) == 0
@@ -19,8 +20,17 @@ def test_demo_end_to_end_and_resume(tmp_path, capsys):
     assert "RANDOM weights" in printed and "indexed 16 videos" in printed
     assert "faces: 16 processed" in printed and "features: 16 processed" in printed
     assert printed.count("detect ") == 2 and "report:" in printed
+    assert len(list(out.glob("detect-*.html"))) == 2
+    # The first command stops there: no study, and it says how to run one.
+    assert "tim demo --study" in printed and "## Accuracy by modality" not in printed
+    assert not (out / "study.json").exists() and not (out / "runs" / "dinov2-tiny-flow").exists()
+    # Running again with --study redoes nothing of the demo (every stage finds its work done) ...
+    assert main(args + ["--study"]) == 0
+    again = capsys.readouterr().out
+    assert "faces: 0 processed, 16 already done" in again and "already trained; skipped" in again
+    assert again.count("detect ") == 2
     # ... and ends with a small study's table: three modalities by two tiny backbones
-    assert "## Accuracy by modality and backbone" in printed and printed.count("| dinov2-tiny") >= 6
+    assert "## Accuracy by modality and backbone" in again and again.count("| dinov2-tiny") >= 6
     study = json.loads((out / "study.json").read_text())
     assert {(r["backbone"], r["modality"], r["variant"]) for r in study["rows"]} == {
         (b, m, v) for b in ("dinov2-tiny", "dinov2-tiny-wide") for m in ("flow", "depth", "flow+depth")
@@ -42,10 +52,6 @@ def test_demo_end_to_end_and_resume(tmp_path, capsys):
     by_frame = dict(zip(verdict.frame_index, verdict.frame_scores))
     diffs = [abs(float(r["score"]) - by_frame[int(r["frame_index"])]) for r in rows if r["video_id"] == vid]
     assert len(diffs) == 6 and max(diffs) <= 1e-5
-    # Running again redoes nothing: every stage finds its work done.
-    assert main(args) == 0
-    again = capsys.readouterr().out
-    assert "faces: 0 processed, 16 already done" in again and "already trained; skipped" in again
 
 
 def test_bad_configuration_exits_2_with_a_message(tmp_path, capsys):

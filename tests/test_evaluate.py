@@ -57,6 +57,48 @@ def test_video_aggregation_by_hand():
         video_level(probs, videos, labels, "mode")
 
 
+
+def _video_level_by_masks(probs, videos, labels, how, groups=None):
+    """``video_level`` as it was (a mask over every frame per item): the reference for its results."""
+    from truthinmotion.core.metrics import AGGREGATIONS
+
+    videos = np.asarray(videos)
+    ids, first = np.unique(videos, return_index=True)
+    order = np.argsort(first)
+    ids, first = ids[order], first[order]
+    scores = np.array([AGGREGATIONS[how](np.asarray(probs)[videos == v]) for v in ids])
+    vlabels = np.asarray(labels)[first]
+    if groups is None:
+        return ids, scores, vlabels
+    item_group = np.asarray(groups)[first]
+    gids, gfirst = np.unique(item_group, return_index=True)
+    gids = gids[np.argsort(gfirst)]
+    return (gids, np.array([scores[item_group == g].max() for g in gids]),
+            np.array([vlabels[item_group == g][0] for g in gids]))
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+def test_video_aggregation_matches_the_per_item_masks_exactly(dtype):
+    """Grouping frames by sorting gives bit for bit the scores of one mask per item, in the same
+    order, for items of every length (one point included) interleaved in any order, with and
+    without faces grouped into videos."""
+    rng = np.random.default_rng(7)
+    points = rng.choice([1, 2, 3, 5, 8, 31, 32, 33], size=300)
+    items = np.repeat(rng.permutation(1000)[:300], points)  # ids out of order, not 0..n-1
+    shuffle = rng.permutation(len(items))
+    items = items[shuffle]
+    probs = rng.random(len(items)).astype(dtype)
+    labels = (items % 2)  # one label per item
+    videos = np.array([f"v{i // 3}" for i in items])  # three faces to a video
+    for how in ("mean", "median", "max", "top25"):
+        for groups in (None, videos):
+            new = video_level(probs, items, labels, how, groups)
+            old = _video_level_by_masks(probs, items, labels, how, groups)
+            for a, b in zip(new, old):
+                assert a.tolist() == b.tolist(), how
+    assert [len(x) for x in video_level(probs[:0], items[:0], labels[:0], "top25", videos[:0])] == [0, 0, 0]
+
+
 @pytest.fixture(scope="module")
 def trained(tmp_path_factory):
     root = tmp_path_factory.mktemp("eval")

@@ -485,7 +485,10 @@ def _add_demo(sub: argparse._SubParsersAction) -> None:
     p.add_argument("-o", "--out", default="demo-out", help="output directory (demo-out)")
     p.add_argument("--clips", type=int, default=20, help="clips per class (20)")
     p.add_argument("--points", type=int, default=16, help="time points per clip (16)")
-    p.add_argument("--epochs", type=int, default=10, help="training epochs (10)")
+    p.add_argument("--epochs", type=int, default=5, help="training epochs (5)")
+    p.add_argument("--study", action="store_true",
+                   help="then a small study of the clips: every modality by two tiny backbones (or the cached "
+                        "DINOv2-small), fp32 and int8")
     p.add_argument("-q", "--quiet", action="store_true", help="no progress bars")
     p.set_defaults(func=_cmd_demo)
 
@@ -493,7 +496,8 @@ def _add_demo(sub: argparse._SubParsersAction) -> None:
 def _cmd_demo(args: argparse.Namespace) -> int:
     from .demo import run_demo
 
-    result = run_demo(args.out, clips=args.clips, points=args.points, epochs=args.epochs, progress=not args.quiet)
+    result = run_demo(args.out, clips=args.clips, points=args.points, epochs=args.epochs, progress=not args.quiet,
+                      study=args.study)
     print(result.summary())
     return 0
 

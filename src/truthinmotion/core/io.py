@@ -200,7 +200,7 @@ def check_video_id(video_id: str) -> str:
 
 @dataclass(frozen=True)
 class WorkDir:
-    """The layout of a work directory (see DESIGN.md)."""
+    """The layout of a work directory (docs/architecture.md, "Artifacts")."""
 
     root: Path
 

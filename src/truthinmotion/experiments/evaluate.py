@@ -17,6 +17,7 @@ import csv
 import io
 import json
 import logging
+from collections import Counter
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -54,7 +55,7 @@ class EvalResult:
             f"video AUC {o['video']['auc']:.4f}, AP {o['video']['ap']:.4f}, EER {o['video']['eer']:.4f}, "
             f"accuracy {o['video']['acc@thr']:.4f} at threshold {self.metrics['threshold']:.3f}; "
             f"frame AUC {o['frame']['auc']:.4f}; calibration error (ECE) {_fmt(c['ece_before'])} -> "
-            f"{_fmt(c['ece_after'])} ({c['method']})\nreport: {self.out_dir / 'report.md'}"
+            f"{_fmt(c['ece_after'])} ({_chosen(c)})\nreport: {self.out_dir / 'report.md'}"
         )
 
 
@@ -158,7 +159,7 @@ def evaluate(
                                         groups=ds.video_ids(pred["video"]))
     vprobs = rule.calibration(vscores)
     info = {item.video_id: item for item in ds.videos if item.track == 0}
-    faces = {v: sum(item.video_id == v for item in ds.videos) for v in ids}
+    faces = Counter(item.video_id for item in ds.videos)  # one pass, not one per video
     methods = np.array([info[v].method for v in ids])
     frame_methods = np.array([ds.videos[i].method for i in pred["video"]])
 
@@ -219,12 +220,20 @@ def _describe_feature(record: dict[str, Any]) -> str:
     return f"{record.get('method') or record.get('model')} ({source})"
 
 
+def _chosen(c: dict[str, Any]) -> str:
+    """``platt: <why>``: the calibration the detector holds and why training chose it."""
+    return f"{c['method']}: {c['reason']}" if c.get("reason") else c["method"]
+
+
 def _calibration_line(c: dict[str, Any]) -> str:
     if c["method"] == "identity":
-        head = "- Probability: **not calibrated** (the detector holds no calibration: scores are reported as they are)"
+        why = c.get("reason") or "the detector holds no calibration"
+        head = f"- Probability: **not calibrated**, scores are reported as they are ({why})"
     else:
         head = (f"- Probability: Platt scaling fitted on validation videos, sigmoid({c['a']:.3f} logit(score) "
                 f"{c['b']:+.3f}); the threshold is {c['probability_threshold']:.3f} in probability")
+        if c.get("reason"):
+            head += f". Chosen by {c['reason']}"
     return (f"{head}. Expected calibration error (15 bins) {_fmt(c['ece_before'])} before, "
             f"{_fmt(c['ece_after'])} after; Brier score {_fmt(c['brier_before'])} before, {_fmt(c['brier_after'])} after")
 
