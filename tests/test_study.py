@@ -92,7 +92,7 @@ def test_an_interrupted_distillation_is_resumed_not_counted_as_done(tmp_path, mo
     cfg, _ = demo_config(out, points=4, epochs=2)
     plan = StudyPlan(backbones=("dinov2-tiny", "dinov2-tiny-wide"), modalities=("flow",), compress=("distill",),
                      bootstrap=20)
-    real, student_epochs = train_mod._validate, []
+    real, student_epochs = train_mod.validate, []
 
     def stop_distillation_after_epoch_1(model, *args, **kwargs):
         if "distilled_from" in model.extra:
@@ -101,10 +101,10 @@ def test_an_interrupted_distillation_is_resumed_not_counted_as_done(tmp_path, mo
                 raise KeyboardInterrupt
         return real(model, *args, **kwargs)
 
-    monkeypatch.setattr(train_mod, "_validate", stop_distillation_after_epoch_1)
+    monkeypatch.setattr(train_mod, "validate", stop_distillation_after_epoch_1)
     with pytest.raises(KeyboardInterrupt):
         run_full_study(data, out, cfg, plan, progress=False)
-    monkeypatch.setattr(train_mod, "_validate", real)
+    monkeypatch.setattr(train_mod, "validate", real)
     student = out / "runs" / cell_name("dinov2-tiny", "flow", "distill")
     assert (student / "best" / "config.json").is_file()
     epochs = lambda: [int(r["epoch"]) for r in csv.DictReader(open(student / "metrics.csv"))]  # noqa: E731

@@ -105,7 +105,7 @@ def test_checkpoint_round_trip_gives_identical_outputs(work, tmp_path):
 def test_resume_continues_from_the_saved_epoch(work, tmp_path, monkeypatch):
     cfg = TrainConfig(**TINY, epochs=3, batch_size=6, lr=1e-3, train_points=4, patience=5)
     full = train(work, cfg, tmp_path / "full")
-    real_eval = train_mod._validate
+    real_eval = train_mod.validate
     calls = []
 
     def crash_in_epoch_3(*args, **kwargs):
@@ -114,11 +114,11 @@ def test_resume_continues_from_the_saved_epoch(work, tmp_path, monkeypatch):
             raise KeyboardInterrupt
         return real_eval(*args, **kwargs)
 
-    monkeypatch.setattr(train_mod, "_validate", crash_in_epoch_3)
+    monkeypatch.setattr(train_mod, "validate", crash_in_epoch_3)
     with pytest.raises(KeyboardInterrupt):
         train(work, cfg, tmp_path / "cut")
     assert len(_metrics(tmp_path / "cut")) == 2
-    monkeypatch.setattr(train_mod, "_validate", real_eval)
+    monkeypatch.setattr(train_mod, "validate", real_eval)
     with pytest.raises(ConfigError, match="already holds a trained detector.*--resume"):
         train(work, cfg, tmp_path / "cut")
     import shutil
@@ -276,7 +276,7 @@ def test_a_checkpoint_is_replaced_as_a_unit(work, tmp_path, monkeypatch):
 
     run = tmp_path / "run"
     cfg = TrainConfig(**TINY, epochs=2, batch_size=6, lr=1e-3, train_points=4, patience=5)
-    real_validate, real_write = train_mod._validate, models_mod.atomic_write_text
+    real_validate, real_write = train_mod.validate, models_mod.atomic_write_text
     snapshot: dict[str, bytes] = {}
     configs = []
 
@@ -291,7 +291,7 @@ def test_a_checkpoint_is_replaced_as_a_unit(work, tmp_path, monkeypatch):
             raise OSError("disk full")
         return real_write(path, text)
 
-    monkeypatch.setattr(train_mod, "_validate", validate)
+    monkeypatch.setattr(train_mod, "validate", validate)
     monkeypatch.setattr(models_mod, "atomic_write_text", write)
     with pytest.raises(OSError, match="disk full"):
         train(work, cfg, run)

@@ -26,7 +26,7 @@ from ..core.metrics import binary_metrics, video_level
 from ..models.detector import Detector
 from ..core.io import atomic_write_text, dir_size
 from ..backends.runtime import autocast_context
-from ..training.train import predict
+from ..training.loop import predict
 
 __all__ = ["BenchmarkResult", "benchmark_runs", "time_calls"]
 

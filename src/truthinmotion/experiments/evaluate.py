@@ -32,7 +32,7 @@ from ..core.io import WorkDir, atomic_write_text, load_npz
 from ..core.metrics import binary_metrics, video_level
 from .error_analysis import error_analysis
 from ..models.loading import inference_autocast, load_detector
-from ..training.train import predict
+from ..training.loop import predict
 from ..reports.plots import figure, save_figure
 from ..data.index import manifest_hash
 from ..training.runs import check_split

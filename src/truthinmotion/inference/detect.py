@@ -21,7 +21,7 @@ from typing import Iterable, Sequence
 
 
 from ..core.errors import ConfigError
-from ..data.index import VIDEO_SUFFIXES
+from ..data.formats import VIDEO_SUFFIXES
 from ..core.io import atomic_write_text
 from ..execution.preflight import check_writable
 from ..reports.page import write_report

@@ -15,7 +15,6 @@ all; validation is sharded across ranks and gathered; rank 0 writes.
 
 from __future__ import annotations
 
-import csv
 import dataclasses
 import json
 import logging
@@ -25,11 +24,9 @@ import time
 from pathlib import Path
 from typing import Any
 
-import numpy as np
 import torch
 import torch.distributed as dist
 from torch.utils.data import DataLoader, Subset
-from tqdm.auto import tqdm
 
 from ..models.calibration import fit_verdict_rules
 from ..core.errors import ConfigError
@@ -38,11 +35,10 @@ from .dataset import VideoDataset, collate
 from .distiller import Distiller
 from ..core.io import atomic_write_text
 from ..execution.preflight import preflight
-from ..core.metrics import binary_metrics, video_level, youden_threshold
 from ..models.detector import Detector
 from ..models.architecture import Preprocess, check_backbone
 from .runs import RESUMABLE, TrainConfig, TrainResult, check_resume, saved_config, train_status
-from ..backends.runtime import autocast_context, check_device, env_info, grad_scaler
+from ..backends.runtime import check_device, env_info, grad_scaler
 from ..faces.config import FacesConfig
 from ..models.architecture import DetectorConfig
 from ..models.inputs import DataConfig
@@ -50,102 +46,11 @@ from ..models.record import DetectorRecord, Provenance, features_from_artifacts
 from ..data.index import manifest_hash
 from ..models.detector import read_record
 from .runs import check_split, checkpoint_dir, restore_checkpoints
+from .loop import append_csv, lr_lambda, predict, save_last, seed_everything, train_one_epoch, validate
 
 __all__ = ["RESUMABLE", "TrainConfig", "TrainResult", "check_resume", "predict", "saved_config", "train", "train_status"]
 
 log = logging.getLogger(__name__)
-
-
-# ---------------------------------------------------------------- helpers
-
-
-def _seed(seed: int) -> None:
-    import random
-
-    random.seed(seed)
-    np.random.seed(seed)
-    torch.manual_seed(seed)
-
-
-@torch.no_grad()
-def predict(
-    model: Any, loader: DataLoader, device: str, amp: str = "auto", progress: bool = False, desc: str = "eval"
-) -> dict[str, np.ndarray]:
-    """Frame scores over a loader: ``prob``, ``logit``, ``label``, ``video`` (the dataset item: a
-    face of a video), ``track``, ``point`` arrays [N]."""
-    model.eval()
-    out: dict[str, list] = {"prob": [], "label": [], "video": [], "track": [], "point": [], "logit": []}
-    for batch in tqdm(loader, desc=desc, disable=not progress, leave=False):
-        inputs = {m: x.to(device, non_blocking=True) for m, x in batch["inputs"].items()}
-        with autocast_context(device, amp):
-            logit = model(inputs).logit.float()
-        out["logit"].append(logit.cpu().numpy())
-        out["prob"].append(torch.sigmoid(logit).cpu().numpy())
-        out["label"].append(batch["label"].numpy())
-        out["video"].append(batch["video"].numpy())
-        out["track"].append(batch["track"].numpy())
-        out["point"].append(batch["points"].numpy())
-    return {k: np.concatenate(v) if v else np.zeros(0) for k, v in out.items()}
-
-
-def _loss(model: Detector, out, label: torch.Tensor, pos_weight: torch.Tensor) -> torch.Tensor:
-    bce = torch.nn.functional.binary_cross_entropy_with_logits
-    if model.cfg.fusion == "score":  # each modality's head learns on its own
-        return torch.stack([bce(p.float(), label, pos_weight=pos_weight) for p in out.parts.unbind(1)]).mean()
-    return bce(out.logit.float(), label, pos_weight=pos_weight)
-
-
-def _lr_lambda(warmup: int, total: int):
-    def f(step: int) -> float:
-        if step < warmup:
-            return (step + 1) / warmup
-        progress = (step - warmup) / max(1, total - warmup)
-        return 0.5 * (1 + math.cos(math.pi * min(1.0, progress)))
-    return f
-
-
-def _save_last(run_dir: Path, model: Detector, opt, sched, scaler, epoch: int, best: dict, stale: int,
-               distiller: Distiller | None) -> None:
-    state = {"optimizer": opt.state_dict(), "scheduler": sched.state_dict(), "scaler": scaler.state_dict(),
-             "epoch": epoch, "best": best, "stale": stale, "torch_rng": torch.get_rng_state(),
-             "projection": distiller.state_dict() if distiller is not None else None}
-    with checkpoint_dir(run_dir, "last") as tmp:
-        model.save_pretrained(tmp)
-        torch.save(state, tmp / "trainer_state.pt")
-
-
-def _append_csv(path: Path, row: dict[str, Any]) -> None:
-    new = not path.exists()
-    with open(path, "a", newline="") as f:
-        w = csv.DictWriter(f, fieldnames=list(row))
-        if new:
-            w.writeheader()
-        w.writerow(row)
-        f.flush()
-
-
-def _validate(model: Detector, ds: VideoDataset, cfg: TrainConfig, pos_weight, rank: int, world: int
-              ) -> tuple[dict, dict[str, np.ndarray]]:
-    """(validation metrics, frame predictions); under DDP each rank scores its shard and every
-    rank gets all scores."""
-    shard = Subset(ds, range(rank, len(ds), world)) if world > 1 else ds
-    loader = DataLoader(shard, batch_size=max(1, cfg.batch_size // 2), shuffle=False, collate_fn=collate,
-                        num_workers=cfg.workers)
-    pred = predict(model, loader, cfg.device, cfg.autocast, cfg.progress, desc="validate")
-    if world > 1:
-        parts: list[Any] = [None] * world
-        dist.all_gather_object(parts, pred)
-        pred = {k: np.concatenate([p[k] for p in parts]) for k in pred}
-    label = torch.from_numpy(pred["label"]).float()
-    loss = torch.nn.functional.binary_cross_entropy_with_logits(
-        torch.from_numpy(pred["logit"]), label, pos_weight=pos_weight.cpu()
-    ).item()
-    frame = binary_metrics(pred["label"], pred["prob"])
-    groups = ds.video_ids(pred["video"])
-    _, vscore, vlabel = video_level(pred["prob"], pred["video"], pred["label"], groups=groups)
-    video = binary_metrics(vlabel, vscore)
-    return {"loss": loss, "frame_auc": frame["auc"], "video_auc": video["auc"],
-            "video_acc": video["acc@0.5"], "threshold": youden_threshold(vlabel, vscore)}, {**pred, "group": groups}
 
 
 def _check_split(name: str, ds: VideoDataset, workdir: Path, modality: str) -> None:
@@ -229,6 +134,23 @@ def train(
             dist.destroy_process_group()
 
 
+def _resume(run_dir: Path, model: Detector, opt: Any, sched: Any, scaler: Any, distiller: Distiller | None
+            ) -> tuple[int, dict[str, Any], int]:
+    """Load ``last/`` into the model and the training state: (first epoch to run, best, stale)."""
+    last = Detector.from_pretrained(run_dir / "last")
+    model.load_state_dict(last.state_dict())
+    state = torch.load(run_dir / "last" / "trainer_state.pt", map_location="cpu", weights_only=False)
+    if distiller is not None:
+        distiller.load_state_dict(state["projection"])
+    opt.load_state_dict(state["optimizer"])
+    sched.load_state_dict(state["scheduler"])
+    if state.get("scaler"):
+        scaler.load_state_dict(state["scaler"])
+    torch.set_rng_state(state["torch_rng"])
+    log.info("resuming after epoch %d (best so far: epoch %d)", state["epoch"], state["best"]["epoch"])
+    return state["epoch"] + 1, state["best"], state["stale"]
+
+
 def _record(det_cfg: DetectorConfig, pre: Preprocess, data_cfg: DataConfig, ds: VideoDataset,
             workdir: Path) -> DetectorRecord:
     """What the detector will be trained on: the faces, flow and depth settings as the training
@@ -248,7 +170,7 @@ def _train(
     rank: int, world: int, teacher: Detector | None,
 ) -> TrainResult:
     main_proc = rank == 0
-    _seed(cfg.seed + rank)
+    seed_everything(cfg.seed + rank)
     det_cfg, data_cfg = cfg.detector, cfg.data
     pre = Preprocess(size=cfg.image_size)
     train_ds = VideoDataset(workdir, "train", cfg.modality, data_cfg, pre, train=True, seed=cfg.seed,
@@ -274,7 +196,7 @@ def _train(
              len(val_ds), len({v.video_id for v in val_ds.videos}))
 
     sampler = torch.utils.data.DistributedSampler(train_ds, world, rank, seed=cfg.seed) if distributed else None
-    gen = torch.Generator().manual_seed(cfg.seed)
+    gen = torch.Generator().manualseed_everything(cfg.seed)
     train_loader = DataLoader(train_ds, batch_size=cfg.batch_size, shuffle=sampler is None, sampler=sampler,
                               generator=gen, drop_last=False, collate_fn=collate, num_workers=cfg.workers,
                               pin_memory=cfg.device.startswith("cuda"))
@@ -290,25 +212,14 @@ def _train(
     opt = torch.optim.AdamW(params, lr=cfg.lr, weight_decay=cfg.weight_decay)
     scaler = grad_scaler(cfg.device, cfg.autocast)
     steps = len(train_loader)
-    sched = torch.optim.lr_scheduler.LambdaLR(opt, _lr_lambda(int(cfg.warmup_epochs * steps), cfg.epochs * steps))
+    sched = torch.optim.lr_scheduler.LambdaLR(opt, lr_lambda(int(cfg.warmup_epochs * steps), cfg.epochs * steps))
     net: torch.nn.Module = model
     if distributed:
         net = torch.nn.parallel.DistributedDataParallel(model, device_ids=[cfg.device] if cfg.device.startswith("cuda") else None)
 
     start, best, stale = 0, {"epoch": -1, "video_auc": -math.inf, "loss": math.inf}, 0
     if resume:
-        last = Detector.from_pretrained(run_dir / "last")
-        model.load_state_dict(last.state_dict())
-        state = torch.load(run_dir / "last" / "trainer_state.pt", map_location="cpu", weights_only=False)
-        if distiller is not None:
-            distiller.load_state_dict(state["projection"])
-        opt.load_state_dict(state["optimizer"])
-        sched.load_state_dict(state["scheduler"])
-        if state.get("scaler"):
-            scaler.load_state_dict(state["scaler"])
-        torch.set_rng_state(state["torch_rng"])
-        start, best, stale = state["epoch"] + 1, state["best"], state["stale"]
-        log.info("resuming after epoch %d (best so far: epoch %d)", state["epoch"], best["epoch"])
+        start, best, stale = _resume(run_dir, model, opt, sched, scaler, distiller)
     elif distiller is not None:
         # Every point of every training video, unaugmented: the projection describes the teacher, not a draw.
         plain = VideoDataset(workdir, "train", cfg.modality, data_cfg, pre, train=False, faces=cfg.train_faces)
@@ -324,33 +235,12 @@ def _train(
             break
         t0 = time.perf_counter()
         train_ds.set_epoch(epoch)
-        gen.manual_seed(cfg.seed + epoch)  # the epoch's order depends on (seed, epoch) alone: resumable
+        gen.manualseed_everything(cfg.seed + epoch)  # the epoch's order depends on (seed, epoch) alone: resumable
         if sampler is not None:
             sampler.set_epoch(epoch)
-        net.train()
-        total, count, kl_total = 0.0, 0, 0.0
-        bar = tqdm(train_loader, desc=f"epoch {epoch + 1}/{cfg.epochs}", disable=not cfg.progress, leave=False)
-        for batch in bar:
-            inputs = {m: x.to(cfg.device, non_blocking=True) for m, x in batch["inputs"].items()}
-            label = batch["label"].to(cfg.device)
-            with autocast_context(cfg.device, cfg.autocast):
-                out = net(inputs)
-            loss = _loss(model, out, label, pos_weight)
-            if distiller is not None:
-                extra_loss, kl = distiller.loss(inputs, out, autocast_context(cfg.device, cfg.autocast))
-                kl_total += kl * len(label)
-                loss = loss + extra_loss
-            opt.zero_grad(set_to_none=True)
-            scaler.scale(loss).backward()
-            scaler.unscale_(opt)  # clip the true gradients, not the scaled ones
-            torch.nn.utils.clip_grad_norm_(params, cfg.grad_clip)
-            scaler.step(opt)
-            scaler.update()
-            sched.step()
-            total += loss.item() * len(label)
-            count += len(label)
-            bar.set_postfix(loss=f"{total / count:.4f}")
-        val, val_pred = _validate(model, val_ds, cfg, pos_weight, rank, world)  # the same on every rank
+        train_loss, train_kl = train_one_epoch(net, model, train_loader, opt, sched, scaler, params, cfg, pos_weight,
+                                               distiller, desc=f"epoch {epoch + 1}/{cfg.epochs}")
+        val, val_pred = validate(model, val_ds, cfg, pos_weight, rank, world)  # the same on every rank
         # Ties in AUC (common on small validation sets) go to the lower validation loss.
         improved = val["video_auc"] > best["video_auc"] or (
             val["video_auc"] == best["video_auc"] and val["loss"] < best["loss"])
@@ -367,16 +257,16 @@ def _train(
                 model.record = model.record.replace(verdict=verdict, provenance={"trained": trained})
                 with checkpoint_dir(run_dir, "best") as tmp:
                     model.save_pretrained(tmp)
-            row = {"epoch": epoch + 1, "lr": opt.param_groups[0]["lr"], "train_loss": total / max(count, 1),
+            row = {"epoch": epoch + 1, "lr": opt.param_groups[0]["lr"], "train_loss": train_loss,
                    "val_loss": val["loss"], "val_frame_auc": val["frame_auc"], "val_video_auc": val["video_auc"],
                    "val_video_acc": val["video_acc"], "seconds": time.perf_counter() - t0, "best": improved}
             if distiller is not None:
-                row["train_kl"] = kl_total / max(count, 1)
-            _append_csv(run_dir / "metrics.csv", row)
+                row["train_kl"] = train_kl
+            append_csv(run_dir / "metrics.csv", row)
             log.info("epoch %d: train loss %.4f, val loss %.4f, frame AUC %.4f, video AUC %.4f%s",
                      epoch + 1, row["train_loss"], val["loss"], val["frame_auc"], val["video_auc"],
                      " (best)" if improved else "")
-            _save_last(run_dir, model, opt, sched, scaler, epoch, best, stale, distiller)
+            save_last(run_dir, model, opt, sched, scaler, epoch, best, stale, distiller)
         if stale >= cfg.patience:
             stopped = epoch + 1 < cfg.epochs
             break
