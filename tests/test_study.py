@@ -95,7 +95,7 @@ def test_an_interrupted_distillation_is_resumed_not_counted_as_done(tmp_path, mo
     real, student_epochs = train_mod.validate, []
 
     def stop_distillation_after_epoch_1(model, *args, **kwargs):
-        if "distilled_from" in model.extra:
+        if model.record.provenance.distilled_from:
             student_epochs.append(1)
             if len(student_epochs) == 2:
                 raise KeyboardInterrupt

@@ -1,6 +1,8 @@
-"""``python -m truthinmotion ...``: the ``tim`` command (under ``torchrun`` too)."""
+"""``python -m truthinmotion ...``: the ``tim`` command (under ``torchrun`` too), with its exit codes."""
+
+import sys
 
 from .apps.cli import main
 
 if __name__ == "__main__":
-    main()
+    sys.exit(main())
