@@ -196,7 +196,7 @@ def _train(
              len(val_ds), len({v.video_id for v in val_ds.videos}))
 
     sampler = torch.utils.data.DistributedSampler(train_ds, world, rank, seed=cfg.seed) if distributed else None
-    gen = torch.Generator().manualseed_everything(cfg.seed)
+    gen = torch.Generator().manual_seed(cfg.seed)
     train_loader = DataLoader(train_ds, batch_size=cfg.batch_size, shuffle=sampler is None, sampler=sampler,
                               generator=gen, drop_last=False, collate_fn=collate, num_workers=cfg.workers,
                               pin_memory=cfg.device.startswith("cuda"))
@@ -235,7 +235,7 @@ def _train(
             break
         t0 = time.perf_counter()
         train_ds.set_epoch(epoch)
-        gen.manualseed_everything(cfg.seed + epoch)  # the epoch's order depends on (seed, epoch) alone: resumable
+        gen.manual_seed(cfg.seed + epoch)  # the epoch's order depends on (seed, epoch) alone: resumable
         if sampler is not None:
             sampler.set_epoch(epoch)
         train_loss, train_kl = train_one_epoch(net, model, train_loader, opt, sched, scaler, params, cfg, pos_weight,
