@@ -282,3 +282,11 @@ def test_help_does_not_import_torch(argv):
     imported = [line.rsplit("|", 1)[-1].strip() for line in proc.stderr.splitlines() if "|" in line]
     assert "torch" not in imported and len(imported) > 10
 
+
+def test_python_m_truthinmotion_keeps_the_exit_code(tmp_path):
+    import subprocess
+    import sys
+
+    proc = subprocess.run([sys.executable, "-m", "truthinmotion", "index", str(tmp_path / "none"), "-o",
+                           str(tmp_path / "w")], capture_output=True, text=True, timeout=120)
+    assert proc.returncode == 2 and "dataset root not found" in proc.stderr
