@@ -78,3 +78,215 @@ def test_index_then_faces_through_the_cli(tmp_path, clips, capsys):
     assert main(["faces", str(tmp_path / "w"), "--points", "4", "--size", "64", "-q"]) == 0
     assert "2 processed" in capsys.readouterr().out
     assert sorted(p.name for p in (tmp_path / "w" / "faces").iterdir()) == ["fake-b.npz", "real-a.npz", "settings.json"]
+
+
+# ---------------------------------------------------------------- one configuration shape
+
+SECTIONED = """\
+index:
+  seed: 7
+faces:
+  num_points: 12
+  max_faces: 1
+flow:
+  method: dis
+depth:
+  input_size: 224
+train:
+  epochs: 3
+  modality: flow
+  train_blocks: 0
+"""
+
+
+class _Done:
+    """What a patched stage returns: enough for the command to print and pick its exit code."""
+
+    ok, failed = True, 0
+
+    def summary(self) -> str:
+        return "patched"
+
+
+def _capture(monkeypatch, module: str, name: str, result=None) -> dict:
+    """Replace the library function ``module.name`` by one that records its arguments: the command's
+    parsing is what is tested here, not the stage."""
+    import importlib
+
+    seen: dict = {}
+
+    def record(*args, **kwargs):
+        seen.update(args=args, kwargs=kwargs)
+        return _Done() if result is None else result
+
+    monkeypatch.setattr(importlib.import_module(module), name, record)
+    return seen
+
+
+def test_one_sectioned_file_serves_every_command(tmp_path, monkeypatch, capsys):
+    from truthinmotion.experiments.pipeline import StudyConfig
+    from truthinmotion.faces.config import FacesConfig
+    from truthinmotion.training.runs import TrainConfig
+
+    config = tmp_path / "study.yaml"
+    config.write_text(SECTIONED)
+    # tim faces takes faces: and puts its options on top
+    faces = _capture(monkeypatch, "truthinmotion.faces.stage", "run_faces")
+    assert main(["faces", str(tmp_path / "w"), "--config", str(config), "--size", "64", "-q"]) == 0
+    assert faces["args"][1] == FacesConfig(num_points=12, max_faces=1, size=64)
+    # tim features takes flow: and depth:
+    features = _capture(monkeypatch, "truthinmotion.features.stage", "run_features")
+    assert main(["features", str(tmp_path / "w"), "--config", str(config), "-q"]) == 0
+    flow, depth = features["args"][1:3]
+    assert (flow.method, depth.input_size, depth.model) == ("dis", 224, "depth-anything-v2-small")
+    # tim train takes train:
+    train = _capture(monkeypatch, "truthinmotion.training.train", "train")
+    assert main(["train", str(tmp_path / "w"), "-o", str(tmp_path / "r"), "--config", str(config),
+                 "--lr", "0.001", "-q"]) == 0
+    assert train["args"][1] == TrainConfig(epochs=3, modality="flow", train_blocks=0, lr=0.001, progress=False)
+    # tim run takes all five, its options on top of the file
+    run = _capture(monkeypatch, "truthinmotion.experiments.pipeline", "run_study")
+    assert main(["run", str(tmp_path / "data"), "-o", str(tmp_path / "out"), "--config", str(config),
+                 "--epochs", "5", "-q"]) == 0
+    cfg = run["args"][2]
+    expected = StudyConfig()
+    assert cfg.index == expected.index.updated({"seed": 7})
+    assert cfg.faces == FacesConfig(num_points=12, max_faces=1)
+    assert (cfg.flow.method, cfg.depth.input_size) == ("dis", 224)
+    assert cfg.train == expected.train.updated({"epochs": 5, "modality": "flow", "train_blocks": 0})
+    # tim detect takes detect: (a section of its own), and ignores the others
+    config.write_text(SECTIONED + "detect:\n  aggregation: median\n  batch_size: 16\n")
+    detect = _capture(monkeypatch, "truthinmotion.inference.detect", "detect", result=[])
+    assert main(["detect", str(tmp_path / "v.mp4"), "--model", str(tmp_path / "r"), "--config", str(config),
+                 "--batch-size", "8", "-q"]) == 0
+    assert detect["kwargs"]["aggregation"] == "median" and detect["kwargs"]["batch_size"] == 8
+    assert detect["kwargs"]["runtime"] == "auto"  # the dataclass's default, as the help says
+    # tim serve takes serve:
+    config.write_text(SECTIONED + "serve:\n  queue: 4\n  keep_hours: 2\n")
+    serve = _capture(monkeypatch, "truthinmotion.apps.serve.app", "serve")
+    monkeypatch.delenv("TIM_TOKEN", raising=False)
+    assert main(["serve", "--model", str(tmp_path / "r"), "--config", str(config), "--workers", "2"]) == 0
+    cfg = serve["args"][0]
+    assert (cfg.queue, cfg.keep_hours, cfg.workers, cfg.max_seconds, cfg.token) == (4, 2.0, 2, 600.0, None)
+
+
+@pytest.mark.parametrize("text, command, named", [
+    ("facez:\n  num_points: 8\n", "faces", ["facez", "index, faces, flow, depth, train"]),
+    ("faces:\n  num_point: 8\n", "faces", ["num_point", "num_points"]),
+    # a section the command does not use is checked all the same: the file is one for every command
+    ("train:\n  epoch: 3\n", "faces", ["epoch", "epochs"]),
+    ("faces:\n  num_points: 8\nepochs: 3\n", "train", ["epochs", "outside a section"]),
+    ("winsize: 5\n", "features", ["winsize", "outside a section"]),
+])
+def test_unknown_sections_and_keys_exit_2_naming_them(tmp_path, capsys, text, command, named):
+    (tmp_path / "c.yaml").write_text(text)
+    extra = ["-o", str(tmp_path / "r")] if command == "train" else []
+    assert main([command, str(tmp_path / "w"), *extra, "--config", str(tmp_path / "c.yaml")]) == 2
+    err = capsys.readouterr().err
+    assert all(n in err for n in named) and "Traceback" not in err, err
+
+
+def test_a_flat_file_still_works_with_a_warning_that_shows_the_sections(tmp_path, monkeypatch, caplog):
+    from truthinmotion.faces.config import FacesConfig
+
+    (tmp_path / "flat.yaml").write_text("num_points: 8\nmax_faces: 2\n")
+    faces = _capture(monkeypatch, "truthinmotion.faces.stage", "run_faces")
+    with caplog.at_level("WARNING"):
+        assert main(["faces", str(tmp_path / "w"), "--config", str(tmp_path / "flat.yaml"), "-q"]) == 0
+    assert faces["args"][1] == FacesConfig(num_points=8, max_faces=2)
+    warned = [r.getMessage() for r in caplog.records if r.levelname == "WARNING"]
+    assert any("deprecated" in m and "faces:\n  num_points: 8\n  max_faces: 2" in m for m in warned), warned
+
+
+# ---------------------------------------------------------------- help
+
+
+def _subparsers():
+    import argparse
+
+    from truthinmotion.apps.cli import build_parser
+
+    parser = build_parser()
+    sub = next(a for a in parser._actions if isinstance(a, argparse._SubParsersAction))
+    return sub.choices
+
+
+def _default(owner, name):
+    """The default that ``owner`` (a dataclass, one of its instances, or a function) gives ``name``."""
+    import dataclasses
+    import inspect
+
+    if dataclasses.is_dataclass(owner):
+        if not isinstance(owner, type):
+            return getattr(owner, name)
+        field = {f.name: f for f in dataclasses.fields(owner)}[name]
+        return field.default_factory() if field.default is dataclasses.MISSING else field.default
+    return inspect.signature(owner).parameters[name].default
+
+
+def test_help_shows_every_setting_default_from_its_dataclass():
+    import dataclasses
+
+    checked = 0
+    for command, parser in _subparsers().items():
+        bound = [a for a in parser._actions if getattr(a, "default_from", None)]
+        fields = {f.name for a in bound if dataclasses.is_dataclass(a.default_from[0])
+                  for f in dataclasses.fields(a.default_from[0])}
+        for action in parser._actions:
+            # an option that names a setting but was added without its generated default (--device and
+            # --workers say where a command runs: they may be the command's own; a required option has none)
+            loose = not action.required and ("." in action.dest or action.dest in fields - {"device", "workers"})
+            assert getattr(action, "default_from", None) or not loose, (command, action.option_strings)
+        for action in bound:
+            assert action.default is None, (command, action.option_strings)  # so YAML is not overridden
+            value = _default(*action.default_from)
+            if value is None or value == () or isinstance(value, bool) or action.default_text:
+                continue  # nothing to show (a flag, an empty list), or another run's value ("the teacher's")
+            shown = ",".join(map(str, value)) if isinstance(value, tuple) else str(value)
+            assert f"(default: {shown})" in action.help.replace("%%", "%"), (command, action.option_strings,
+                                                                             action.help)
+            checked += 1
+    assert checked >= 40
+    for command, parser in _subparsers().items():  # a default of the command's own is shown by the formatter,
+        for action in parser._actions:  # which argparse asks only for an option with help
+            own = action.option_strings and action.default not in (None, False, True, "==SUPPRESS==")
+            assert not own or action.help, (command, action.option_strings)
+    help_text = "".join(p.format_help() for p in _subparsers().values())
+    for hand_written in ("(32)", "(224)", "(1.3)", "(518)", "(1e-4)", "(10)"):
+        assert hand_written not in help_text
+
+
+def test_help_shows_the_fields_defaults_and_the_owners_choices(capsys):
+    from truthinmotion.backends.runtime import RUNTIMES
+    from truthinmotion.core.metrics import AGGREGATIONS
+    from truthinmotion.data.splits import SPLITS
+    from truthinmotion.faces.config import FacesConfig
+
+    parsers = _subparsers()
+    points = next(a for a in parsers["faces"]._actions if "--points" in a.option_strings)
+    assert f"(default: {FacesConfig.num_points})" in points.help
+    choices = {(c, o): a.choices for c, p in parsers.items() for a in p._actions for o in a.option_strings}
+    assert tuple(choices["detect", "--aggregation"]) == tuple(AGGREGATIONS)
+    assert tuple(choices["detect", "--runtime"]) == RUNTIMES
+    assert tuple(choices["evaluate", "--split"]) == tuple(choices["benchmark", "--split"]) == SPLITS
+
+
+@pytest.mark.parametrize("argv", [["--help"], ["detect", "--help"], ["serve", "--help"]])
+def test_help_does_not_import_torch(argv):
+    import subprocess
+    import sys
+
+    proc = subprocess.run([sys.executable, "-X", "importtime", "-m", "truthinmotion", *argv],
+                          capture_output=True, text=True, timeout=120)
+    assert proc.returncode == 0 and "usage: tim" in proc.stdout
+    imported = [line.rsplit("|", 1)[-1].strip() for line in proc.stderr.splitlines() if "|" in line]
+    assert "torch" not in imported and len(imported) > 10
+
+
+def test_python_m_truthinmotion_keeps_the_exit_code(tmp_path):
+    import subprocess
+    import sys
+
+    proc = subprocess.run([sys.executable, "-m", "truthinmotion", "index", str(tmp_path / "none"), "-o",
+                           str(tmp_path / "w")], capture_output=True, text=True, timeout=120)
+    assert proc.returncode == 2 and "dataset root not found" in proc.stderr

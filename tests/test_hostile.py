@@ -182,6 +182,7 @@ def test_usage_errors_exit_2_without_a_traceback(run_dir, clips, tmp_path, capsy
     shutil.copytree(run_dir, damaged)
     (damaged / "best" / "model.safetensors").write_bytes(b"\x00" * 100)
     (tmp_path / "bad.yaml").write_text("epochs: [1,\n")
+    (tmp_path / "student.yaml").write_text("distill:\n  epochs: 1\n")
     (tmp_path / "w").mkdir()
     cases = [
         (["detect", str(clips["real"]), "--model", str(broken)], "damaged"),
@@ -195,7 +196,9 @@ def test_usage_errors_exit_2_without_a_traceback(run_dir, clips, tmp_path, capsy
         (["detect", str(clips["real"]), "--model", str(run_dir), "--aggregation", "mode"], "invalid choice"),
         (["faces", str(tmp_path / "w"), "--limit", "-1"], "1 or more"),
         (["compress", str(run_dir), "--method", "onnx", "-o", str(tmp_path / "o"), "--config",
-          str(tmp_path / "bad.yaml")], "applies to --method distill only"),
+          str(tmp_path / "bad.yaml")], "not valid YAML"),
+        (["compress", str(run_dir), "--method", "onnx", "-o", str(tmp_path / "o"), "--config",
+          str(tmp_path / "student.yaml")], "applies to --method distill only"),
     ]
     for argv, message in cases:
         try:

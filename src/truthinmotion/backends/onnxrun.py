@@ -29,6 +29,7 @@ import torch
 
 from ..core.errors import ConfigError
 from ..core.io import atomic_path
+from .runtime import RUNTIMES
 
 __all__ = [
     "CPU_ROWS", "RUNTIMES", "cache_root", "cpu_session", "export_cached", "export_module", "fingerprint",
@@ -37,7 +38,6 @@ __all__ = [
 
 log = logging.getLogger(__name__)
 
-RUNTIMES = ("auto", "torch", "onnx")
 # Rows per ONNX Runtime call on the CPU: measured on DINOv2-S at 224 with 2 threads, 8 to 16
 # pictures a call run 18% faster than 64 (the activations stay in cache).
 CPU_ROWS = 16

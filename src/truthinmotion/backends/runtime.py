@@ -16,7 +16,15 @@ from typing import Any
 
 from ..core.errors import ConfigError
 
-__all__ = ["autocast_context", "check_device", "env_info", "grad_scaler"]
+__all__ = ["AUTOCAST_MODES", "PRECISIONS", "RUNTIMES", "autocast_context", "check_device", "env_info", "grad_scaler"]
+
+# What runs a model (onnxrun.resolve_runtime): auto is ONNX Runtime on the CPU, PyTorch on a GPU.
+# Here, not in onnxrun, so that `tim` parses its options without importing torch.
+RUNTIMES = ("auto", "torch", "onnx")
+# A model's precision in ONNX Runtime on the CPU: int8 is dynamic quantization of its matrix products.
+PRECISIONS = ("fp32", "int8")
+# Mixed precision (autocast_context): auto is bf16 on a GPU and off on the CPU.
+AUTOCAST_MODES = ("auto", "bf16", "fp16", "off")
 
 _DEVICE = re.compile(r"^(cpu|cuda(:\d+)?)$")
 

@@ -4,21 +4,27 @@ Every stage's settings derive from :class:`Settings`. ``cfg.updated(mapping)`` r
 instance with the mapping applied; keys that are not fields, values of the wrong type and values
 out of range raise :class:`ConfigError` with a message naming what is allowed. ``None`` values are
 dropped so that command-line options the user did not give never override YAML or defaults.
+
+A settings file has one shape for every command: a mapping of sections (``faces:``, ``train:``,
+...), each the keys of one stage's settings (:func:`read_sections`).
 """
 
 from __future__ import annotations
 
 import dataclasses
+import logging
 import types
 import typing
 from pathlib import Path
-from typing import Any, Mapping, TypeVar
+from typing import Any, Mapping, Sequence, TypeVar
 
 import yaml
 
 from .errors import ConfigError
 
-__all__ = ["Settings", "load_yaml", "save_yaml"]
+__all__ = ["Settings", "load_yaml", "read_sections", "save_yaml"]
+
+log = logging.getLogger(__name__)
 
 S = TypeVar("S", bound="Settings")
 
@@ -50,15 +56,23 @@ class Settings:
 
     def updated(self: S, overrides: Mapping[str, Any] | None) -> S:
         """Return a copy with ``overrides`` applied (``None`` values skipped) and validated."""
+        new = dataclasses.replace(self, **self.validate(overrides))
+        new.check()
+        return new
+
+    @classmethod
+    def validate(cls, overrides: Mapping[str, Any] | None) -> dict[str, Any]:
+        """``overrides`` without its ``None`` values, lists as tuples; a key that is not a field or a
+        value of the wrong type is a :class:`ConfigError` (ranges are :meth:`check`'s)."""
         overrides = {k: v for k, v in (overrides or {}).items() if v is not None}
-        names = {f.name for f in dataclasses.fields(self)}
+        names = {f.name for f in dataclasses.fields(cls)}
         unknown = sorted(set(overrides) - names)
         if unknown:
             raise ConfigError(
-                f"unknown key(s) {', '.join(unknown)} for {type(self).__name__}; "
+                f"unknown key(s) {', '.join(unknown)} for {cls.__name__}; "
                 f"allowed: {', '.join(sorted(names))}"
             )
-        hints = typing.get_type_hints(type(self))
+        hints = typing.get_type_hints(cls)
         for key, value in list(overrides.items()):
             allowed = _allowed_types(hints[key])
             if isinstance(value, list) and tuple in allowed:  # YAML and JSON give lists
@@ -69,9 +83,7 @@ class Settings:
                 shown = [t for t in allowed if not (t is int and float in allowed)]
                 names_ = " or ".join(_type_name(t) for t in shown)
                 raise ConfigError(f"{key}: expected {names_}, got {value!r} ({_type_name(type(value))})")
-        new = dataclasses.replace(self, **overrides)
-        new.check()
-        return new
+        return overrides
 
     def check(self) -> None:
         """Raise :class:`ConfigError` for out-of-range values (subclasses extend)."""
@@ -103,6 +115,30 @@ def load_yaml(path: str | Path) -> dict[str, Any]:
     if not isinstance(data, dict):
         raise ConfigError(f"{path}: expected a mapping of settings, got {type(data).__name__}")
     return data
+
+
+def read_sections(path: str | Path, known: Sequence[str], flat: str | None = None) -> dict[str, dict[str, Any]]:
+    """The sections of the settings file ``path``: ``{name: {key: value}}``, every name one of
+    ``known`` (else a :class:`ConfigError` naming them); an empty section is an empty mapping.
+
+    A file of one stage's keys without a section (the form that ``tim train --config`` and a few
+    others read before there was one shape) is read as the section ``flat``, with a warning that
+    shows it in sections; where the command has no such stage (``flat`` is None) it is an error.
+    """
+    data = load_yaml(path)
+    loose = sorted(k for k, v in data.items() if not isinstance(v, dict) and not (v is None and k in known))
+    if not loose:
+        unknown = sorted(set(data) - set(known))
+        if unknown:
+            raise ConfigError(f"{path}: unknown section(s) {', '.join(map(str, unknown))}; "
+                              f"known: {', '.join(known)}")
+        return {name: dict(keys or {}) for name, keys in data.items()}
+    if flat is None or any(isinstance(data[k], dict) for k in data if k in known):
+        raise ConfigError(f"{path}: {', '.join(map(str, loose))} outside a section; a settings file holds "
+                          f"sections ({', '.join(known)}), each the keys of one stage's settings")
+    log.warning("%s: settings outside a section are deprecated; write them under the section %r, the form "
+                "every command reads:\n%s", path, flat, yaml.safe_dump({flat: data}, sort_keys=False).rstrip())
+    return {flat: dict(data)}
 
 
 def save_yaml(data: Mapping[str, Any], path: str | Path) -> None:

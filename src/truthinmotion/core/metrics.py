@@ -1,6 +1,7 @@
 """Detection metrics: ROC AUC, average precision, EER, accuracy; frame and video level.
 
-AUC and AP come from scikit-learn. The equal error rate is where the false positive rate equals
+AUC and AP come from scikit-learn (imported where used: `tim` parses its options with
+AGGREGATIONS and nothing more). The equal error rate is where the false positive rate equals
 the false negative rate on the ROC curve, interpolated linearly between its points. A video's
 score aggregates its frames' probabilities (mean by default, as in the study).
 """
@@ -11,7 +12,6 @@ import math
 from typing import Callable
 
 import numpy as np
-from sklearn.metrics import average_precision_score, roc_auc_score, roc_curve
 
 __all__ = ["AGGREGATIONS", "binary_metrics", "eer", "video_level", "youden_threshold"]
 
@@ -38,6 +38,8 @@ def eer(labels: np.ndarray, scores: np.ndarray) -> float:
     labels, scores = np.asarray(labels), np.asarray(scores)
     if not _both_classes(labels):
         return float("nan")
+    from sklearn.metrics import roc_curve
+
     fpr, tpr, _ = roc_curve(labels, scores)
     fnr = 1 - tpr
     diff = fpr - fnr  # increases from <= 0 to >= 0 along the curve
@@ -59,6 +61,8 @@ def youden_threshold(labels: np.ndarray, scores: np.ndarray) -> float:
     labels, scores = np.asarray(labels), np.asarray(scores)
     if not _both_classes(labels):
         return 0.5
+    from sklearn.metrics import roc_curve
+
     fpr, tpr, thr = roc_curve(labels, scores, drop_intermediate=False)
     i = int(np.argmax(tpr - fpr))
     upper = float(min(thr[i], 1.0))
@@ -67,6 +71,8 @@ def youden_threshold(labels: np.ndarray, scores: np.ndarray) -> float:
 
 def binary_metrics(labels: np.ndarray, scores: np.ndarray, threshold: float = 0.5) -> dict[str, float]:
     """count, accuracy at ``threshold`` and at 0.5, AUC, AP, EER (NaN where undefined)."""
+    from sklearn.metrics import average_precision_score, roc_auc_score
+
     labels = np.asarray(labels).astype(int)
     scores = np.asarray(scores, dtype=np.float64)
     both = _both_classes(labels)

@@ -21,6 +21,7 @@ import numpy as np
 from ..core.errors import ConfigError
 from ..core.config import Settings, require
 from ..backends.onnxrun import cpu_session, export_cached, export_module, fingerprint, quantize_int8, resolve_runtime
+from ..backends.runtime import PRECISIONS
 from ..backends.weights import INITS, check_hf_model, load_hf_model
 
 __all__ = ["DEPTH_MODELS", "DepthConfig", "DepthEstimator", "check_depth", "depth_to_rgb", "depth_anything_config"]
@@ -85,7 +86,7 @@ class DepthConfig(Settings):
         require(self.init in INITS, f"init: one of {', '.join(INITS)}")
         require(self.input_size >= 14, "input_size: at least 14")
         require(self.batch_size >= 1, "batch_size: at least 1")
-        require(self.precision in ("fp32", "int8"), "precision: fp32 or int8")
+        require(self.precision in PRECISIONS, f"precision: {' or '.join(PRECISIONS)}")
 
     @property
     def key(self) -> str:

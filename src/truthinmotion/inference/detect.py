@@ -27,6 +27,7 @@ from ..execution.preflight import check_writable
 from ..reports.page import write_report
 from ..execution.engine import LOCAL, Engine
 from ..reports.plots import plot_scores
+from .config import DetectConfig
 from .scorer import model_info
 from .verdict import Verdict, to_json
 
@@ -104,20 +105,20 @@ def detect(
     run_dir: str | Path,
     *,
     device: str = "cpu",
-    aggregation: str = "mean",
+    aggregation: str = DetectConfig.aggregation,
     json_out: str | Path | None = None,
     csv_out: str | Path | None = None,
     jsonl_out: str | Path | None = None,
     plot_dir: str | Path | None = None,
     report_dir: str | Path | None = None,
-    evidence_points: int = 4,
+    evidence_points: int = DetectConfig.evidence_points,
     progress: bool = True,
-    workers: int = 1,
-    batch_size: int = 64,
+    workers: int = DetectConfig.workers,
+    batch_size: int = DetectConfig.batch_size,
     engine: Engine = LOCAL,
-    runtime: str = "auto",
-    early_stop: float | None = None,
-    depth_precision: str | None = None,
+    runtime: str = DetectConfig.runtime,
+    early_stop: float | None = DetectConfig.early_stop,
+    depth_precision: str | None = DetectConfig.depth_precision,
 ) -> list[Verdict]:
     """Score every video; write JSON / CSV / JSON lines / plots / report pages where asked.
     Failures are verdicts, not errors.
@@ -128,7 +129,7 @@ def detect(
     verdicts are read back, so the other outputs still list every video). ``workers`` CPU
     processes (or Ray actors) prepare videos for a model stage that scores ``batch_size``
     pictures at a time across videos (:mod:`.batchscore`). ``runtime``, ``early_stop`` and
-    ``depth_precision``: see :class:`Scorer`.
+    ``depth_precision``: see :class:`Scorer`. The settings' defaults are :class:`DetectConfig`'s.
     """
     from tqdm.auto import tqdm
 

@@ -15,12 +15,13 @@ from ..core.errors import ConfigError
 from ..core.config import Settings, require
 from ..backends.weights import check_hf_model, load_hf_model
 
-__all__ = ["BACKBONES", "MODALITIES", "BackboneSpec", "DetectorConfig", "Preprocess", "build_backbone",
+__all__ = ["BACKBONES", "FUSIONS", "MODALITIES", "BackboneSpec", "DetectorConfig", "Preprocess", "build_backbone",
            "check_backbone", "parse_modalities"]
 
 log = logging.getLogger(__name__)
 
 MODALITIES = ("flow", "depth", "rgb")
+FUSIONS = ("concat", "score")  # DetectorConfig.fusion
 
 
 @dataclass(frozen=True)
@@ -113,7 +114,7 @@ class DetectorConfig(Settings):
     def check(self) -> None:
         require(self.backbone in BACKBONES, f"backbone: {self.backbone!r} not one of {', '.join(BACKBONES)}")
         parse_modalities(self.modality)
-        require(self.fusion in ("concat", "score"), "fusion: concat or score")
+        require(self.fusion in FUSIONS, f"fusion: {' or '.join(FUSIONS)}")
         require(self.train_blocks >= -1, "train_blocks: -1 (all), 0 (head only) or a number of blocks")
         require(self.head_hidden >= 1, "head_hidden: at least 1")
         require(0.0 <= self.dropout < 1.0, "dropout: 0 to 1")

@@ -13,7 +13,9 @@ from ..core.config import Settings, require
 from ..features.encodings import DEPTH_ENCODINGS, FLOW_ENCODINGS, encode_depth, encode_flow
 from .architecture import Preprocess
 
-__all__ = ["DataConfig", "encode_inputs", "encode_pictures", "to_backbone"]
+__all__ = ["DataConfig", "TRAIN_FACES", "encode_inputs", "encode_pictures", "to_backbone"]
+
+TRAIN_FACES = ("main", "all")  # DataConfig.train_faces
 
 
 @dataclass(frozen=True)
@@ -41,7 +43,7 @@ class DataConfig(Settings):
                 "depth_max: a positive value is needed by depth_encoding fixed")
         require(self.train_points >= 1, "train_points: at least 1")
         require(0.0 <= self.flip <= 1.0, "flip: a probability")
-        require(self.train_faces in ("main", "all"), "train_faces: main or all")
+        require(self.train_faces in TRAIN_FACES, f"train_faces: {' or '.join(TRAIN_FACES)}")
 
     @classmethod
     def from_saved(cls, record: dict[str, Any] | None):

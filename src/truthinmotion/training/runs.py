@@ -23,6 +23,7 @@ from typing import Any, Iterator
 
 import torch
 
+from ..backends.runtime import AUTOCAST_MODES
 from ..core.errors import ConfigError
 from ..core.config import load_yaml, require
 from ..models.inputs import DataConfig
@@ -72,7 +73,7 @@ class TrainConfig(DistillConfig, DataConfig, DetectorConfig):
         require(self.warmup_epochs >= 0 and self.grad_clip > 0, "warmup_epochs >= 0, grad_clip > 0")
         require(self.patience >= 1, "patience: at least 1")
         require(self.balance in ("loss", "none"), "balance: loss or none")
-        require(self.autocast in ("auto", "bf16", "fp16", "off"), "autocast: auto, bf16, fp16 or off")
+        require(self.autocast in AUTOCAST_MODES, f"autocast: {', '.join(AUTOCAST_MODES)}")
         require(self.workers >= 0, "workers: 0 or more")
         require(self.image_size >= 14 and self.image_size % 14 == 0, "image_size: a multiple of 14 (DINOv2 patches)")
 

@@ -18,8 +18,20 @@ Modules: :mod:`.store` (the SQLite job table), :mod:`.workers` (scoring threads,
 sweeps), :mod:`.uploads` (receiving and checking an upload), :mod:`.app` (the routes).
 """
 
-from .app import create_app, serve
-from .config import ServeConfig
-from .store import Jobs
+from __future__ import annotations
 
-__all__ = ["Jobs", "ServeConfig", "create_app", "serve"]
+import importlib
+from typing import Any
+
+# Name -> module, imported on first use: `tim serve --help` reads ServeConfig's defaults without
+# FastAPI, and says how to install the serve extra when it is missing.
+_EXPORTS = {"Jobs": "store", "ServeConfig": "config", "create_app": "app", "serve": "app"}
+
+
+def __getattr__(name: str) -> Any:
+    if name in _EXPORTS:
+        return getattr(importlib.import_module(f".{_EXPORTS[name]}", __name__), name)
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+
+
+__all__ = ["Jobs", "ServeConfig", "create_app", "serve"]  # noqa: F822 - resolved lazily by __getattr__

@@ -1,18 +1,19 @@
-"""The settings of ``tim serve``."""
+"""The settings of ``tim serve`` (the ``serve:`` section of a settings file)."""
 
 from __future__ import annotations
 
 from dataclasses import dataclass
 from pathlib import Path
 
+from ...core.config import Settings
 from ...core.errors import ConfigError
 
 
 @dataclass(frozen=True)
-class ServeConfig:
+class ServeConfig(Settings):
     model: str  # run directory (or its best/ directory) of the detector
-    data_dir: Path  # jobs.sqlite, uploads/ and reports/
-    device: str = "cpu"
+    data_dir: str | Path = "tim-serve-data"  # jobs.sqlite, uploads/ and reports/ (a Path once made)
+    device: str = "cpu"  # cpu or cuda: where the scoring threads run the models
     workers: int = 1  # scoring threads, each with its own models
     queue: int = 32  # jobs queued or running at most; beyond: 503
     max_upload_mb: float = 200.0  # larger uploads: 413

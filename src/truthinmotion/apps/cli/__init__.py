@@ -1,0 +1,65 @@
+"""``tim``: one subcommand per stage, each a thin shell over one library function.
+
+Settings come from the stage's defaults, then the sections of ``--config FILE.yaml`` the command
+uses (one file shape for every command: :mod:`.options`), then command-line options; unknown
+sections, unknown keys and out-of-range values are errors. Exit codes: 0 success, 1 some videos
+failed (see ``errors.csv``), 2 bad usage or configuration.
+
+Modules: :mod:`.options` (reading options and settings files), :mod:`.stages` (index, faces,
+features), :mod:`.detectors` (train, evaluate, compress, benchmark), :mod:`.scoring` (detect,
+serve), :mod:`.pipelines` (run, study, demo).
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import sys
+from typing import Collection, Sequence
+
+from ...core.errors import ConfigError
+from . import detectors, pipelines, scoring, stages
+from .options import Command, HelpFormatter
+
+__all__ = ["COMMANDS", "build_parser", "main"]
+
+COMMANDS: list[Command] = [
+    stages.INDEX, stages.FACES, stages.FEATURES, detectors.TRAIN, detectors.EVALUATE, scoring.DETECT,
+    detectors.COMPRESS, detectors.BENCHMARK, pipelines.RUN, pipelines.STUDY, pipelines.DEMO, scoring.SERVE,
+]
+
+
+def build_parser(only: Collection[str] | None = None) -> argparse.ArgumentParser:
+    """The ``tim`` parser; the options of the commands in ``only`` (all by default). A command's
+    options import what their defaults and choices come from, so ``tim --help`` declares none."""
+    parser = argparse.ArgumentParser(
+        prog="tim", description="truthinmotion: deepfake video detection from facial motion and depth"
+    )
+    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+    for command in COMMANDS:
+        p = sub.add_parser(command.name, help=command.help, formatter_class=HelpFormatter)
+        p.set_defaults(func=command.run)
+        if only is None or command.name in only:
+            command.add(p)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    from ...execution.workers import sigterm_as_interrupt
+
+    argv = sys.argv[1:] if argv is None else list(argv)
+    named = next((a for a in argv if not a.startswith("-")), None)  # the command: the first word
+    args = build_parser({named} if named else set()).parse_args(argv)
+    level = logging.WARNING if getattr(args, "quiet", False) else logging.INFO
+    logging.basicConfig(level=level, format="%(levelname)s %(name)s: %(message)s")
+    for handler in logging.getLogger().handlers:  # a library raising its own loggers' level (a
+        handler.setLevel(level)  # run's log file) must not make the console louder than asked
+    sigterm_as_interrupt()
+    try:
+        return args.func(args)
+    except ConfigError as err:
+        print(f"tim {args.command}: error: {err}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print(f"tim {args.command}: interrupted; finished work is kept, re-run to resume", file=sys.stderr)
+        return 130

@@ -1,0 +1,165 @@
+"""Making and measuring detectors: ``tim train``, ``tim evaluate``, ``tim compress``, ``tim benchmark``."""
+
+from __future__ import annotations
+
+import argparse
+
+from ...core.errors import ConfigError
+from .options import (ALLOW_SPLIT_CHANGE, Command, Section, bind, common, device, positive, present, quiet,
+                      read_config, sections, settings)
+
+# ---------------------------------------------------------------- train
+
+
+def _add_train(p: argparse.ArgumentParser) -> None:
+    from ...backends.runtime import AUTOCAST_MODES
+    from ...backends.weights import INITS
+    from ...models.architecture import BACKBONES, FUSIONS, MODALITIES
+    from ...models.inputs import TRAIN_FACES
+    from ...training.runs import TrainConfig
+
+    p.add_argument("workdir")
+    p.add_argument("-o", "--out", required=True, help="run directory")
+    p.add_argument("--resume", action="store_true", help="continue from the run directory's last epoch")
+    p.add_argument("--allow-split-change", **ALLOW_SPLIT_CHANGE)
+    train = Section(p, "train", TrainConfig)
+    train("--modality", "modality", help=f"{', '.join(MODALITIES)} or a '+' of them")
+    train("--backbone", "backbone", help=f"one of {', '.join(BACKBONES)}")
+    train("--backbone-path", "backbone_path", help="local DINOv2 directory instead of the hub id")
+    train("--init", "init", choices=INITS, help="backbone weights")
+    train("--fusion", "fusion", choices=FUSIONS, help="concat embeddings or average probabilities")
+    train("--train-blocks", "train_blocks", type=lambda s: -1 if s == "all" else int(s),
+          help="last N blocks trained; 0 head only; all")
+    train("--epochs", "epochs", type=int)
+    train("--batch-size", "batch_size", type=int, help="videos per step")
+    train("--lr", "lr", type=float, help="AdamW learning rate")
+    train("--train-points", "train_points", type=int, help="time points per video per step")
+    train("--flow", "flow", help="flow artifacts to use: WORKDIR/flow/<name>")
+    train("--depth", "depth", help="depth artifacts to use: WORKDIR/depth/<name>")
+    train("--image-size", "image_size", type=int, help="backbone input side, multiple of 14")
+    train("--train-faces", "train_faces", choices=TRAIN_FACES, help="faces trained on: each video's main face or all")
+    train("--seed", "seed", type=int)
+    train("--workers", "workers", type=int, help="DataLoader processes")
+    train("--device", "device", type=device, help="cpu or cuda")
+    train("--autocast", "autocast", choices=AUTOCAST_MODES, help="mixed precision on GPU (auto: bf16)")
+    train("--patience", "patience", type=int, help="epochs without improvement before stopping")
+    common(p, ["train"])
+
+
+def _train(args: argparse.Namespace) -> int:
+    from ...training.train import TrainConfig, saved_config, train
+
+    # A resumed run starts from its own saved settings; options given now go on top (and are
+    # checked: only what a resume may change is accepted).
+    cfg = settings(args, saved_config(args.out) if args.resume else TrainConfig(), "train", flat=True)
+    if args.quiet:
+        cfg = cfg.updated({"progress": False})
+    print(train(args.workdir, cfg, args.out, resume=args.resume, allow_split_change=args.allow_split_change).summary())
+    return 0
+
+
+TRAIN = Command("train", "train a detector: runs/NAME/{config.yaml,metrics.csv,best/,last/}", _add_train, _train)
+
+
+# ---------------------------------------------------------------- evaluate
+
+
+def _add_evaluate(p: argparse.ArgumentParser) -> None:
+    from ...core.metrics import AGGREGATIONS
+    from ...data.splits import SPLITS
+    from ...experiments.evaluate import evaluate
+
+    p.add_argument("run_dir")
+    bind(p, "--split", evaluate, "split", choices=SPLITS)
+    p.add_argument("--workdir", help="another indexed dataset (cross-dataset); default: the training one")
+    bind(p, "--aggregation", evaluate, "aggregation", choices=list(AGGREGATIONS), help="video score from frames")
+    p.add_argument("--out", help="report directory (default: the run directory)")
+    p.add_argument("--device", type=device, default="cpu", help="cpu or cuda")
+    p.add_argument("--allow-split-change", **ALLOW_SPLIT_CHANGE)
+    quiet(p)
+
+
+def _evaluate(args: argparse.Namespace) -> int:
+    from ...experiments.evaluate import evaluate
+
+    result = evaluate(args.run_dir, **present(split=args.split, aggregation=args.aggregation), workdir=args.workdir,
+                      device=args.device, out_dir=args.out, progress=not args.quiet,
+                      allow_split_change=args.allow_split_change)
+    print(result.summary())
+    return 0
+
+
+EVALUATE = Command("evaluate", "metrics, report and plots of a trained detector", _add_evaluate, _evaluate)
+
+
+# ---------------------------------------------------------------- compress
+
+
+def _add_compress(p: argparse.ArgumentParser) -> None:
+    from ...backends.weights import INITS
+    from ...experiments.compress import COMPRESS_METHODS
+    from ...training.distill import distill
+    from ...training.runs import TrainConfig
+
+    p.add_argument("run_dir", help="the trained run directory (the teacher for distill)")
+    p.add_argument("--method", required=True, choices=COMPRESS_METHODS)
+    p.add_argument("-o", "--out", required=True, help="output run directory")
+    p.add_argument("--teacher", help="distill: teacher run directory (default: RUN_DIR)")
+    bind(p, "--student", distill, "student", help="distill: student backbone")
+    student = Section(p, "distill", TrainConfig)  # the student's settings, over the teacher's
+    student("--alpha", "distill_alpha", type=float, help="distill: weight of the embedding KL")
+    student("--logit-weight", "distill_logit", type=float, help="distill: logit distillation weight (the study: 0)")
+    student("--temperature", "distill_temperature", type=float, help="distill: temperature T")
+    student("--epochs", "epochs", type=int, default_text="the teacher's", help="distill: epochs")
+    student("--init", "init", choices=INITS, default_text="the teacher's", help="distill: student weights")
+    p.add_argument("--resume", action="store_true", help="distill: continue an interrupted run")
+    p.add_argument("--allow-split-change", **ALLOW_SPLIT_CHANGE)
+    p.add_argument("--device", type=device, default="cpu", help="cpu or cuda")
+    common(p, ["distill"])
+
+
+def _compress(args: argparse.Namespace) -> int:
+    from ...experiments.compress import compress
+    from ...training.distill import distill
+
+    if args.method == "distill":
+        options = sections(args, ["distill"], flat="distill")["distill"]
+        options.update(device=args.device, progress=False if args.quiet else None)
+        print(distill(args.teacher or args.run_dir, args.out, **present(student=args.student), overrides=options,
+                      resume=args.resume, allow_split_change=args.allow_split_change).summary())
+    else:
+        if "distill" in read_config(args, flat="distill"):
+            raise ConfigError(f"--config {args.config}: the distill section applies to --method distill only; "
+                              f"{args.method} has no settings")
+        print(compress(args.run_dir, args.method, args.out, device=args.device).summary())
+    return 0
+
+
+COMPRESS = Command("compress", "fp16/bf16, compile, onnx, int8 or distilled copy of a detector", _add_compress,
+                   _compress)
+
+
+# ---------------------------------------------------------------- benchmark
+
+
+def _add_benchmark(p: argparse.ArgumentParser) -> None:
+    from ...data.splits import SPLITS
+    from ...experiments.bench import benchmark_runs
+
+    p.add_argument("run_dirs", nargs="+", help="run directories; the first is the baseline of the speed-ups")
+    p.add_argument("--device", type=device, default="cpu", help="cpu or cuda")
+    bind(p, "--split", benchmark_runs, "split", choices=SPLITS)
+    bind(p, "--repeats", benchmark_runs, "repeats", type=positive, help="timed calls at batch 1")
+    p.add_argument("--out", help="where benchmark.md/json go (default: the first run directory)")
+
+
+def _benchmark(args: argparse.Namespace) -> int:
+    from ...experiments.bench import benchmark_runs
+
+    print(benchmark_runs(args.run_dirs, device=args.device, **present(split=args.split, repeats=args.repeats),
+                         out_dir=args.out).summary())
+    return 0
+
+
+BENCHMARK = Command("benchmark", "size, latency, throughput and accuracy of detector variants", _add_benchmark,
+                    _benchmark)
