@@ -187,3 +187,39 @@ def test_benchmark_rows_and_speedups(base, variants, tmp_path, capsys):
         assert 0.0 <= r["video_auc"] <= 1.0
     md = (tmp_path / "benchmark.md").read_text()
     assert md.count("\n| ") == 6 and "speed-ups against `fp32`" in md
+
+
+def test_onnx_fallback_folder_is_removed_at_exit(tmp_path):
+    """An unwritable cache sends exports to a temporary folder of this process: it serves the
+    process's later calls and is gone when the process exits, but not when a forked child does."""
+    import os
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    code = """
+import os, sys
+from pathlib import Path
+from truthinmotion.onnxrun import export_cached
+
+calls = []
+def export(path):
+    calls.append(path)
+    Path(path).write_bytes(b"onnx")
+
+a = export_cached("m", "k", export)
+assert export_cached("m", "k", export) == a and len(calls) == 1 and a.read_bytes() == b"onnx"
+if os.fork() == 0:
+    sys.exit(0)  # a normal exit of a forked child runs the parent's exit handlers too
+os.wait()
+print(a, a.is_file())
+"""
+    (tmp_path / "blocked").write_text("a file, not a folder")
+    tmp = tmp_path / "tmp"
+    tmp.mkdir()
+    env = {**os.environ, "TIM_CACHE_DIR": str(tmp_path / "blocked"), "TMPDIR": str(tmp)}
+    done = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True, timeout=120)
+    assert done.returncode == 0, done.stderr
+    path, exists = done.stdout.split()
+    assert exists == "True" and Path(path).parent.parent == tmp and "cannot write the ONNX cache" in done.stderr
+    assert list(tmp.iterdir()) == []

@@ -10,15 +10,18 @@ A model is exported once (PyTorch's TorchScript exporter, opset 17, a dynamic ba
 cache keyed by a hash of its weights and configuration, so a later run loads the file instead of
 exporting again: ``$TIM_CACHE_DIR``, else ``$XDG_CACHE_HOME/truthinmotion``, else
 ``~/.cache/truthinmotion``. Where that cannot be written the export goes to a temporary folder
-for this process, with a warning. The cache keeps the most recently used exports up to
-``$TIM_ONNX_CACHE_GB`` (10 GB; a DINOv2-S flow+depth detector is about 180 MB).
+for this process, with a warning, removed when the process exits. The cache keeps the most
+recently used exports up to ``$TIM_ONNX_CACHE_GB`` (10 GB; a DINOv2-S flow+depth detector is
+about 180 MB).
 """
 
 from __future__ import annotations
 
+import atexit
 import hashlib
 import logging
 import os
+import shutil
 import tempfile
 import warnings
 from pathlib import Path
@@ -98,12 +101,18 @@ def export_cached(name: str, key: str, export: Callable[[Path], None]) -> Path:
     except OSError as err:
         if _fallback_dir is None:
             _fallback_dir = Path(tempfile.mkdtemp(prefix="tim-onnx-"))
+            atexit.register(_remove_fallback, _fallback_dir, os.getpid())
         log.warning("cannot write the ONNX cache %s (%s): exporting to %s for this run only (set TIM_CACHE_DIR "
                     "to a writable folder to keep it)", path.parent, err.strerror or err, _fallback_dir)
         path = _fallback_dir / path.name
         if not path.is_file():
             export(path)
         return path
+
+
+def _remove_fallback(folder: Path, owner: int) -> None:
+    if os.getpid() == owner:  # a forked worker that exits normally must not remove its parent's exports
+        shutil.rmtree(folder, ignore_errors=True)
 
 
 def prune(folder: Path, keep: Path, limit_gb: float | None = None) -> list[Path]:
