@@ -534,17 +534,39 @@ def build_parser() -> argparse.ArgumentParser:
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
     for add in COMMANDS:
         add(sub)
+    for p in sub.choices.values():
+        p.add_argument("-v", "--verbose", action="store_true", help="other libraries' messages and progress bars "
+                       "too (ONNX Runtime, transformers, Hugging Face downloads)")
     return parser
+
+
+def set_up_logging(quiet: bool = False, verbose: bool = False) -> None:
+    """The console shows truthinmotion's messages at INFO (WARNING with ``quiet``) and other
+    libraries' at WARNING unless ``verbose``: ONNX Runtime's quantizer logs every tensor at INFO
+    on the root logger, and transformers draws a bar for every model it loads."""
+    ours = logging.WARNING if quiet else logging.INFO
+    theirs = logging.INFO if verbose else logging.WARNING
+    logging.basicConfig(format="%(levelname)s %(name)s: %(message)s")
+    logging.getLogger().setLevel(theirs)
+    logging.getLogger("truthinmotion").setLevel(ours)
+    for handler in logging.getLogger().handlers:  # a library raising its own loggers' level (a
+        handler.setLevel(min(ours, theirs))  # run's log file) must not make the console louder than asked
+    # transformers and huggingface_hub read these when first imported, here and in worker processes
+    # (spawned pools, Ray); importing transformers only to call its switches costs seconds.
+    os.environ["TRANSFORMERS_VERBOSITY"] = os.environ["HF_HUB_VERBOSITY"] = "info" if verbose else "warning"
+    os.environ["HF_HUB_DISABLE_PROGRESS_BARS"] = "0" if verbose else "1"
+    if "transformers" in sys.modules:  # imported already: main() called from Python
+        from transformers.utils import logging as hf_logging
+
+        hf_logging.set_verbosity(theirs)
+        (hf_logging.enable_progress_bar if verbose else hf_logging.disable_progress_bar)()
 
 
 def main(argv: Sequence[str] | None = None) -> int:
     from .stage import sigterm_as_interrupt
 
     args = build_parser().parse_args(argv)
-    level = logging.WARNING if getattr(args, "quiet", False) else logging.INFO
-    logging.basicConfig(level=level, format="%(levelname)s %(name)s: %(message)s")
-    for handler in logging.getLogger().handlers:  # a library raising its own loggers' level (a
-        handler.setLevel(level)  # run's log file) must not make the console louder than asked
+    set_up_logging(getattr(args, "quiet", False), args.verbose)
     sigterm_as_interrupt()
     try:
         return args.func(args)
