@@ -223,3 +223,31 @@ print(a, a.is_file())
     path, exists = done.stdout.split()
     assert exists == "True" and Path(path).parent.parent == tmp and "cannot write the ONNX cache" in done.stderr
     assert list(tmp.iterdir()) == []
+
+
+def test_exports_hold_the_position_grid_as_a_constant(tmp_path):
+    """DINOv2 resamples its 37 x 37 position grid to the picture's patches on every call; an
+    export holds the resampled grid as a constant (no Resize for ONNX Runtime to redo on every
+    call) and still gives PyTorch's probabilities, at any batch size."""
+    import onnx
+
+    from truthinmotion.compress import write_variant
+    from truthinmotion.models import DetectorConfig
+
+    torch.manual_seed(0)
+    model = Detector.build(DetectorConfig(backbone="dinov2-tiny", modality="flow"), init="random",
+                           extra={"preprocess": {"size": 56}}).eval()
+    x = {"flow": torch.randn(20, 3, 56, 56)}  # 20: more than one call of CPU_ROWS pictures
+    with torch.no_grad():
+        ref = torch.sigmoid(model(x).logit)
+    for method, tol in (("onnx", 1e-5), ("int8", 0.05)):
+        write_variant(model, method, tmp_path / method, {"flow": x["flow"][:2]})
+        (file,) = (tmp_path / method).glob("*.onnx")
+        ops = {n.op_type for n in onnx.load(str(file)).graph.node}
+        assert "Resize" not in ops and ops & {"MatMul", "MatMulInteger"}, method
+        variant = load_detector(tmp_path / method)
+        for n in (1, 20):
+            got = torch.sigmoid(variant({"flow": x["flow"][:n]}).logit)
+            torch.testing.assert_close(got, ref[:n], atol=tol, rtol=0)
+    # the PyTorch model itself is left as it was: it still resamples for other sizes
+    assert "interpolate_pos_encoding" not in vars(model.encoders["flow"].embeddings)
