@@ -2,10 +2,11 @@ from __future__ import annotations
 
 import csv
 import json
+import logging
 
 import pytest
 
-from truthinmotion.apps.cli import main
+from truthinmotion.apps.cli import main, set_up_logging
 from truthinmotion.inference.scorer import Scorer
 
 
@@ -290,3 +291,41 @@ def test_python_m_truthinmotion_keeps_the_exit_code(tmp_path):
     proc = subprocess.run([sys.executable, "-m", "truthinmotion", "index", str(tmp_path / "none"), "-o",
                            str(tmp_path / "w")], capture_output=True, text=True, timeout=120)
     assert proc.returncode == 2 and "dataset root not found" in proc.stderr
+def test_library_noise_only_with_verbose(tmp_path):
+    """`tim features` with int8 depth loads a saved model (transformers' "Loading weights" bar) and
+    quantizes it (ONNX Runtime's root-logger INFO per tensor): neither reaches the console unless
+    -v; truthinmotion's own INFO lines do."""
+    import os
+    import subprocess
+    import sys
+
+    import torch
+    from transformers import DepthAnythingForDepthEstimation
+    from transformers.utils import logging as hf_logging
+
+    from synthetic import make_workdir
+    from truthinmotion.features.depth import depth_anything_config
+
+    work = make_workdir(tmp_path / "w", n_per_class=2, k=2, splits=(1, 1, 0))
+    torch.manual_seed(0)
+    DepthAnythingForDepthEstimation(depth_anything_config("depth-anything-v2-tiny")).save_pretrained(tmp_path / "da")
+    printed = {}
+    for flag in ("", "-v"):
+        env = {**os.environ, "TIM_CACHE_DIR": str(tmp_path / f"cache{flag}")}  # quantized anew each time
+        cmd = [sys.executable, "-m", "truthinmotion", "features", str(work), "--flow", "none", "--depth",
+               str(tmp_path / "da"), "--depth-size", "56", "--depth-precision", "int8", "--overwrite"]
+        done = subprocess.run(cmd + ([flag] if flag else []), env=env, capture_output=True, text=True, timeout=300)
+        assert done.returncode == 0, done.stderr
+        printed[flag] = done.stdout + done.stderr
+        assert "features: 4 processed" in printed[flag]
+    for noise in ("Quantization parameters for tensor", "Loading weights"):
+        assert noise not in printed[""] and noise in printed["-v"], noise
+    # truthinmotion's own INFO messages stay on the console; -q keeps its warnings only
+    for quiet, verbose, ours, theirs in ((False, False, "INFO", "WARNING"), (True, False, "WARNING", "WARNING"),
+                                         (False, True, "INFO", "INFO")):
+        set_up_logging(quiet, verbose)
+        assert logging.getLevelName(logging.getLogger("truthinmotion.features").getEffectiveLevel()) == ours
+        assert logging.getLevelName(logging.getLogger().level) == theirs  # where ONNX Runtime's quantizer logs
+        assert hf_logging.get_verbosity() == getattr(logging, theirs)  # transformers, imported in this process
+        assert hf_logging.is_progress_bar_enabled() == verbose
+    set_up_logging()

@@ -18,7 +18,7 @@ from truthinmotion.experiments.evaluate import evaluate
 from truthinmotion.faces.mtcnn import FaceDetector
 from truthinmotion.faces.config import FacesConfig
 from truthinmotion.faces.extract import extract_faces
-from truthinmotion.features import FlowConfig, FlowEstimator
+from truthinmotion.features.flow import FlowConfig, FlowEstimator
 from truthinmotion.models.detector import Detector
 from truthinmotion.training.distill import distill
 from truthinmotion.training.distiller import distill_loss
@@ -191,3 +191,67 @@ def test_benchmark_rows_and_speedups(base, variants, tmp_path, capsys):
         assert 0.0 <= r["video_auc"] <= 1.0
     md = (tmp_path / "benchmark.md").read_text()
     assert md.count("\n| ") == 6 and "speed-ups against `fp32`" in md
+
+
+def test_onnx_fallback_folder_is_removed_at_exit(tmp_path):
+    """An unwritable cache sends exports to a temporary folder of this process: it serves the
+    process's later calls and is gone when the process exits, but not when a forked child does."""
+    import os
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    code = """
+import os, sys
+from pathlib import Path
+from truthinmotion.backends.onnxrun import export_cached
+
+calls = []
+def export(path):
+    calls.append(path)
+    Path(path).write_bytes(b"onnx")
+
+a = export_cached("m", "k", export)
+assert export_cached("m", "k", export) == a and len(calls) == 1 and a.read_bytes() == b"onnx"
+if os.fork() == 0:
+    sys.exit(0)  # a normal exit of a forked child runs the parent's exit handlers too
+os.wait()
+print(a, a.is_file())
+"""
+    (tmp_path / "blocked").write_text("a file, not a folder")
+    tmp = tmp_path / "tmp"
+    tmp.mkdir()
+    env = {**os.environ, "TIM_CACHE_DIR": str(tmp_path / "blocked"), "TMPDIR": str(tmp)}
+    done = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True, timeout=120)
+    assert done.returncode == 0, done.stderr
+    path, exists = done.stdout.split()
+    assert exists == "True" and Path(path).parent.parent == tmp and "cannot write the ONNX cache" in done.stderr
+    assert list(tmp.iterdir()) == []
+
+
+def test_exports_hold_the_position_grid_as_a_constant(tmp_path):
+    """DINOv2 resamples its 37 x 37 position grid to the picture's patches on every call; an
+    export holds the resampled grid as a constant (no Resize for ONNX Runtime to redo on every
+    call) and still gives PyTorch's probabilities, at any batch size."""
+    import onnx
+
+    from truthinmotion.experiments.compress import write_variant
+    from truthinmotion.models.detector import DetectorConfig
+
+    torch.manual_seed(0)
+    model = Detector.build(DetectorConfig(backbone="dinov2-tiny", modality="flow"), init="random",
+                           extra={"preprocess": {"size": 56}}).eval()
+    x = {"flow": torch.randn(20, 3, 56, 56)}  # 20: more than one call of CPU_ROWS pictures
+    with torch.no_grad():
+        ref = torch.sigmoid(model(x).logit)
+    for method, tol in (("onnx", 1e-5), ("int8", 0.05)):
+        write_variant(model, method, tmp_path / method, {"flow": x["flow"][:2]})
+        (file,) = (tmp_path / method).glob("*.onnx")
+        ops = {n.op_type for n in onnx.load(str(file)).graph.node}
+        assert "Resize" not in ops and ops & {"MatMul", "MatMulInteger"}, method
+        variant = load_detector(tmp_path / method)
+        for n in (1, 20):
+            got = torch.sigmoid(variant({"flow": x["flow"][:n]}).logit)
+            torch.testing.assert_close(got, ref[:n], atol=tol, rtol=0)
+    # the PyTorch model itself is left as it was: it still resamples for other sizes
+    assert "interpolate_pos_encoding" not in vars(model.encoders["flow"].embeddings)

@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import argparse
 import logging
+import os
 import sys
 from typing import Collection, Sequence
 
@@ -21,7 +22,7 @@ from ...core.errors import ConfigError
 from . import detectors, pipelines, scoring, stages
 from .options import Command, HelpFormatter
 
-__all__ = ["COMMANDS", "build_parser", "main"]
+__all__ = ["COMMANDS", "build_parser", "main", "set_up_logging"]
 
 COMMANDS: list[Command] = [
     stages.INDEX, stages.FACES, stages.FEATURES, detectors.TRAIN, detectors.EVALUATE, scoring.DETECT,
@@ -41,7 +42,31 @@ def build_parser(only: Collection[str] | None = None) -> argparse.ArgumentParser
         p.set_defaults(func=command.run)
         if only is None or command.name in only:
             command.add(p)
+        p.add_argument("-v", "--verbose", action="store_true", help="other libraries' messages and progress bars "
+                       "too (ONNX Runtime, transformers, Hugging Face downloads)")
     return parser
+
+
+def set_up_logging(quiet: bool = False, verbose: bool = False) -> None:
+    """The console shows truthinmotion's messages at INFO (WARNING with ``quiet``) and other
+    libraries' at WARNING unless ``verbose``: ONNX Runtime's quantizer logs every tensor at INFO
+    on the root logger, and transformers draws a bar for every model it loads."""
+    ours = logging.WARNING if quiet else logging.INFO
+    theirs = logging.INFO if verbose else logging.WARNING
+    logging.basicConfig(format="%(levelname)s %(name)s: %(message)s")
+    logging.getLogger().setLevel(theirs)
+    logging.getLogger("truthinmotion").setLevel(ours)
+    for handler in logging.getLogger().handlers:  # a library raising its own loggers' level (a
+        handler.setLevel(min(ours, theirs))  # run's log file) must not make the console louder than asked
+    # transformers and huggingface_hub read these when first imported, here and in worker processes
+    # (spawned pools, Ray); importing transformers only to call its switches costs seconds.
+    os.environ["TRANSFORMERS_VERBOSITY"] = os.environ["HF_HUB_VERBOSITY"] = "info" if verbose else "warning"
+    os.environ["HF_HUB_DISABLE_PROGRESS_BARS"] = "0" if verbose else "1"
+    if "transformers" in sys.modules:  # imported already: main() called from Python
+        from transformers.utils import logging as hf_logging
+
+        hf_logging.set_verbosity(theirs)
+        (hf_logging.enable_progress_bar if verbose else hf_logging.disable_progress_bar)()
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -50,10 +75,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     argv = sys.argv[1:] if argv is None else list(argv)
     named = next((a for a in argv if not a.startswith("-")), None)  # the command: the first word
     args = build_parser({named} if named else set()).parse_args(argv)
-    level = logging.WARNING if getattr(args, "quiet", False) else logging.INFO
-    logging.basicConfig(level=level, format="%(levelname)s %(name)s: %(message)s")
-    for handler in logging.getLogger().handlers:  # a library raising its own loggers' level (a
-        handler.setLevel(level)  # run's log file) must not make the console louder than asked
+    set_up_logging(getattr(args, "quiet", False), args.verbose)
     sigterm_as_interrupt()
     try:
         return args.func(args)
