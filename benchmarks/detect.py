@@ -86,15 +86,15 @@ def make_run(root: Path, name: str) -> Path:
     if not depth_dir.is_dir():
         torch.manual_seed(0)
         save_random_model(DepthAnythingForDepthEstimation(depth_anything_config(depth)), depth_dir)
-    features = {
-        "flow": {"method": "farneback", "pyr_scale": 0.5, "levels": 3, "winsize": 15, "iterations": 3,
-                 "poly_n": 5, "poly_sigma": 1.2},
-        "depth": {"model": str(depth_dir), "init": "pretrained", "input_size": size},
-    }
+    from truthinmotion.features.depth import DepthConfig
+    from truthinmotion.features.flow import FlowConfig
+    from truthinmotion.models.record import DetectorRecord
+
+    cfg = DetectorConfig(backbone=backbone, modality="flow+depth")
+    record = DetectorRecord(cfg, {}, flow=FlowConfig(), depth=DepthConfig(model=str(depth_dir), input_size=size),
+                            verdict={"threshold": 0.1} if name.endswith("-clear") else {})
     torch.manual_seed(1)  # the same detector weights for every small setup
-    extra = {"features": features, **({"threshold": 0.1} if name.endswith("-clear") else {})}
-    model = Detector.build(DetectorConfig(backbone=backbone, modality="flow+depth"), init="random",
-                           extra=extra).eval()
+    model = Detector.build(cfg, init="random", record=record).eval()
     if name.endswith("-int8") or name.endswith("-int8-both"):
         example = {m: torch.randn(2, 3, 224, 224) for m in model.cfg.modalities}
         write_variant(model, "int8", root / name, example)

@@ -236,11 +236,14 @@ def test_exports_hold_the_position_grid_as_a_constant(tmp_path):
     import onnx
 
     from truthinmotion.experiments.compress import write_variant
-    from truthinmotion.models.detector import DetectorConfig
+    from truthinmotion.models.architecture import DetectorConfig
 
     torch.manual_seed(0)
-    model = Detector.build(DetectorConfig(backbone="dinov2-tiny", modality="flow"), init="random",
-                           extra={"preprocess": {"size": 56}}).eval()
+    from truthinmotion.models.architecture import Preprocess
+    from truthinmotion.models.record import DetectorRecord
+
+    cfg = DetectorConfig(backbone="dinov2-tiny", modality="flow")
+    model = Detector.build(cfg, init="random", record=DetectorRecord(cfg, {}, preprocess=Preprocess(size=56))).eval()
     x = {"flow": torch.randn(20, 3, 56, 56)}  # 20: more than one call of CPU_ROWS pictures
     with torch.no_grad():
         ref = torch.sigmoid(model(x).logit)

@@ -65,6 +65,10 @@ def test_a_key_the_reader_does_not_know_is_named(run_dir, tmp_path):
         (bad if where == "top" else bad[where]).update(change)
         with pytest.raises(ConfigError, match=next(iter(change))):
             DetectorRecord.from_json(bad, "x/config.json")
+    bad = json.loads(json.dumps(good))
+    bad["verdict"]["aggregations"]["mean"]["calibration"]["temperature"] = 2.0  # a key the rule does not know
+    with pytest.raises(ConfigError, match="temperature"):
+        DetectorRecord.from_json(bad)
     bad = {**good, "format": "truthinmotion-detector/9"}
     with pytest.raises(ConfigError, match="newer"):
         DetectorRecord.from_json(bad)

@@ -137,26 +137,43 @@ def test_evaluate_report_shows_the_most_confidently_wrong_videos(run_dir, tmp_pa
 
 def test_evidence_of_an_int8_detector_with_and_without_its_source(run_dir, clips, tmp_path):
     """Issue 27 #5: an ONNX int8 detector's evidence takes saliency from the PyTorch detector it
-    was made from while that is at hand, and without it comes without saliency, with a note."""
-    import json
+    was made from while that is at hand with the same weights, and otherwise comes without
+    saliency, with a note that names no server path."""
+    import torch
 
     from truthinmotion.experiments.compress import compress
+    from truthinmotion.models.detector import Detector
     from truthinmotion.reports.page import write_report
 
-    compress(run_dir, "int8", tmp_path / "int8")
+    source = tmp_path / "source"
+    shutil.copytree(run_dir, source)
+    compress(source, "int8", tmp_path / "int8")
     scorer = Scorer(tmp_path / "int8")
     verdict, ev = scorer.score(clips["fake"], evidence=2)
     assert verdict.ok and verdict.runtime["detector"] == "onnxruntime int8"
     assert set(ev.saliency) == set(scorer.model.cfg.modalities) and not ev.note
+    # the saliency is the source's own: an fp32 ONNX copy (which ranks the points as PyTorch does)
+    # shows the same maps as the source detector explained directly
+    compress(source, "onnx", tmp_path / "onnx")
+    _, got = Scorer(tmp_path / "onnx").score(clips["fake"], evidence=2)
+    _, ref = Scorer(source, runtime="torch").score(clips["fake"], evidence=2)
+    assert list(got.points) == list(ref.points)
+    for m in ref.saliency:
+        np.testing.assert_allclose(got.saliency[m], ref.saliency[m], atol=1e-5)
 
-    alone = tmp_path / "alone"
-    shutil.copytree(tmp_path / "int8" / "best", alone)
-    record = json.loads((alone / "config.json").read_text())
-    record["inference"]["source"] = str(tmp_path / "gone")
-    (alone / "config.json").write_text(json.dumps(record))
-    scorer = Scorer(alone)
-    verdict, ev = scorer.score(clips["fake"], evidence=2)
+    # The source trained again (other weights): its gradients would explain another model.
+    model = Detector.from_pretrained(source)
+    with torch.no_grad():
+        for p in model.heads.parameters():
+            p.add_(1.0)
+    model.save_pretrained(source / "best")
+    verdict, ev = Scorer(tmp_path / "int8").score(clips["fake"], evidence=2)
     assert verdict.ok and ev.saliency == {} and "no saliency" in ev.note
+
+    shutil.rmtree(source)  # and gone
+    scorer = Scorer(tmp_path / "int8")
+    verdict, ev = scorer.score(clips["fake"], evidence=2)
+    assert verdict.ok and ev.saliency == {} and "no saliency" in ev.note and str(tmp_path) not in ev.note
     assert ev.pictures and len(ev.points) == 4  # the rest of the evidence is there
     page = write_report(verdict, ev, scorer.model_info, tmp_path / "page.html").read_text()
     assert "no saliency" in page and "saliency</figcaption>" not in page

@@ -6,7 +6,7 @@ hub id (``facebook/dinov2-small``). Hub ids are looked up in the local cache fir
 Before a download the hub is asked once per model and process, with a short timeout, whether it
 has the model (:func:`reachable`), so a machine without network fails in seconds, not after the
 download library's retries; :func:`check_hf_model` answers "will this load?" without loading anything,
-for the checks commands make before they touch any video (:mod:`.preflight`).
+for the checks commands make before they touch any video (:mod:`..execution.preflight`).
 When neither works the program stops with :class:`WeightsNotFound`, saying what it looked for and
 how to provide it. Random initialisation happens only when asked for (``init="random"``), and the
 returned record says which weights were used.

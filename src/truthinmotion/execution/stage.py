@@ -1,7 +1,7 @@
 """Run one per-video stage over many videos: resumable, parallel, with progress and an error log.
 
 A stage is a function ``fn(job) -> dict`` that writes its own artifact atomically and raises
-:class:`~truthinmotion.core.io.StageError` for a video it cannot process. Workers are separate
+:class:`~truthinmotion.core.errors.StageError` for a video it cannot process. Workers are separate
 processes (``spawn``, so no forked OpenMP state), or Ray actors (:mod:`.engine`), that build
 their models once in ``init``.
 Failures become rows of ``errors.csv``; every other video is still processed, and an interrupted

@@ -37,10 +37,10 @@ from ..core.errors import ConfigError
 from ..training.dataset import VideoDataset, collate
 from ..core.io import dir_size
 from ..models.detector import Detector
-from ..backends.onnxrun import quantize_int8
+from ..backends.onnxrun import fingerprint, quantize_int8
 from ..backends.runtime import autocast_context
 from ..models.loading import export_onnx, inference_autocast, load_detector
-from ..training.runs import checkpoint_dir
+from ..training.runs import checkpoint_dir, restore_checkpoints
 
 __all__ = ["COMPRESS_METHODS", "CompressResult", "compress", "sample_inputs", "write_variant"]
 
@@ -158,8 +158,10 @@ def compress(
     model = Detector.from_pretrained(run_dir).eval()
     inputs = sample_inputs(model, check_split)
     reference = _probs(model, inputs, "cpu", "off")
-    model.record = model.record.replace(inference={"source": str(run_dir.resolve())})
-    # Built in a temporary folder and checked there; it replaces out_dir/best as a unit.
+    model.record = model.record.replace(inference={"source": str(run_dir.resolve()), "source_weights": fingerprint(model)})
+    # Built in a temporary folder and checked there; it replaces out_dir/best as a unit (and what
+    # a kill of an earlier compression left half-done is settled first).
+    restore_checkpoints(out_dir)
     with checkpoint_dir(out_dir, "best") as tmp:
         write_variant(model, method, tmp, {m: x[:2] for m, x in inputs.items()})
         check_device = "cpu" if method in ("onnx", "int8") else device

@@ -14,7 +14,7 @@ interpolated inside its track. Both frames of a pair are cropped with the same s
 
 The artifact (``faces/<id>.npz``, schema 3) has a track axis T (1 to ``max_faces``, the main face
 first): ``frame_index [K]``, ``boxes [T, K, 4]``, ``scores [T, K]``, ``detected [T, K]``, and the
-crops ``[T, K, 2, S, S, 3]`` as one JPEG each (``crop_format``; see :mod:`.compact`), which
+crops ``[T, K, 2, S, S, 3]`` as one JPEG each (``crop_format``; see :mod:`..data.compact`), which
 :meth:`Faces.load` and :func:`load_crops` decode. Schema 2 (the crops as a uint8 array) still
 reads; schema 1 (no track axis: the main face alone) reads as T = 1.
 """

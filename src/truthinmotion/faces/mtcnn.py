@@ -105,7 +105,7 @@ class FaceDetector:
 
     @classmethod
     def from_config(cls, cfg: Any, device: str = "cpu") -> "FaceDetector":
-        """From a :class:`~truthinmotion.faces.extract.FacesConfig` (min_face, min_score, thresholds)."""
+        """From a :class:`~truthinmotion.faces.config.FacesConfig` (min_face, min_score, thresholds)."""
         return cls(cfg.min_face, cfg.min_score, cfg.thresholds, device)
 
     def __call__(

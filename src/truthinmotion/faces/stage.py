@@ -48,7 +48,7 @@ def run_faces(
     """Crop faces for every video of ``WORKDIR/manifest.csv`` not already done.
 
     Before any video: the output directory must be writable and, unless not ``space_check``, its
-    disk must hold the estimated crops (:mod:`.preflight`).
+    disk must hold the estimated crops (:mod:`..execution.preflight`).
 
     ``faces/settings.json`` records the settings: other settings are refused unless
     ``overwrite``. A video whose file changed since its crops were made (another path, size or

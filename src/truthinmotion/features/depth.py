@@ -112,7 +112,7 @@ def check_depth(cfg: DepthConfig) -> str:
 class DepthEstimator:
     """Relative depth of RGB crops: ``__call__(crops [N, S, S, 3] uint8) -> [N, S, S] float32``.
 
-    ``runtime`` (:func:`..onnxrun.resolve_runtime`): on the CPU the model runs in ONNX Runtime
+    ``runtime`` (:func:`..backends.onnxrun.resolve_runtime`): on the CPU the model runs in ONNX Runtime
     by default, exported once to a cache; the numbers are PyTorch's within float rounding.
     """
 

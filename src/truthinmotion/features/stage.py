@@ -3,7 +3,7 @@
 Reads ``faces/<video_id>.npz`` and writes ``flow/<method>/<video_id>.npz`` (flow ``[T,K,S,S,2]`` in
 pixels) and ``depth/<model>/<video_id>.npz`` (depth ``[T,K,S,S]`` of frame t's crop) for each of the
 video's T faces, each with ``valid (T,K)`` and a ``meta`` record of the settings and weights that
-made it. Schema 3 stores each picture compactly (:mod:`..compact`: flow in 1/16 px steps, depth in
+made it. Schema 3 stores each picture compactly (:mod:`..data.compact`: flow in 1/16 px steps, depth in
 12 bits of its range); schema 2 held float16 arrays and still reads; schema 1 had no track axis
 and reads as T = 1.
 A directory of artifacts also holds ``settings.json``: running again with other settings into the
@@ -111,7 +111,7 @@ def run_features(
     """Compute flow and/or depth for every video with face crops and no artifact yet.
 
     Before any video: the models must resolve, the output directories be writable and, unless
-    not ``space_check``, the disk hold the estimated artifacts (:mod:`..preflight`)."""
+    not ``space_check``, the disk hold the estimated artifacts (:mod:`..execution.preflight`)."""
     from ..execution.stage import run_stage
 
     if flow_cfg is None and depth_cfg is None:

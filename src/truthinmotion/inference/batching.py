@@ -35,7 +35,7 @@ def _preparer(run_dir: str) -> Any:
 
 
 def _prepare(path: str) -> Any:
-    """In a worker started by :func:`.stage.start_worker` with :func:`_preparer`."""
+    """In a worker started by :func:`..execution.workers.start_worker` with :func:`_preparer`."""
     from .scorer import Prepared
 
     preparer = worker_state()

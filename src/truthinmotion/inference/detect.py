@@ -97,7 +97,10 @@ def _plot_names(paths: Sequence[Path]) -> dict[Path, str]:
             return p.name.replace(".", "-")
         return f"{p.stem}-{hashlib.sha1(str(p.resolve().parent).encode()).hexdigest()[:8]}"
 
-    return {p: name(p) for p in paths}
+    out = {p: name(p) for p in paths}
+    taken = Counter(out[p] for p in set(paths))  # "a-mp4" of a.mp4 may also be another file's stem
+    return {p: n if taken[n] == 1 else f"{n}-{hashlib.sha1(str(p.resolve()).encode()).hexdigest()[:8]}"
+            for p, n in out.items()}
 
 
 def detect(
@@ -128,7 +131,7 @@ def detect(
     verdict as its video finishes, and the videos already in it are not scored again (their
     verdicts are read back, so the other outputs still list every video). ``workers`` CPU
     processes (or Ray actors) prepare videos for a model stage that scores ``batch_size``
-    pictures at a time across videos (:mod:`.batchscore`). ``runtime``, ``early_stop`` and
+    pictures at a time across videos (:mod:`.batching`). ``runtime``, ``early_stop`` and
     ``depth_precision``: see :class:`Scorer`. The settings' defaults are :class:`DetectConfig`'s.
     """
     from tqdm.auto import tqdm
@@ -147,7 +150,9 @@ def detect(
         if folder is not None:
             check_writable(folder)
     lines = JsonLines(jsonl_out) if jsonl_out else None
-    done = {k: Verdict(**v) for k, v in lines.done().items()} if lines else {}
+    # A verdict that says the model stage failed (status error) may be a passing trouble (memory,
+    # a device): it is scored again; every other status is final.
+    done = {k: Verdict(**v) for k, v in lines.done().items() if v["status"] != "error"} if lines else {}
     todo = [p for p in paths if str(p.resolve()) not in done]
     if done:
         log.info("%d of %d videos already have a verdict in %s; scoring the other %d",
@@ -182,11 +187,12 @@ def detect(
     finally:
         stream.close()
         bar.close()
-        verdicts = [v for v in (done.get(str(p.resolve())) or scored.get(str(p.resolve())) for p in paths) if v]
-        if not finished and (json_out or csv_out):
+        verdicts = [v for v in (scored.get(str(p.resolve())) or done.get(str(p.resolve())) for p in paths) if v]
+        if not finished and scored and (json_out or csv_out):
             log.warning("stopped after %d of %d videos: %s hold the verdicts so far", len(verdicts), len(paths),
                         " and ".join(str(o) for o in (json_out, csv_out) if o))
-        _write_outputs(verdicts, json_out, csv_out)
+        if finished or scored:  # a failure before any verdict leaves earlier outputs as they were
+            _write_outputs(verdicts, json_out, csv_out)
     return verdicts
 
 

@@ -36,7 +36,8 @@ def build_evidence(
     else:
         note = (f"no saliency: this detector runs in ONNX Runtime ({model.record.inference.method}), which has no "
                 "gradients, and the PyTorch detector it was made from "
-                f"({model.record.inference.source or 'not recorded'}) is not at hand")
+                f"({Path(model.record.inference.source).name if model.record.inference.source else 'not recorded'}) "
+                "is not at hand")
     first = int(points[chosen[0]])
     t = int(faces.frame_index[first])
     frame = next((f for _, f in read_frames(path, [t])), None)

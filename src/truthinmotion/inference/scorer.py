@@ -116,7 +116,7 @@ class Scorer:
     models: depth, detector) split it, so CPU workers can prepare videos while the model stage
     scores several of them at once, ``batch_size`` pictures per forward pass. Built with
     ``prepare=False`` it holds the model stage only. ``runtime`` (``auto``: ONNX Runtime on the
-    CPU, :mod:`.onnxrun`) runs depth and a plain fp32 detector; ``torch`` keeps them in PyTorch.
+    CPU, :mod:`..backends.onnxrun`) runs depth and a plain fp32 detector; ``torch`` keeps them in PyTorch.
     ``early_stop``: the error bound of :mod:`.sequential` (None: every point is scored).
     ``depth_precision`` (``fp32``/``int8``) overrides the precision the detector's depth was
     computed at (None: the same).
@@ -161,7 +161,7 @@ class Scorer:
 
     def score(self, path: str | Path, evidence: int = 0) -> tuple[Verdict, Evidence | None]:
         """The verdict, and with ``evidence`` > 0 what backs it: the ``evidence`` most and the 2
-        least suspicious time points of the deciding face, with saliency (:mod:`.report`)."""
+        least suspicious time points of the deciding face, with saliency (:mod:`..reports.page`)."""
         return self.finish([self.prepare(path)], evidence)[0]
 
     def finish(self, items: Sequence[Prepared], evidence: int = 0) -> list[tuple[Verdict, Evidence | None]]:

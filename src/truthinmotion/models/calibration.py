@@ -43,9 +43,11 @@ from typing import Any
 
 import numpy as np
 
+from ..core.errors import ConfigError
 from ..core.metrics import AGGREGATIONS, video_level, youden_threshold
 
-__all__ = ["CV_FOLDS", "MIN_VIDEOS_PER_CLASS", "Calibration", "VerdictRule", "brier", "choose_calibration",
+__all__ = ["CV_FOLDS", "MIN_VIDEOS_PER_CLASS", "Calibration", "VerdictRule", "brier", "check_verdict_record",
+           "choose_calibration",
            "expected_calibration_error", "fit_verdict_rules", "verdict_rule"]
 
 log = logging.getLogger(__name__)
@@ -224,3 +226,28 @@ def brier(labels: np.ndarray, probs: np.ndarray) -> float:
     """Mean squared difference between the probability and the label."""
     labels, probs = np.asarray(labels, dtype=np.float64), np.asarray(probs, dtype=np.float64)
     return float(np.mean((probs - labels) ** 2)) if len(labels) else float("nan")
+
+
+_VERDICT_KEYS = {"fitted_on", "videos", "frame_threshold", "aggregations", "threshold"}
+_RULE_KEYS = {"threshold", "calibration"}
+_CALIBRATION_KEYS = {"method", "a", "b", "reason"}
+
+
+def check_verdict_record(verdict: dict[str, Any]) -> dict[str, Any]:
+    """``verdict`` if it is a verdict record as this module writes it (see the module docstring;
+    ``threshold`` alone: a detector from before calibration); a ConfigError naming a key it does
+    not know."""
+    def known(mapping: Any, keys: set[str], where: str) -> None:
+        if not isinstance(mapping, dict):
+            raise ConfigError(f"{where}: expected a mapping, got {type(mapping).__name__}")
+        unknown = sorted(set(mapping) - keys)
+        if unknown:
+            raise ConfigError(f"unknown key(s) {', '.join(unknown)} in {where}; allowed: {', '.join(sorted(keys))}")
+
+    known(verdict, _VERDICT_KEYS, "verdict")
+    for how, rule in verdict.get("aggregations", {}).items():
+        if how not in AGGREGATIONS:
+            raise ConfigError(f"verdict.aggregations: {how!r} is not one of {', '.join(AGGREGATIONS)}")
+        known(rule, _RULE_KEYS, f"verdict.aggregations.{how}")
+        known(rule.get("calibration", {}), _CALIBRATION_KEYS, f"verdict.aggregations.{how}.calibration")
+    return verdict

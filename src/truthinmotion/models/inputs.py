@@ -1,5 +1,5 @@
 """What a detector reads and how it is encoded (:class:`DataConfig`), and the pictures it sees:
-raw flow, depth and RGB arrays encoded (:mod:`.encodings`) and normalised for the backbone."""
+raw flow, depth and RGB arrays encoded (:mod:`..features.encodings`) and normalised for the backbone."""
 
 from __future__ import annotations
 

@@ -38,6 +38,7 @@ class OnnxDetector(SavedDetector):
 
         self.record = read_record(path)
         self.cfg = self.record.detector
+        self.device = device
         providers = ["CPUExecutionProvider"]
         if device.startswith("cuda"):
             if "CUDAExecutionProvider" in ort.get_available_providers():
@@ -61,13 +62,13 @@ class OnnxDetector(SavedDetector):
     @classmethod
     def exported(cls, model: Detector) -> "OnnxDetector":
         """``model``, fp32 PyTorch, run by ONNX Runtime on the CPU: the same probabilities within
-        float rounding, exported once into the cache of :mod:`.onnxrun`."""
+        float rounding, exported once into the cache of :mod:`..backends.onnxrun`."""
         size = model.preprocess.size
         example = {m: torch.zeros(2, 3, size, size) for m in model.cfg.modalities}
         key = fingerprint(model, json.dumps(model.config_dict(), sort_keys=True, default=str))
         path = export_cached(f"detector-{model.cfg.backbone}", key, lambda p: export_onnx(model, p, example))
         self = cls.__new__(cls)
-        self.cfg, self.record = model.cfg, model.record
+        self.cfg, self.record, self.device = model.cfg, model.record, "cpu"
         self._source, self._source_tried = model, True  # kept for gradients: ONNX Runtime has none
         self._use(cpu_session(path, "detector"))
         return self
@@ -76,16 +77,23 @@ class OnnxDetector(SavedDetector):
     def source(self) -> Detector | None:
         """The PyTorch detector this one was made from, for what needs gradients (saliency): the
         one it was exported from, or the run directory a compressed copy names, when it is still
-        there and loads; None when neither."""
+        there, loads and holds the weights the copy was made from (a run trained again since would
+        explain another model); None otherwise. On this detector's device."""
         if not self._source_tried:
             self._source_tried = True
-            run = self.record.inference.source
+            run, made_from = self.record.inference.source, self.record.inference.source_weights
             if run and (detector_dir(run) / "model.safetensors").is_file():
                 try:
-                    self._source = Detector.from_pretrained(run).eval()
+                    source = Detector.from_pretrained(run).eval()
                 except ConfigError as err:
                     log.warning("the PyTorch detector %s that %s was made from does not load (%s): "
                                 "evidence comes without saliency", run, self.record.provenance.run, err)
+                    return None
+                if made_from and fingerprint(source) != made_from:
+                    log.warning("%s holds other weights than %s was made from (trained again since?): "
+                                "evidence comes without saliency", run, self.record.provenance.run)
+                    return None
+                self._source = source.to(self.device)
         return self._source
 
     def _use(self, session: Any) -> None:
@@ -113,7 +121,7 @@ def load_detector(path: str | Path, device: str = "cpu", runtime: str = "torch")
     """Any saved detector (plain, half precision, compiled or ONNX) ready for inference.
 
     Half-precision variants stay in half precision in memory; they run under autocast. With
-    ``runtime`` ``onnx`` (or ``auto`` on the CPU, :func:`.onnxrun.resolve_runtime`) a plain
+    ``runtime`` ``onnx`` (or ``auto`` on the CPU, :func:`..backends.onnxrun.resolve_runtime`) a plain
     fp32 detector runs in ONNX Runtime; the variants keep the runtime they were made for.
     """
     path = detector_dir(path)

@@ -24,7 +24,7 @@ from ..faces.config import FacesConfig
 from ..features.depth import DepthConfig
 from ..features.flow import FlowConfig
 from .architecture import DetectorConfig, Preprocess
-from .calibration import VerdictRule, verdict_rule
+from .calibration import VerdictRule, check_verdict_record, verdict_rule
 from .inputs import DataConfig
 
 __all__ = ["RECORD_FORMAT", "DetectorRecord", "InferenceRecord", "Provenance", "features_from_artifacts"]
@@ -45,6 +45,7 @@ class InferenceRecord(Settings):
     file: str | None = None  # the ONNX model in the detector's folder (runtime onnx)
     parameters: int | None = None  # of the PyTorch detector it was made from
     source: str | None = None  # the run directory it was made from
+    source_weights: str | None = None  # a hash of the weights it was made from (backends.onnxrun.fingerprint)
     max_prob_diff: float | None = None  # largest probability difference from the source
     checked_on: int | None = None  # real pictures that difference was measured on
     check_split: str | None = None  # the split they came from
@@ -63,7 +64,9 @@ class InferenceRecord(Settings):
 
 @dataclass(frozen=True)
 class Provenance(Settings):
-    """Where a detector came from: shown in reports and verdicts, never needed to run it."""
+    """Where a detector came from: shown in reports and verdicts, never needed to run it. The
+    mappings are provenance as their makers wrote it (weights records, validation metrics, the
+    distillation's settings), kept as they are."""
 
     workdir: str | None = None  # the work directory it was trained on (absolute)
     backbone_weights: dict[str, Any] | None = None  # what the backbone started from (name, init)
@@ -157,7 +160,7 @@ class DetectorRecord:
                 data=DataConfig.from_dict(data.get("data")),
                 flow=FlowConfig.from_dict(data["flow"]) if data.get("flow") else None,
                 depth=DepthConfig.from_dict(data["depth"]) if data.get("depth") else None,
-                verdict=dict(data.get("verdict") or {}),
+                verdict=check_verdict_record(dict(data.get("verdict") or {})),
                 inference=InferenceRecord.from_dict(data.get("inference")),
                 provenance=Provenance.from_dict(data.get("provenance")),
             )

@@ -194,7 +194,7 @@ def check_resume(run_dir: Path, cfg: TrainConfig) -> None:
 
 def check_split(recorded: str | None, current: str, what: str, allow: bool) -> None:
     """Refuse to go on with ``what`` (a detector or run trained on the split whose
-    :func:`~truthinmotion.index.manifest_hash` is ``recorded``) against the split ``current``,
+    :func:`~truthinmotion.data.index.manifest_hash` is ``recorded``) against the split ``current``,
     unless ``allow``: a re-index that moves videos between train, val and test would test a
     detector on videos it trained on."""
     if recorded is None:

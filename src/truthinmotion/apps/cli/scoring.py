@@ -101,7 +101,8 @@ def _serve(args: argparse.Namespace) -> int:
     options = sections(args, ["serve"])["serve"]
     # The token: --token, else the file's, else $TIM_TOKEN; an empty one asks for none.
     options["token"] = options.get("token", os.environ.get("TIM_TOKEN")) or None
-    serve(ServeConfig(model=args.model).updated(options), args.host, args.port)
+    # --model is required on the command line, so it wins over a file's serve.model
+    serve(ServeConfig(model=args.model).updated({**options, "model": args.model}), args.host, args.port)
     return 0
 
 
