@@ -287,13 +287,13 @@ def test_group_split_follows_ratios(sizes, seed):
 
 
 def _warnings(caplog) -> str:
-    return "\n".join(r.getMessage() for r in caplog.records if r.levelname == "WARNING" and r.name == "truthinmotion.data.index")
+    return "\n".join(r.getMessage() for r in caplog.records if r.levelname == "WARNING" and r.name.startswith("truthinmotion.data."))
 
 
 def test_formats_that_cannot_join_a_person_say_so(tmp_path, caplog):
     """Folder, a CSV without groups and DFDC's actors: each warns that one person can be on both
     sides of a split; a CSV with a group for every video does not."""
-    caplog.set_level("WARNING", logger="truthinmotion.data.index")
+    caplog.set_level("WARNING", logger="truthinmotion.data")
     root = tmp_path / "data"
     _touch_tree(root, [f"real/r{i}.mp4" for i in range(4)] + [f"fake/f{i}.mp4" for i in range(4)])
     index_dataset(root, tmp_path / "w1", IndexConfig(format="folder"))
