@@ -25,7 +25,7 @@ from typing import Any
 import numpy as np
 from torch.utils.data import DataLoader
 
-from ..models.calibration import brier, expected_calibration_error
+from ..models.calibration import reliability_bins, brier, expected_calibration_error
 from ..core.errors import ConfigError
 from ..training.dataset import VideoDataset, collate
 from ..core.io import WorkDir, atomic_write_text, load_npz
@@ -91,9 +91,8 @@ def _reliability(out: Path, labels: np.ndarray, before: np.ndarray, after: np.nd
     fig, ax = figure(4.5, 4.5)
     ax.plot([0, 1], [0, 1], "k--", lw=0.8, label="perfect")
     for probs, name in ((before, "score (uncalibrated)"), (after, "calibrated probability")):
-        idx = np.minimum((probs * bins).astype(int), bins - 1)
-        used = [b for b in range(bins) if (idx == b).any()]
-        ax.plot([probs[idx == b].mean() for b in used], [labels[idx == b].mean() for b in used], "o-", label=name)
+        per_bin = reliability_bins(labels, probs, bins)
+        ax.plot(per_bin[:, 0], per_bin[:, 1], "o-", label=name)
     ax.set(xlim=(0, 1), ylim=(0, 1), xlabel="predicted probability of fake", ylabel="fraction fake",
            title=f"Reliability, videos ({bins} bins)")
     ax.legend(fontsize=7, loc="upper left")

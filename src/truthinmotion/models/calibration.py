@@ -46,7 +46,7 @@ import numpy as np
 from ..core.errors import ConfigError
 from ..core.metrics import AGGREGATIONS, video_level, youden_threshold
 
-__all__ = ["CV_FOLDS", "MIN_VIDEOS_PER_CLASS", "Calibration", "VerdictRule", "brier", "check_verdict_record",
+__all__ = ["CV_FOLDS", "MIN_VIDEOS_PER_CLASS", "Calibration", "VerdictRule", "brier", "check_verdict_record", "reliability_bins",
            "choose_calibration",
            "expected_calibration_error", "fit_verdict_rules", "verdict_rule"]
 
@@ -208,18 +208,24 @@ def verdict_rule(verdict: dict[str, Any], aggregation: str) -> VerdictRule:
     return VerdictRule(aggregation, float(record["threshold"]), Calibration.from_record(record["calibration"]))
 
 
+def reliability_bins(labels: np.ndarray, probs: np.ndarray, bins: int = 15) -> np.ndarray:
+    """Per non-empty bin of ``bins`` equal-width probability bins: (mean probability, fake rate,
+    share of the items), ``[B, 3]``; what ECE sums and a reliability diagram draws."""
+    labels, probs = np.asarray(labels, dtype=np.float64), np.asarray(probs, dtype=np.float64)
+    idx = np.minimum((probs * bins).astype(int), bins - 1)
+    count = np.bincount(idx, minlength=bins)
+    used = count > 0
+    mean_prob = np.bincount(idx, probs, minlength=bins)[used] / count[used]
+    fake_rate = np.bincount(idx, labels, minlength=bins)[used] / count[used]
+    return np.stack([mean_prob, fake_rate, count[used] / max(len(labels), 1)], axis=1)
+
+
 def expected_calibration_error(labels: np.ndarray, probs: np.ndarray, bins: int = 15) -> float:
     """ECE with ``bins`` equal-width bins: sum over bins of |fake rate - mean probability| x share."""
-    labels, probs = np.asarray(labels, dtype=np.float64), np.asarray(probs, dtype=np.float64)
     if len(labels) == 0:
         return float("nan")
-    idx = np.minimum((probs * bins).astype(int), bins - 1)
-    total = 0.0
-    for b in range(bins):
-        m = idx == b
-        if m.any():
-            total += m.mean() * abs(labels[m].mean() - probs[m].mean())
-    return float(total)
+    b = reliability_bins(labels, probs, bins)
+    return float(np.sum(b[:, 2] * np.abs(b[:, 1] - b[:, 0])))
 
 
 def brier(labels: np.ndarray, probs: np.ndarray) -> float:
