@@ -306,3 +306,33 @@ def test_output_names_never_collide():
     names = _plot_names(paths)
     assert len(set(names.values())) == len(paths) and names[Path("d/b.mp4")] == "b"
     assert names[Path("d/a.avi")] == "a-avi"
+
+
+def test_a_detect_that_fails_before_any_verdict_keeps_earlier_outputs(clips, tmp_path):
+    """A bad --model fails inside the batch, before any verdict: an earlier --json is not replaced by []."""
+    from truthinmotion.inference.detect import detect
+
+    out = tmp_path / "v.json"
+    out.write_text('["an earlier run"]')
+    broken = tmp_path / "run" / "best"
+    broken.mkdir(parents=True)
+    (broken / "config.json").write_text("{not json")
+    with pytest.raises(ConfigError, match="damaged"):
+        detect([clips["real"]], tmp_path / "run", json_out=out, progress=False)
+    assert out.read_text() == '["an earlier run"]'
+
+
+def test_an_error_verdict_is_scored_again_on_a_rerun(run_dir, clips, tmp_path):
+    """A model-stage failure (memory, a device) may pass: a re-run scores that video again, and
+    keeps every other status as final."""
+    from truthinmotion.inference.detect import detect
+
+    lines = tmp_path / "v.jsonl"
+    first = detect([clips["real"], clips["fake"]], run_dir, jsonl_out=lines, progress=False)
+    records = [json.loads(line) for line in lines.read_text().splitlines()]
+    records[0].update(status="error", reason="RuntimeError: out of memory", probability=None, score=None)
+    lines.write_text("".join(json.dumps(r) + "\n" for r in records))
+    again = detect([clips["real"], clips["fake"]], run_dir, jsonl_out=lines, progress=False)
+    assert again[0].ok and again[0].score == pytest.approx(first[0].score, abs=1e-6)
+    assert again[1].score == first[1].score  # read back, not scored again
+    assert len(lines.read_text().splitlines()) == 3  # the new verdict appended
