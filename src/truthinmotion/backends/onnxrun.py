@@ -36,8 +36,8 @@ from ..core.io import atomic_path
 from .runtime import RUNTIMES
 
 __all__ = [
-    "CPU_ROWS", "RUNTIMES", "cache_root", "constant_position_grids", "cpu_session", "export_cached", "export_module",
-    "fingerprint", "prune", "quantize_int8", "resolve_runtime", "run_batches",
+    "CPU_ROWS", "RUNTIMES", "cache_root", "cpu_session", "export_cached", "export_module", "fingerprint",
+    "prune", "quantize_int8", "resolve_runtime", "run_batches",
 ]
 
 log = logging.getLogger(__name__)
@@ -177,13 +177,13 @@ def cpu_session(path: Path, what: str):
 
 
 @contextmanager
-def constant_position_grids(module: torch.nn.Module, example: Sequence[torch.Tensor]) -> Iterator[int]:
+def _constant_position_grids(module: torch.nn.Module, example: Sequence[torch.Tensor]) -> Iterator[int]:
     """Within this context every ``interpolate_pos_encoding`` of ``module`` (DINOv2's, also Depth
     Anything's backbone) returns the grid it gave for ``example``, a constant; yields how many.
 
     DINOv2 resamples its position grid (37 x 37 in the published checkpoints) to the picture's
     patch grid on every call, and always when traced: a bicubic Resize that ONNX Runtime computed
-    anew on every call, a quarter of int8 DINOv2-S's CPU time at batch 1 (88 -> 66 ms a picture on
+    anew on every call, a fifth of int8 DINOv2-S's CPU time at batch 1 (78 -> 61 ms a picture on
     one thread without it). An export's pictures have one size (only the batch axis is dynamic),
     so the grid is a constant, computed here once by PyTorch. A module that resamples to several
     sizes in one call keeps its own method.
@@ -219,14 +219,14 @@ def constant_position_grids(module: torch.nn.Module, example: Sequence[torch.Ten
 def export_module(module: torch.nn.Module, path: Path, example: Sequence[torch.Tensor], inputs: Sequence[str],
                   outputs: Sequence[str]) -> None:
     """Export ``module(*example)`` with a dynamic batch axis on every input and output, position
-    grids as constants (:func:`constant_position_grids`).
+    grids as constants (:func:`_constant_position_grids`).
 
     The tracer's warnings (shapes read as Python numbers, the legacy exporter) are silenced: the
     exported graphs are checked against PyTorch's outputs in the tests, which is what they warn of.
     """
     axes = {n: {0: "batch"} for n in (*inputs, *outputs)}
     module.eval()
-    with warnings.catch_warnings(), constant_position_grids(module, example):
+    with warnings.catch_warnings(), _constant_position_grids(module, example):
         warnings.simplefilter("ignore", torch.jit.TracerWarning)
         warnings.simplefilter("ignore", DeprecationWarning)
         torch.onnx.export(module, tuple(example), str(path), input_names=list(inputs),

@@ -16,6 +16,7 @@ import argparse
 import logging
 import os
 import sys
+import warnings
 from typing import Collection, Sequence
 
 from ...core.errors import ConfigError
@@ -66,7 +67,9 @@ def set_up_logging(quiet: bool = False, verbose: bool = False) -> None:
         from transformers.utils import logging as hf_logging
 
         hf_logging.set_verbosity(theirs)
-        (hf_logging.enable_progress_bar if verbose else hf_logging.disable_progress_bar)()
+        with warnings.catch_warnings():  # huggingface_hub's own bars keep the environment it was imported
+            warnings.simplefilter("ignore", UserWarning)  # with, and it warns so; transformers' bars follow
+            (hf_logging.enable_progress_bar if verbose else hf_logging.disable_progress_bar)()
 
 
 def main(argv: Sequence[str] | None = None) -> int:
