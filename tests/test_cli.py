@@ -1,10 +1,12 @@
 from __future__ import annotations
 
 import csv
+import functools
 import json
 import logging
 
 import pytest
+import yaml
 
 from truthinmotion.apps.cli import main, set_up_logging
 from truthinmotion.inference.scorer import Scorer
@@ -15,7 +17,9 @@ def test_demo_end_to_end_and_resume(tmp_path, capsys):
     """`tim demo` at a reduced size: every stage runs, the report says which weights were used;
     the study waits for `--study`, which resumes the demo (redoing nothing) and adds it."""
     out = tmp_path / "demo"
-    args = ["demo", "-o", str(out), "--clips", "8", "--points", "6", "--epochs", "2", "-q"]
+    (tmp_path / "c.yaml").write_text("train:\n  patience: 3\n  epochs: 9\n")  # --epochs goes over the file's
+    args = ["demo", "-o", str(out), "--clips", "8", "--points", "6", "--epochs", "2", "-q",
+            "--config", str(tmp_path / "c.yaml")]
     assert main(args) == 0
     printed = capsys.readouterr().out
     assert "RANDOM weights" in printed and "indexed 16 videos" in printed
@@ -36,6 +40,8 @@ def test_demo_end_to_end_and_resume(tmp_path, capsys):
     assert {(r["backbone"], r["modality"], r["variant"]) for r in study["rows"]} == {
         (b, m, v) for b in ("dinov2-tiny", "dinov2-tiny-wide") for m in ("flow", "depth", "flow+depth")
         for v in ("fp32", "int8")}
+    saved = yaml.safe_load((out / "runs" / "demo" / "config.yaml").read_text())
+    assert (saved["patience"], saved["epochs"], saved["backbone"]) == (3, 2, "dinov2-tiny")  # the demo's own kept
     report = (out / "runs" / "demo" / "report.md").read_text()
     assert "backbone weights: **random**" in report and "random-saved" in report
     metrics = json.loads((out / "runs" / "demo" / "metrics.json").read_text())
@@ -120,7 +126,9 @@ def _capture(monkeypatch, module: str, name: str, result=None) -> dict:
         seen.update(args=args, kwargs=kwargs)
         return _Done() if result is None else result
 
-    monkeypatch.setattr(importlib.import_module(module), name, record)
+    owner = importlib.import_module(module)
+    # with the original's signature, which the command's options read their defaults from
+    monkeypatch.setattr(owner, name, functools.wraps(getattr(owner, name))(record))
     return seen
 
 
@@ -169,6 +177,25 @@ def test_one_sectioned_file_serves_every_command(tmp_path, monkeypatch, capsys):
     assert main(["serve", "--model", str(tmp_path / "r"), "--config", str(config), "--workers", "2"]) == 0
     cfg = serve["args"][0]
     assert (cfg.queue, cfg.keep_hours, cfg.workers, cfg.max_seconds, cfg.token) == (4, 2.0, 2, 600.0, None)
+    # tim evaluate takes evaluate:, its options on top
+    config.write_text(SECTIONED + "evaluate:\n  split: val\n  aggregation: median\n  batch_videos: 2\n")
+    evaluate = _capture(monkeypatch, "truthinmotion.experiments.evaluate", "evaluate")
+    assert main(["evaluate", str(tmp_path / "r"), "--config", str(config), "--aggregation", "max", "-q"]) == 0
+    kw = evaluate["kwargs"]
+    assert (kw["split"], kw["aggregation"], kw["batch_videos"], kw["workers"]) == ("val", "max", 2, 0)
+    # tim benchmark takes benchmark:
+    config.write_text(SECTIONED + "benchmark:\n  batches: [1, 4]\n  repeats: 3\n")
+    bench = _capture(monkeypatch, "truthinmotion.experiments.bench", "benchmark_runs")
+    assert main(["benchmark", str(tmp_path / "r"), "--config", str(config), "--repeats", "5"]) == 0
+    kw = bench["kwargs"]
+    assert (kw["split"], tuple(kw["batches"]), kw["repeats"]) == ("test", (1, 4), 5)
+    # tim demo takes the five sections of tim run over its own settings; --epochs over the file's
+    config.write_text(SECTIONED)
+    demo = _capture(monkeypatch, "truthinmotion.apps.demo", "run_demo")
+    assert main(["demo", "-o", str(tmp_path / "demo"), "--config", str(config), "--epochs", "2", "-q"]) == 0
+    sections = demo["kwargs"]["settings"]
+    assert sections["faces"] == {"num_points": 12, "max_faces": 1} and sections["train"]["epochs"] == 2
+    assert sections["train"]["modality"] == "flow" and sections["index"] == {"seed": 7}
 
 
 @pytest.mark.parametrize("text, command, named", [
@@ -178,6 +205,8 @@ def test_one_sectioned_file_serves_every_command(tmp_path, monkeypatch, capsys):
     ("train:\n  epoch: 3\n", "faces", ["epoch", "epochs"]),
     ("faces:\n  num_points: 8\nepochs: 3\n", "train", ["epochs", "outside a section"]),
     ("winsize: 5\n", "features", ["winsize", "outside a section"]),
+    ("evaluate:\n  split: tset\n", "evaluate", ["tset", "train, val, test"]),
+    ("benchmark:\n  batches: [0]\n", "benchmark", ["batches", "[0]"]),
 ])
 def test_unknown_sections_and_keys_exit_2_naming_them(tmp_path, capsys, text, command, named):
     (tmp_path / "c.yaml").write_text(text)
@@ -255,6 +284,16 @@ def test_help_shows_every_setting_default_from_its_dataclass():
     help_text = "".join(p.format_help() for p in _subparsers().values())
     for hand_written in ("(32)", "(224)", "(1.3)", "(518)", "(1e-4)", "(10)"):
         assert hand_written not in help_text
+
+
+def test_every_command_takes_a_settings_file():
+    from truthinmotion.apps.cli.options import SECTIONS
+
+    for command, parser in _subparsers().items():
+        config = next((a for a in parser._actions if "--config" in a.option_strings), None)
+        assert config is not None, command
+        reads = config.help.split("this command reads ")[1].split(",")[0].split()[0]
+        assert reads in SECTIONS, (command, config.help)  # it names a section that exists
 
 
 def test_help_shows_the_fields_defaults_and_the_owners_choices(capsys):

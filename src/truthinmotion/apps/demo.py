@@ -19,6 +19,7 @@ import logging
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 import torch
 
@@ -99,10 +100,13 @@ def demo_config(out: Path, points: int = 16, epochs: int = 10) -> tuple[StudyCon
 
 
 def run_demo(out: str | Path = "demo-out", clips: int = 20, points: int = 16, epochs: int = 5,
-             progress: bool = True, study: bool = False) -> DemoResult:
+             progress: bool = True, study: bool = False, settings: dict[str, Any] | None = None) -> DemoResult:
+    """``settings``: sections of a settings file (``index``, ``faces``, ``flow``, ``depth``, ``train``)
+    applied last, over the demo's own settings and ``points`` and ``epochs``."""
     out = Path(out)
     data = make_demo_data(out / "data", clips=clips)
     cfg, pretrained = demo_config(out, points, epochs)
+    cfg = cfg.with_sections(settings)
     result = DemoResult(out, pretrained=pretrained)
     result.lines.append(
         "weights: pretrained DINOv2-small and Depth Anything V2 small from the local cache" if pretrained else

@@ -19,6 +19,8 @@ import numpy as np
 import torch
 from torch.utils.data import DataLoader
 
+from ..core.config import Settings, require
+from ..data.splits import SPLITS
 from ..models.loading import inference_autocast, load_detector
 from .compress import sample_inputs
 from ..training.dataset import VideoDataset, collate
@@ -28,7 +30,22 @@ from ..core.io import atomic_write_text, dir_size
 from ..backends.runtime import autocast_context
 from ..training.loop import predict
 
-__all__ = ["BenchmarkResult", "benchmark_runs", "time_calls"]
+__all__ = ["BenchmarkConfig", "BenchmarkResult", "benchmark_runs", "time_calls"]
+
+
+@dataclass(frozen=True)
+class BenchmarkConfig(Settings):
+    """What ``tim benchmark`` measures: the section ``benchmark`` of a settings file."""
+
+    split: str = "test"  # the videos whose AUC and accuracy are reported
+    batches: tuple[int, ...] = (1, 8, 32)  # throughput is the best of these batch sizes
+    repeats: int = 10  # timed calls at batch 1
+
+    def check(self) -> None:
+        require(self.split in SPLITS, f"split: expected one of {', '.join(SPLITS)}, got {self.split!r}")
+        require(bool(self.batches) and all(isinstance(b, int) and b >= 1 for b in self.batches),
+                f"batches: expected batch sizes of 1 or more, got {list(self.batches)}")
+        require(self.repeats >= 1, f"repeats: expected 1 or more, got {self.repeats}")
 
 
 @dataclass
@@ -64,8 +81,9 @@ def time_calls(model: Any, inputs: dict[str, torch.Tensor], batch: int, device: 
 
 
 def benchmark_runs(
-    run_dirs: Sequence[str | Path], *, device: str = "cpu", split: str = "test", batches: Sequence[int] = (1, 8, 32),
-    repeats: int = 10, out_dir: str | Path | None = None,
+    run_dirs: Sequence[str | Path], *, device: str = "cpu", split: str = BenchmarkConfig.split,
+    batches: Sequence[int] = BenchmarkConfig.batches, repeats: int = BenchmarkConfig.repeats,
+    out_dir: str | Path | None = None,
 ) -> BenchmarkResult:
     runs = [Path(r) for r in run_dirs]
     base_model = Detector.from_pretrained(runs[0])

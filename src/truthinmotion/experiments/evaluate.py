@@ -26,10 +26,12 @@ import numpy as np
 from torch.utils.data import DataLoader
 
 from ..models.calibration import reliability_bins, brier, expected_calibration_error
+from ..core.config import Settings, require
 from ..core.errors import ConfigError
+from ..data.splits import SPLITS
 from ..training.dataset import VideoDataset, collate
 from ..core.io import WorkDir, atomic_write_text, load_npz
-from ..core.metrics import binary_metrics, video_level
+from ..core.metrics import AGGREGATIONS, binary_metrics, video_level
 from .error_analysis import error_analysis
 from ..models.loading import inference_autocast, load_detector
 from ..training.loop import predict
@@ -38,9 +40,26 @@ from ..data.index import manifest_hash
 from ..training.runs import check_split
 from ..core.io import path_key
 
-__all__ = ["EvalResult", "evaluate"]
+__all__ = ["EvalResult", "EvaluateConfig", "evaluate"]
 
 log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class EvaluateConfig(Settings):
+    """What ``tim evaluate`` measures: the section ``evaluate`` of a settings file."""
+
+    split: str = "test"
+    aggregation: str = "mean"  # video score from frame probabilities
+    batch_videos: int = 4
+    workers: int = 0  # DataLoader processes
+
+    def check(self) -> None:
+        require(self.split in SPLITS, f"split: expected one of {', '.join(SPLITS)}, got {self.split!r}")
+        require(self.aggregation in AGGREGATIONS,
+                f"aggregation: expected one of {', '.join(AGGREGATIONS)}, got {self.aggregation!r}")
+        require(self.batch_videos >= 1, f"batch_videos: expected 1 or more, got {self.batch_videos}")
+        require(self.workers >= 0, f"workers: expected 0 or more, got {self.workers}")
 
 
 @dataclass
@@ -118,13 +137,13 @@ def _write_predictions(path: Path, work: Path, ds: VideoDataset, pred: dict[str,
 
 def evaluate(
     run_dir: str | Path,
-    split: str = "test",
+    split: str = EvaluateConfig.split,
     workdir: str | Path | None = None,
-    aggregation: str = "mean",
+    aggregation: str = EvaluateConfig.aggregation,
     device: str = "cpu",
     out_dir: str | Path | None = None,
-    batch_videos: int = 4,
-    workers: int = 0,
+    batch_videos: int = EvaluateConfig.batch_videos,
+    workers: int = EvaluateConfig.workers,
     progress: bool = True,
     allow_split_change: bool = False,
 ) -> EvalResult:

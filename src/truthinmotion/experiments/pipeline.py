@@ -49,12 +49,15 @@ class StudyConfig:
 
     @classmethod
     def from_sections(cls, data: dict[str, Any] | None) -> "StudyConfig":
+        return cls().with_sections(data)
+
+    def with_sections(self, data: dict[str, Any] | None) -> "StudyConfig":
+        """These settings with a mapping of sections (a settings file's) applied on top."""
         data = data or {}
         unknown = sorted(set(data) - set(SECTIONS))
         if unknown:
             raise ConfigError(f"unknown section(s) {unknown}; allowed: {', '.join(SECTIONS)}")
-        base = cls()
-        return cls(**{s: getattr(base, s).updated(data.get(s)) for s in SECTIONS})
+        return StudyConfig(**{s: getattr(self, s).updated(data.get(s)) for s in SECTIONS})
 
     def with_options(self, *, format: str | None = None, splits_dir: str | None = None, modality: str | None = None,
                      backbone: str | None = None, epochs: int | None = None) -> "StudyConfig":

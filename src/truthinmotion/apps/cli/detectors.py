@@ -5,8 +5,8 @@ from __future__ import annotations
 import argparse
 
 from ...core.errors import ConfigError
-from .options import (ALLOW_SPLIT_CHANGE, Command, Section, bind, common, device, positive, present, quiet,
-                      read_config, sections, settings)
+from .options import (ALLOW_SPLIT_CHANGE, Command, Section, bind, common, config_option, device, positive, present, read_config,
+                      sections, settings)
 
 # ---------------------------------------------------------------- train
 
@@ -67,24 +67,25 @@ TRAIN = Command("train", "train a detector: runs/NAME/{config.yaml,metrics.csv,b
 def _add_evaluate(p: argparse.ArgumentParser) -> None:
     from ...core.metrics import AGGREGATIONS
     from ...data.splits import SPLITS
-    from ...experiments.evaluate import evaluate
+    from ...experiments.evaluate import EvaluateConfig
 
     p.add_argument("run_dir")
-    bind(p, "--split", evaluate, "split", choices=SPLITS)
+    section = Section(p, "evaluate", EvaluateConfig)
+    section("--split", "split", choices=SPLITS)
     p.add_argument("--workdir", help="another indexed dataset (cross-dataset); default: the training one")
-    bind(p, "--aggregation", evaluate, "aggregation", choices=list(AGGREGATIONS), help="video score from frames")
+    section("--aggregation", "aggregation", choices=list(AGGREGATIONS), help="video score from frames")
     p.add_argument("--out", help="report directory (default: the run directory)")
     p.add_argument("--device", type=device, default="cpu", help="cpu or cuda")
     p.add_argument("--allow-split-change", **ALLOW_SPLIT_CHANGE)
-    quiet(p)
+    common(p, ["evaluate"])
 
 
 def _evaluate(args: argparse.Namespace) -> int:
-    from ...experiments.evaluate import evaluate
+    from ...experiments.evaluate import EvaluateConfig, evaluate
 
-    result = evaluate(args.run_dir, **present(split=args.split, aggregation=args.aggregation), workdir=args.workdir,
-                      device=args.device, out_dir=args.out, progress=not args.quiet,
-                      allow_split_change=args.allow_split_change)
+    cfg = settings(args, EvaluateConfig(), "evaluate")
+    result = evaluate(args.run_dir, **cfg.to_dict(), workdir=args.workdir, device=args.device, out_dir=args.out,
+                      progress=not args.quiet, allow_split_change=args.allow_split_change)
     print(result.summary())
     return 0
 
@@ -144,20 +145,25 @@ COMPRESS = Command("compress", "fp16/bf16, compile, onnx, int8 or distilled copy
 
 def _add_benchmark(p: argparse.ArgumentParser) -> None:
     from ...data.splits import SPLITS
-    from ...experiments.bench import benchmark_runs
+    from ...experiments.bench import BenchmarkConfig
 
     p.add_argument("run_dirs", nargs="+", help="run directories; the first is the baseline of the speed-ups")
     p.add_argument("--device", type=device, default="cpu", help="cpu or cuda")
-    bind(p, "--split", benchmark_runs, "split", choices=SPLITS)
-    bind(p, "--repeats", benchmark_runs, "repeats", type=positive, help="timed calls at batch 1")
+    section = Section(p, "benchmark", BenchmarkConfig)
+    section("--split", "split", choices=SPLITS)
+    section("--repeats", "repeats", type=positive, help="timed calls at batch 1")
+    section("--batches", "batches", type=lambda s: tuple(positive(b) for b in s.split(",")),
+            help="batch sizes tried for throughput, comma-separated")
     p.add_argument("--out", help="where benchmark.md/json go (default: the first run directory)")
+    config_option(p, ["benchmark"])
 
 
 def _benchmark(args: argparse.Namespace) -> int:
-    from ...experiments.bench import benchmark_runs
+    from ...experiments.bench import BenchmarkConfig, benchmark_runs
 
-    print(benchmark_runs(args.run_dirs, device=args.device, **present(split=args.split, repeats=args.repeats),
-                         out_dir=args.out).summary())
+    cfg = settings(args, BenchmarkConfig(), "benchmark")
+    print(benchmark_runs(args.run_dirs, device=args.device, split=cfg.split, batches=cfg.batches,
+                         repeats=cfg.repeats, out_dir=args.out).summary())
     return 0
 
 

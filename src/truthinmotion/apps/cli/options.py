@@ -30,6 +30,8 @@ SECTIONS = {
     "train": ("truthinmotion.training.runs", "TrainConfig"),
     # tim compress --method distill: the student's training settings, over the teacher's own
     "distill": ("truthinmotion.training.runs", "TrainConfig"),
+    "evaluate": ("truthinmotion.experiments.evaluate", "EvaluateConfig"),
+    "benchmark": ("truthinmotion.experiments.bench", "BenchmarkConfig"),
     "detect": ("truthinmotion.inference.config", "DetectConfig"),
     "serve": ("truthinmotion.apps.serve.config", "ServeConfig"),
 }

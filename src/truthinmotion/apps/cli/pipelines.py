@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import argparse
 
-from .options import (ALLOW_SPLIT_CHANGE, Command, Section, bind, common, device, positive, present, quiet, sections,
-                      space_option, words)
+from .options import (ALLOW_SPLIT_CHANGE, Command, Section, bind, common, device, positive, present, read_config,
+                      sections, space_option, words)
 
 
 def _experiment_options(p: argparse.ArgumentParser, out_help: str) -> Section:
@@ -99,6 +99,7 @@ STUDY = Command("study", "the study's whole experiment: every backbone x modalit
 
 
 def _add_demo(p: argparse.ArgumentParser) -> None:
+    from ...experiments.pipeline import SECTIONS
     from ..demo import run_demo
 
     bind(p, ("-o", "--out"), run_demo, "out", help="output directory")
@@ -108,14 +109,22 @@ def _add_demo(p: argparse.ArgumentParser) -> None:
     p.add_argument("--study", action="store_true",
                    help="then a small study of the clips: every modality by two tiny backbones (or the cached "
                         "DINOv2-small), fp32 and int8")
-    quiet(p)
+    common(p, SECTIONS)
 
 
 def _demo(args: argparse.Namespace) -> int:
+    from ...experiments.pipeline import SECTIONS
     from ..demo import run_demo
 
+    found = read_config(args)
+    settings = {name: found[name] for name in SECTIONS if name in found}
+    # --points and --epochs go over the file's faces and train sections
+    if settings.get("faces") and args.points is not None:
+        settings["faces"]["num_points"] = args.points
+    if settings.get("train") and args.epochs is not None:
+        settings["train"]["epochs"] = args.epochs
     result = run_demo(**present(out=args.out, clips=args.clips, points=args.points, epochs=args.epochs),
-                      progress=not args.quiet, study=args.study)
+                      progress=not args.quiet, study=args.study, settings=settings)
     print(result.summary())
     return 0
 
