@@ -58,23 +58,17 @@ def test_video_aggregation_by_hand():
 
 
 
-def _video_level_by_masks(probs, videos, labels, how, groups=None):
-    """``video_level`` as it was (a mask over every frame per item): the reference for its results."""
-    from truthinmotion.core.metrics import AGGREGATIONS
+def _video_level_by_masks(*args):
+    """``video_level`` as it was (a mask over every frame per item): the reference for its results,
+    kept once, in the benchmark that times the two."""
+    import importlib.util
+    from pathlib import Path
 
-    videos = np.asarray(videos)
-    ids, first = np.unique(videos, return_index=True)
-    order = np.argsort(first)
-    ids, first = ids[order], first[order]
-    scores = np.array([AGGREGATIONS[how](np.asarray(probs)[videos == v]) for v in ids])
-    vlabels = np.asarray(labels)[first]
-    if groups is None:
-        return ids, scores, vlabels
-    item_group = np.asarray(groups)[first]
-    gids, gfirst = np.unique(item_group, return_index=True)
-    gids = gids[np.argsort(gfirst)]
-    return (gids, np.array([scores[item_group == g].max() for g in gids]),
-            np.array([vlabels[item_group == g][0] for g in gids]))
+    path = Path(__file__).resolve().parents[1] / "benchmarks" / "aggregation.py"
+    spec = importlib.util.spec_from_file_location("aggregation_benchmark", path)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module.video_level_by_masks(*args)
 
 
 @pytest.mark.parametrize("dtype", [np.float32, np.float64])
