@@ -165,3 +165,59 @@ def test_blend_moves_with_the_face_and_framewise_does_not():
     blend, framewise = np.mean(errors["blend"]), np.mean(errors["frame-wise"])
     assert blend < 0.1, errors["blend"]
     assert framewise > 4 * blend and framewise > 0.5, errors
+
+
+def test_fakes_choose_the_training_rows_and_auto_follows_the_manifest(work, made):
+    from truthinmotion.core.errors import ConfigError
+    from truthinmotion.data.pseudo import resolve_fakes, select_fakes
+
+    rows = read_manifest(work)
+    assert resolve_fakes(rows, "auto") == "pseudo"  # real videos and twins only
+    with pytest.raises(ConfigError, match="no fakes of the dataset"):
+        resolve_fakes(rows, "dataset")
+    swap = {**rows[0], "video_id": "swap-1", "label": 1, "method": "Deepfakes", "source": ""}
+    both = [*rows, swap]
+    assert resolve_fakes(both, "auto") == "both"
+    methods = {f: {r["method"] for r in select_fakes(both, f) if r["label"] == 1} for f in ("dataset", "pseudo", "both")}
+    assert methods["dataset"] == {"Deepfakes"}
+    assert methods["pseudo"] == {f"pseudo-{k}" for k in KINDS}
+    assert methods["both"] == methods["dataset"] | methods["pseudo"]
+    for f in ("dataset", "pseudo"):  # every real video stays
+        assert sum(r["label"] == 0 for r in select_fakes(both, f)) == sum(r["label"] == 0 for r in rows)
+    with pytest.raises(ConfigError, match="tim synth"):
+        resolve_fakes([r for r in rows if not is_pseudo(r)], "pseudo")
+
+
+@pytest.mark.slow
+def test_tim_run_with_pseudo_fakes_on_a_folder_of_real_videos_alone(tmp_path, capsys):
+    """`tim run DATA --fakes pseudo`: real clips only; twins are made, trained on, evaluated, and the
+    run, its detector's provenance and its report say which fakes it learnt from."""
+    import json
+
+    from truthinmotion.apps.cli import main
+    from truthinmotion.models.detector import read_record
+
+    for i in range(4):
+        write_video(tmp_path / "data" / "real" / f"r{i}.mp4", synth_clip(False, frames=12, size=128, seed=10 + i))
+    (tmp_path / "tim.yaml").write_text(
+        "index: {ratios: [0.5, 0.25, 0.25]}\nfaces: {num_points: 4, size: 56}\n"
+        "train: {backbone: dinov2-tiny, init: random, image_size: 56, modality: flow, epochs: 2, batch_size: 4,"
+        " train_points: 4, workers: 0, lr: 0.001}\n")
+    out = tmp_path / "out"
+    assert main(["run", str(tmp_path / "data"), "-o", str(out), "--config", str(tmp_path / "tim.yaml"),
+                 "--fakes", "pseudo", "--per-video", "2", "--kinds", "blend,frame-wise", "--name", "p", "-q"]) == 0
+    printed = capsys.readouterr().out
+    assert "synth: 8 twins added to the manifest" in printed and "synth: 8 processed" in printed
+    assert "features: 12 processed" in printed
+    record = read_record(out / "runs" / "p" / "best")
+    assert record.provenance.fakes == "pseudo"
+    assert record.provenance.fake_methods == ("pseudo-blend", "pseudo-frame-wise")
+    metrics = json.loads((out / "runs" / "p" / "metrics.json").read_text())
+    assert metrics["fakes"] == "pseudo"
+    test_reals = {r["video_id"] for r in read_manifest(out / "work") if r["split"] == "test" and not is_pseudo(r)}
+    scored = {v["video_id"]: v for v in metrics["videos"]}
+    assert {v for v, r in scored.items() if r["label"] == 0} == test_reals
+    assert {v["method"] for v in scored.values() if v["label"] == 1} == {"pseudo-blend", "pseudo-frame-wise"}
+    assert all(any(v.endswith(f"-{r}") for r in test_reals) for v, s in scored.items() if s["label"] == 1)
+    assert "**pseudo-fakes** made from real videos (tim synth): pseudo-blend, pseudo-frame-wise" in (
+        out / "runs" / "p" / "report.md").read_text()

@@ -243,6 +243,14 @@ def stage_options(p: argparse.ArgumentParser, reads: Sequence[str]) -> None:
     space_option(p)
 
 
+def fakes_option(train: Section) -> None:
+    """``--fakes`` of the train section (tim train, tim run, tim study)."""
+    from ...data.pseudo import FAKES
+
+    train("--fakes", "fakes", choices=FAKES, help="fakes to train on: the dataset's, pseudo-fakes of its real "
+          "videos (tim synth; real videos are enough), both, or auto: what the work directory has")
+
+
 def space_option(p: argparse.ArgumentParser) -> None:
     p.add_argument("--no-space-check", dest="space_check", action="store_false",
                    help="start even when free disk space is below the artifacts' estimate")
