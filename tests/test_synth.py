@@ -16,7 +16,7 @@ from truthinmotion.data.index import IndexConfig, index_dataset, manifest_hash, 
 from truthinmotion.data.pseudo import is_pseudo
 from truthinmotion.faces.config import FacesConfig
 from truthinmotion.media.clips import FACE_BOX, synth_clip, write_video
-from truthinmotion.synth.config import KINDS, SynthConfig
+from truthinmotion.synth.config import ALL_KINDS, KINDS, SynthConfig
 from truthinmotion.synth.kinds import make_twin
 from truthinmotion.synth.stage import run_synth
 
@@ -115,7 +115,7 @@ def test_a_rerun_skips_finished_twins_and_remakes_a_missing_one_identically(work
     assert sorted(fourth.twins.stats) == sorted(v for v in done if v.endswith("-real-r0"))
 
 
-@pytest.mark.parametrize("kind", KINDS)
+@pytest.mark.parametrize("kind", ALL_KINDS)
 def test_each_kind_changes_the_face_and_nothing_outside_its_feathered_mask(kind):
     frames = _frames()
     points = np.array([0, 6, 12, 17])

@@ -8,16 +8,20 @@ from typing import Any
 
 from ..core.config import Settings, require
 
-__all__ = ["KINDS", "SynthConfig"]
+__all__ = ["ALL_KINDS", "FAMILIES", "KINDS", "SynthConfig"]
 
 # blend: one blend for the whole clip; blend-drift: its offset, scale and mask drift over time;
 # frame-wise: an independent blend in every frame; timing: the face from neighbouring frames.
 KINDS = ("blend", "blend-drift", "frame-wise", "timing")
+# Frame-wise artefacts of other families (benchmarks/learning.py), made on request only: an
+# independent small warp, colour gain or seam of the face in every frame.
+FAMILIES = ("warp", "flicker", "seam")
+ALL_KINDS = (*KINDS, *FAMILIES)
 
 
 @dataclass(frozen=True)
 class SynthConfig(Settings):
-    kinds: tuple[str, ...] = KINDS  # the kinds made (see KINDS)
+    kinds: tuple[str, ...] = KINDS  # the kinds made (see KINDS; FAMILIES too on request)
     per_video: int = 1  # twins per real video, the kinds dealt in turn from a start fixed by the video's id
     seed: int = 0  # with a twin's id, seeds every draw of that twin: a re-run makes the same twin
     # A blend (Self-Blended Images, Shiohara & Yamasaki, CVPR 2022): the face of the frame itself,
@@ -41,8 +45,8 @@ class SynthConfig(Settings):
     write_videos: bool = False  # also write each twin's sampled frames to WORKDIR/synth/<id>.mp4 (to look at)
 
     def check(self) -> None:
-        bad = sorted(set(self.kinds) - set(KINDS))
-        require(bool(self.kinds) and not bad, f"kinds: {bad or 'none'} not allowed; choose from {', '.join(KINDS)}")
+        bad = sorted(set(self.kinds) - set(ALL_KINDS))
+        require(bool(self.kinds) and not bad, f"kinds: {bad or 'none'} not allowed; choose from {', '.join(ALL_KINDS)}")
         require(len(set(self.kinds)) == len(self.kinds), "kinds: each kind once")
         require(1 <= self.per_video <= 64, "per_video: 1 to 64 twins per real video")
         require(all(v >= 0 for v in (self.colour, self.brightness, self.sharpness, self.scale, self.shift,

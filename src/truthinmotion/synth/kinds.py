@@ -13,6 +13,11 @@ outline deformed by random low harmonics, its edge feathered). The kinds differ 
 - ``frame-wise``: an independent blend in every frame, as frame-by-frame generators leave.
 - ``timing``: the face region taken from a neighbouring frame (resampled timing of lip-sync).
 
+Three frame-wise families of ``benchmarks/learning.py`` are kinds too (made on request): ``warp``
+(an independent small affine warp of the face each frame: about 1.5 px, 3%, 1.5 degrees),
+``flicker`` (an independent colour gain of about 6% per channel each frame) and ``seam`` (the face
+shifted 1.5 px through a mask whose size changes each frame).
+
 Each kind is one function ``(frames, points, boxes, cfg, rng) -> (frames, record)`` (see
 :func:`make_twin`); frames are BGR ``[H, W, 3]`` uint8 keyed by frame index, boxes ``[K, 4]`` the
 face box of each time point in those frames' pixels. A pixel is changed only where its kind's
@@ -27,7 +32,7 @@ from typing import Any, Callable
 import cv2
 import numpy as np
 
-from .config import KINDS, SynthConfig
+from .config import ALL_KINDS, FAMILIES, SynthConfig
 
 __all__ = ["KIND_FUNCTIONS", "blend_frame", "draw_blend", "face_mask", "frames_needed", "make_twin"]
 
@@ -96,7 +101,7 @@ def blend_frame(frame: np.ndarray, box: np.ndarray, p: dict[str, Any], cfg: Synt
     else:
         side = max(box[2] - box[0], box[3] - box[1])
         centre = ((local[0] + local[2]) / 2, (local[1] + local[3]) / 2)
-        m = cv2.getRotationMatrix2D(centre, 0.0, p["scale"])
+        m = cv2.getRotationMatrix2D(centre, p.get("angle", 0.0), p["scale"])
         m[:, 2] += np.asarray(p["shift"]) * side
         src = cv2.warpAffine(sub, m, sub.shape[1::-1], flags=cv2.INTER_LINEAR, borderMode=cv2.BORDER_REFLECT)
         if p["sharp"]:
@@ -174,9 +179,35 @@ def _kind_timing(frames, points, boxes, cfg, rng, last: int | None = None):
     return out, masks, {"mask": {k: p[k] for k in ("grow", "outline")}, "from": {str(f): g for f, g in taken.items()}}
 
 
+def _plain(cfg: SynthConfig, rng: np.random.Generator) -> dict[str, Any]:
+    """A blend that changes nothing but what a family sets: the face box's ellipse, unjittered."""
+    return {**draw_blend(cfg, rng), "gain": [1.0] * 3, "bias": [0.0] * 3, "sharp": 0.0, "scale": 1.0,
+            "shift": [0.0, 0.0], "grow": 1.0, "outline": [[0.0, 0.0]] * len(_HARMONICS)}
+
+
+def _family(name: str):
+    def kind(frames, points, boxes, cfg, rng):
+        side = {f: max(boxes[i, 2] - boxes[i, 0], boxes[i, 3] - boxes[i, 1]) for i, f in _pairs(points)
+                if not np.isnan(boxes[i, 0])}
+        drawn = {}
+        for _, f in _pairs(points):
+            p = _plain(cfg, rng)
+            px = 1.0 / side.get(f, 1.0)  # one pixel as a share of the face box
+            if name == "warp":
+                p.update(angle=float(rng.normal(0, 1.5)), scale=float(1 + rng.normal(0, 0.03)),
+                         shift=(rng.normal(0, 1.5, 2) * px).tolist())
+            elif name == "flicker":
+                p.update(gain=(1 + rng.normal(0, 0.06, 3)).tolist())
+            else:  # seam
+                p.update(shift=[1.5 * px, 0.0], grow=float(1 + rng.normal(0, 0.06)))
+            drawn[f] = p
+        return _blend(frames, points, boxes, cfg, rng, lambda i, f: drawn[f], {"family": name, "frames": len(drawn)})
+    return kind
+
+
 KIND_FUNCTIONS = {"blend": _kind_blend, "blend-drift": _kind_drift, "frame-wise": _kind_framewise,
-                  "timing": _kind_timing}
-assert set(KIND_FUNCTIONS) == set(KINDS)
+                  "timing": _kind_timing, **{name: _family(name) for name in FAMILIES}}
+assert set(KIND_FUNCTIONS) == set(ALL_KINDS)
 
 
 def frames_needed(kind: str, points: np.ndarray, frames: int, cfg: SynthConfig) -> np.ndarray:
