@@ -6,8 +6,11 @@ frame-wise synthesis does, one kind per twin, in turn:
 
   warp     an independent small affine warp of the face each frame (about 1.5 px, 3%, 1.5 degrees)
   flicker  an independent colour gain on the face each frame (about 6% per channel)
-  timing   the face taken from a neighbouring frame (t-2 .. t+2) each frame: resampled timing
+  timing   the face taken from a neighbouring frame (t-2 .. t+2, never t) each frame: resampled timing
   seam     the face shifted 1.5 px with a blending mask whose edge moves each frame
+
+The twins are made by the package's pseudo-fake kinds (truthinmotion.synth.kinds), over every frame
+of a clip; ``benchmarks/generalisation.py`` uses the same kinds on the sampled frames.
 
 A real clip and its twin share a group, so no split separates them. The groups are dealt into
 ``--folds`` folds; each fold is the test split once (15% of the other groups validate, the rest
@@ -45,6 +48,8 @@ from truthinmotion.media.clips import write_video
 from truthinmotion.training.train import TrainConfig, train
 from truthinmotion.media.video import probe, read_frames
 from truthinmotion.backends.weights import save_random_model
+from truthinmotion.synth.config import SynthConfig
+from truthinmotion.synth.kinds import make_twin
 
 KINDS = ("warp", "flicker", "timing", "seam")
 # Every encoding setting is given in full, so a change of the library's defaults cannot move a row.
@@ -80,42 +85,12 @@ def _face_boxes(frames: np.ndarray, detector: FaceDetector, every: int = 4) -> n
     return np.stack([np.interp(np.arange(len(frames)), pts, boxes[:, c]) for c in range(4)], 1)
 
 
-def _mask(shape: tuple[int, int], box: np.ndarray, grow: float = 1.0) -> np.ndarray:
-    """A feathered ellipse over the face box, float32 [H, W, 1] in 0..1."""
-    h, w = shape
-    m = np.zeros((h, w), np.float32)
-    cx, cy = (box[0] + box[2]) / 2, (box[1] + box[3]) / 2
-    axes = (max(1, int(0.5 * (box[2] - box[0]) * grow)), max(1, int(0.55 * (box[3] - box[1]) * grow)))
-    cv2.ellipse(m, (int(cx), int(cy)), axes, 0, 0, 360, 1.0, -1)
-    k = max(3, int(0.15 * (box[2] - box[0])) | 1)
-    return cv2.GaussianBlur(m, (k, k), 0)[..., None]
-
-
 def make_fake(frames: np.ndarray, boxes: np.ndarray, kind: str, rng: np.random.Generator) -> np.ndarray:
-    """The clip with its face altered frame by frame (see the module docstring)."""
-    out = frames.astype(np.float32).copy()
-    h, w = frames.shape[1:3]
-    for t in range(len(frames)):
-        box = boxes[t]
-        if np.isnan(box[0]):
-            continue
-        mask = _mask((h, w), box)
-        centre = ((box[0] + box[2]) / 2, (box[1] + box[3]) / 2)
-        src = frames[t].astype(np.float32)
-        if kind == "warp":
-            m = cv2.getRotationMatrix2D(centre, rng.normal(0, 1.5), 1 + rng.normal(0, 0.03))
-            m[:, 2] += rng.normal(0, 1.5, 2)
-            face = cv2.warpAffine(src, m, (w, h), flags=cv2.INTER_LINEAR, borderMode=cv2.BORDER_REFLECT)
-        elif kind == "flicker":
-            face = np.clip(src * (1 + rng.normal(0, 0.06, 3)), 0, 255)
-        elif kind == "timing":
-            face = frames[int(np.clip(t + rng.integers(-2, 3), 0, len(frames) - 1))].astype(np.float32)
-        else:  # seam
-            m = np.float32([[1, 0, 1.5], [0, 1, 0]])
-            face = cv2.warpAffine(src, m, (w, h), flags=cv2.INTER_LINEAR, borderMode=cv2.BORDER_REFLECT)
-            mask = _mask((h, w), box, grow=1.0 + rng.normal(0, 0.06))
-        out[t] = mask * face + (1 - mask) * out[t]
-    return np.clip(np.round(out), 0, 255).astype(np.uint8)
+    """The clip with its face altered frame by frame (see the module docstring): the package's
+    pseudo-fake kinds (truthinmotion.synth.kinds) over every frame of the clip."""
+    twin, _, _ = make_twin(kind, dict(enumerate(frames)), np.arange(len(frames) - 1), boxes[:-1], SynthConfig(), rng,
+                           last=len(frames) - 1)
+    return np.stack([twin[i] for i in range(len(frames))])
 
 
 def make_data(out: Path, data: Path, clip_frames: int, per_video: int, side: int) -> Path:

@@ -15,11 +15,12 @@ LAYERS = {
     "media": 2, "reports": 2,
     "data": 3,
     "faces": 4,
-    "features": 5,
-    "models": 6,
-    "training": 7, "inference": 7,
-    "experiments": 8,
-    "apps": 9,
+    "synth": 5,
+    "features": 6,
+    "models": 7,
+    "training": 8, "inference": 8,
+    "experiments": 9,
+    "apps": 10,
 }
 
 

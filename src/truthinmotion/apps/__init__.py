@@ -1,4 +1,4 @@
-"""Layer 9: what people run: the ``tim`` command line, the HTTP service and the demo.
+"""Layer 10: what people run: the ``tim`` command line, the HTTP service and the demo.
 
 See docs/architecture.md for the layers and a module map.
 """

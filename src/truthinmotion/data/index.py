@@ -1,7 +1,8 @@
 """Indexing: a dataset root becomes ``WORKDIR/manifest.csv``, one row a video (the formats
 themselves: :mod:`.formats`).
 
-Columns: ``video_id, path, label (0 real, 1 fake), dataset, method, group, split``. ``group`` is a
+Columns: ``video_id, path, label (0 real, 1 fake), dataset, method, group, split`` (and ``source``
+where the manifest holds pseudo-fakes, :mod:`.pseudo`; a re-index keeps them with their source). ``group`` is a
 connected component of shared source identities (FF++ ``A_B`` joins ``A`` and ``B``; a DFDC fake
 joins its original; Celeb-DF ``idX``), and no split ever cuts a group: sharing identities between
 train and test is the leakage that FaceForensics++ (Rössler et al., ICCV 2019) warns about.
@@ -38,6 +39,7 @@ from ..core.errors import ConfigError
 from ..core.config import Settings, require
 from ..core.errors import StageError
 from ..core.io import WorkDir, atomic_path, check_video_id
+from .pseudo import is_pseudo
 from .formats import FFPP_METHODS, FFPP_STANDARD, FORMATS, VIDEO_SUFFIXES, VideoRecord
 from .splits import SPLITS, assign_splits, group_split
 
@@ -56,11 +58,13 @@ __all__ = [
     "read_manifest",
     "select_rows",
     "split_hash",
+    "write_manifest",
 ]
 
 log = logging.getLogger(__name__)
 
 FIELDS = ("video_id", "path", "label", "dataset", "method", "group", "split")
+PSEUDO_FIELDS = (*FIELDS, "source")  # a manifest with pseudo-fakes: the real video each twin was made from
 
 
 @dataclass(frozen=True)
@@ -100,7 +104,7 @@ class IndexResult:
             real, fake = counts[split, 0], counts[split, 1]
             if not real or not fake:
                 out.append(f"the {split} split has {real} real and {fake} fake videos: "
-                           f"{'tim train needs both classes in train and val' if split != 'test' else 'test metrics need both classes'}")
+                           f"{'tim train needs both classes in train and val (or pseudo-fakes: tim synth)' if split != 'test' else 'test metrics need both classes'}")
         return out
 
     def summary(self) -> str:
@@ -147,12 +151,8 @@ def index_dataset(root: str | Path, workdir: str | Path, cfg: IndexConfig = Inde
         raise ConfigError(f"duplicate video ids {dupes[:5]}: give each video a unique id")
     shared = assign_splits(records, official, cfg.ratios, cfg.seed)
     records.sort(key=lambda r: (_split_order(r.split), r.video_id))
-    with atomic_path(work.manifest) as tmp:
-        with open(tmp, "w", newline="") as f:
-            writer = csv.DictWriter(f, fieldnames=FIELDS)
-            writer.writeheader()
-            for r in records:
-                writer.writerow({k: getattr(r, k) for k in FIELDS})
+    twins = _kept_twins(work, records)
+    write_manifest(work.root, [{k: getattr(r, k) for k in FIELDS} for r in records] + twins)
     work.errors.update(
         "index",
         {Path(m).stem for m in missing},
@@ -164,6 +164,39 @@ def index_dataset(root: str | Path, workdir: str | Path, cfg: IndexConfig = Inde
     return result
 
 
+def _kept_twins(work: WorkDir, records: list[VideoRecord]) -> list[dict]:
+    """The pseudo-fakes of the manifest being replaced whose source is still indexed, moved to
+    their source's group and split (a re-index must neither drop them nor split them off)."""
+    if not work.manifest.is_file():
+        return []
+    by_id = {r.video_id: r for r in records}
+    kept, dropped = [], 0
+    for row in read_manifest(work.root):
+        if not is_pseudo(row):
+            continue
+        src = by_id.get(row.get("source", ""))
+        if src is None or src.label != 0:
+            dropped += 1
+            continue
+        kept.append({**row, "path": src.path, "dataset": src.dataset, "group": src.group, "split": src.split})
+    if dropped:
+        log.warning("%d pseudo-fakes dropped from the manifest: their source videos are no longer indexed as real",
+                    dropped)
+    return kept
+
+
+def write_manifest(workdir: str | Path, rows: list[dict]) -> Path:
+    """Write ``WORKDIR/manifest.csv`` atomically; the ``source`` column only where pseudo-fakes need it."""
+    path = WorkDir(Path(workdir)).manifest
+    fields = PSEUDO_FIELDS if any(is_pseudo(r) for r in rows) else FIELDS
+    with atomic_path(path) as tmp:
+        with open(tmp, "w", newline="") as f:
+            writer = csv.DictWriter(f, fieldnames=fields, extrasaction="ignore")
+            writer.writeheader()
+            writer.writerows({k: r.get(k, "") for k in fields} for r in rows)
+    return path
+
+
 def split_hash(rows: Iterable[tuple[str, str, str]]) -> str:
     """A short hash of a split assignment: ``(video_id, group, split)`` of every video, in any order."""
     text = json.dumps(sorted(list(row) for row in rows))
@@ -171,8 +204,10 @@ def split_hash(rows: Iterable[tuple[str, str, str]]) -> str:
 
 
 def manifest_hash(workdir: str | Path) -> str:
-    """:func:`split_hash` of ``WORKDIR/manifest.csv``: what runs and evaluations record."""
-    return split_hash((r["video_id"], r["group"], r["split"]) for r in read_manifest(workdir))
+    """:func:`split_hash` of ``WORKDIR/manifest.csv``: what runs and evaluations record. Pseudo-fakes
+    are left out: they follow their source's split, so the real videos' split fixes theirs, and
+    adding twins (``tim synth``) does not make a detector's split look changed."""
+    return split_hash((r["video_id"], r["group"], r["split"]) for r in read_manifest(workdir) if not is_pseudo(r))
 
 
 def read_manifest(workdir: str | Path) -> list[dict[str, str]]:

@@ -1,4 +1,4 @@
-"""Layer 8: what measures detectors: evaluation, benchmarks, compression, ``tim run`` and the study.
+"""Layer 9: what measures detectors: evaluation, benchmarks, compression, ``tim run`` and the study.
 
 See docs/architecture.md for the layers and a module map.
 """

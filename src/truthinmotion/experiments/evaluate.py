@@ -212,6 +212,8 @@ def evaluate(
         "modality": model.cfg.modality,
         "backbone": model.cfg.backbone,
         "backbone_weights": weights,
+        "fakes": record.provenance.fakes,
+        "fake_methods": list(record.provenance.fake_methods or ()),
         "features": record.feature_expect(),
         "inference": {k: v for k, v in record.inference.to_dict().items() if v is not None},
         "left_out": ds.missing,
@@ -256,6 +258,15 @@ def _calibration_line(c: dict[str, Any]) -> str:
             f"{_fmt(c['ece_after'])} after; Brier score {_fmt(c['brier_before'])} before, {_fmt(c['brier_after'])} after")
 
 
+def _describe_fakes(fakes: str | None, methods: list[str]) -> str:
+    """``pseudo fakes (pseudo-blend, pseudo-timing)``: what a detector's training fakes were."""
+    if fakes is None:
+        return "the dataset's fakes (trained before --fakes was recorded)"
+    what = {"dataset": "the dataset's own fakes", "pseudo": "**pseudo-fakes** made from real videos (tim synth)",
+            "both": "the dataset's fakes **and** pseudo-fakes (tim synth)"}[fakes]
+    return f"{what}: {', '.join(methods) or 'none'}"
+
+
 def _report(m: dict[str, Any], plots: list[str]) -> str:
     w = m["backbone_weights"]
     init = w.get("init", "unknown")
@@ -267,6 +278,7 @@ def _report(m: dict[str, Any], plots: list[str]) -> str:
     if init == "random":
         lines.append("- **The backbone started from random weights**: these figures say the pipeline works, "
                      "not how well a pretrained detector would do.")
+    lines.append(f"- Trained on: real videos and {_describe_fakes(m.get('fakes'), m.get('fake_methods') or [])}")
     feats = "; ".join(f"{k}: {_describe_feature(v)}" for k, v in m["features"].items()) or "rgb crops only"
     inf = m["inference"]
     variant = inf.get("method", "fp32")

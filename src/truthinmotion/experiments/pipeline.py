@@ -1,9 +1,11 @@
-"""``tim run``: index -> faces -> features -> train -> evaluate, resumable stage by stage.
+"""``tim run``: index -> faces -> (synth) -> features -> train -> evaluate, resumable stage by stage.
 
 Every stage skips what is already done (videos with artifacts, a finished training run), so an
 interrupted study continues where it stopped. Defaults reproduce the study: FF++-style split
 handling, K=32 pairs, Farnebäck flow, Depth Anything V2 small, DINOv2-small trained on flow+depth
-with its last block unfrozen, best epoch on validation, evaluated on test.
+with its last block unfrozen, best epoch on validation, evaluated on test. With ``fakes`` pseudo
+or both (``--fakes``), pseudo-fakes of the real videos are made after the faces (``tim synth``), so
+a folder of real videos alone is enough.
 """
 
 from __future__ import annotations
@@ -17,6 +19,8 @@ from ..core.errors import ConfigError
 from .evaluate import EvalResult, evaluate
 from ..faces.config import FacesConfig
 from ..faces.stage import run_faces
+from ..synth.config import SynthConfig
+from ..synth.stage import run_synth
 from ..features.depth import DepthConfig, check_depth
 from ..features.flow import FlowConfig, check_flow
 from ..features.stage import run_features
@@ -34,7 +38,7 @@ __all__ = ["StudyConfig", "RunResult", "prepare_work", "run_study", "train_cell"
 
 log = logging.getLogger(__name__)
 
-SECTIONS = ("index", "faces", "flow", "depth", "train")
+SECTIONS = ("index", "faces", "synth", "flow", "depth", "train")
 
 
 @dataclass
@@ -43,6 +47,7 @@ class StudyConfig:
 
     index: IndexConfig = field(default_factory=IndexConfig)
     faces: FacesConfig = field(default_factory=FacesConfig)
+    synth: SynthConfig = field(default_factory=SynthConfig)  # used where train.fakes is pseudo or both
     flow: FlowConfig = field(default_factory=FlowConfig)
     depth: DepthConfig = field(default_factory=DepthConfig)
     train: TrainConfig = field(default_factory=lambda: TrainConfig(modality="flow+depth"))
@@ -60,12 +65,14 @@ class StudyConfig:
         return StudyConfig(**{s: getattr(self, s).updated(data.get(s)) for s in SECTIONS})
 
     def with_options(self, *, format: str | None = None, splits_dir: str | None = None, modality: str | None = None,
-                     backbone: str | None = None, epochs: int | None = None) -> "StudyConfig":
+                     backbone: str | None = None, epochs: int | None = None,
+                     fakes: str | None = None) -> "StudyConfig":
         """These settings with ``tim run``'s command-line options on top (``None``: not given)."""
         return StudyConfig(
             index=self.index.updated({"format": format, "splits_dir": splits_dir}), faces=self.faces,
-            flow=self.flow, depth=self.depth,
-            train=self.train.updated({"modality": modality, "backbone": backbone, "epochs": epochs}),
+            synth=self.synth, flow=self.flow, depth=self.depth,
+            train=self.train.updated({"modality": modality, "backbone": backbone, "epochs": epochs,
+                                      "fakes": fakes}),
         )
 
 
@@ -121,12 +128,18 @@ def prepare_work(
     _check_runs_split(out / "runs", index, before, allow_split_change)
     lines = [index.summary()]
     stages = ("faces", *(["flow"] if flow else []), *(["depth"] if depth else []))
-    need = estimate(len(index.records), cfg.faces.num_points, cfg.faces.size, stages, cfg.depth.input_size)
+    synth = cfg.train.fakes in ("pseudo", "both")
+    videos = len(index.records) + (cfg.synth.per_video * sum(1 - r.label for r in index.records) if synth else 0)
+    need = estimate(videos, cfg.faces.num_points, cfg.faces.size, stages, cfg.depth.input_size)
     lines += need.lines()
     if space_check:  # what a resumed run already holds is not needed again
         check_space(out, need.total_bytes - dir_size(work), "the artifacts of every stage")
     faces = run_faces(work, cfg.faces, workers=workers, device=device, progress=progress, space_check=space_check)
     lines.append(faces.summary())
+    if synth:  # the twins of every real video, their faces made as the real videos' were
+        made = run_synth(work, cfg.synth, cfg.faces, workers=workers, device=device, progress=progress,
+                         space_check=space_check)
+        lines += made.summary().splitlines()[1:]  # its faces line repeats the one above
     if flow or depth:
         lines.append(run_features(work, flow, depth, workers=workers, device=device, progress=progress,
                                   space_check=space_check).summary())

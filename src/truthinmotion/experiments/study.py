@@ -265,7 +265,8 @@ def tables(cells: list[dict[str, Any]], plan: StudyPlan, cfg: StudyConfig, devic
                                                   "speedup_throughput")}
         row["reported"] = REPORTED.get(c["variant"] if c["variant"] != "fp32" else c["modality"])
         rows.append(row)
-    weights = {"backbone_init": cfg.train.init, "depth": cfg.depth.model, "flow": cfg.flow.method}
+    weights = {"backbone_init": cfg.train.init, "depth": cfg.depth.model, "flow": cfg.flow.method,
+               "fakes": cfg.train.fakes}
     return {"rows": rows, "device": device, "bootstrap": plan.bootstrap, "settings": weights,
             "plan": {"backbones": list(plan.backbones), "modalities": list(plan.modalities),
                      "compress": list(plan.compress), "cross": list(plan.cross)}}

@@ -32,11 +32,11 @@ from ..core.errors import StageError
 from ..core.io import source_identity
 from .mtcnn import FaceDetector, box_iou, crop_square
 from .tracking import fill, hold, link, smooth, track_weight
-from ..media.video import probe, read_frames, sample_points
+from ..media.video import VideoInfo, probe, read_frames, sample_points
 from .artifact import Faces, Track
 from .config import FacesConfig
 
-__all__ = ["extract_faces"]
+__all__ = ["check_memory", "extract_faces", "faces_from_frames"]
 
 log = logging.getLogger(__name__)
 
@@ -56,14 +56,31 @@ def extract_faces(path: str | Path, cfg: FacesConfig, detector: FaceDetector) ->
     """
     info = probe(path)
     points = sample_points(info.frames, cfg.num_points)
-    k = len(points)
     wanted = np.unique(np.concatenate([points, points + 1]))
-    keep = min(1.0, cfg.max_frame_side / max(info.width, info.height))
-    need_mb = len(wanted) * round(info.width * keep) * round(info.height * keep) * 3 / 2**20
-    if need_mb > cfg.max_memory_mb:
-        raise StageError("too_large", f"{len(wanted)} frames of {info.width}x{info.height} need {need_mb:.0f} MB, over "
-                                      f"max_memory_mb={cfg.max_memory_mb}: lower --points or max_frame_side")
+    check_memory(info, len(wanted), cfg)
     frames = dict(read_frames(path, wanted, max_side=cfg.max_frame_side, rgb=False))  # BGR
+    return faces_from_frames(frames, points, info, cfg, detector)
+
+
+def check_memory(info: VideoInfo, frames: int, cfg: FacesConfig) -> None:
+    """Refuse (``too_large``) a video whose ``frames`` kept frames would need more than
+    ``cfg.max_memory_mb``."""
+    keep = min(1.0, cfg.max_frame_side / max(info.width, info.height))
+    need_mb = frames * round(info.width * keep) * round(info.height * keep) * 3 / 2**20
+    if need_mb > cfg.max_memory_mb:
+        raise StageError("too_large", f"{frames} frames of {info.width}x{info.height} need {need_mb:.0f} MB, over "
+                                      f"max_memory_mb={cfg.max_memory_mb}: lower --points or max_frame_side")
+
+
+def faces_from_frames(
+    frames: dict[int, np.ndarray], points: np.ndarray, info: VideoInfo, cfg: FacesConfig, detector: FaceDetector,
+) -> Faces:
+    """Steps 1 to 3 of :func:`extract_faces` on decoded frames: ``frames`` maps every ``t`` and
+    ``t + 1`` of ``points`` to a BGR frame ``[H, W, 3]`` as :func:`read_frames` keeps it (at most
+    ``max_frame_side``). A pseudo-fake (:mod:`truthinmotion.synth`) is its source's frames, altered,
+    through this same function: its crops are made exactly as a real video's."""
+    path = info.path
+    k = len(points)
     full_h, full_w = info.height, info.width
     keep_scale = frames[int(points[0])].shape[1] / full_w  # kept frames vs original pixels
 

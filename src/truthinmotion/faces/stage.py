@@ -15,7 +15,7 @@ from ..execution.preflight import estimate, preflight
 from .config import FacesConfig
 from .extract import extract_faces
 
-__all__ = ["run_faces"]
+__all__ = ["current", "run_faces"]
 
 log = logging.getLogger(__name__)
 
@@ -55,13 +55,18 @@ def run_faces(
     modification time, e.g. after a re-index) is done again.
     """
     from ..data.index import read_manifest, select_rows
+    from ..data.pseudo import is_pseudo
     from ..execution.stage import run_stage
 
     work = WorkDir(Path(workdir))
     rows = select_rows(read_manifest(workdir), only, limit)
+    twins = [r for r in rows if is_pseudo(r)]
+    if twins:  # their path is their source's: cropping it here would give a twin its source's faces
+        log.info("%d pseudo-fakes left to tim synth, which makes their faces from their sources' frames", len(twins))
+        rows = [r for r in rows if not is_pseudo(r)]
     folder = work.root / "faces"
     jobs = [(r["video_id"], r["path"], str(work.faces(r["video_id"]))) for r in rows]
-    todo = [j for j in jobs if overwrite or not _current(Path(j[2]), j[1])]
+    todo = [j for j in jobs if overwrite or not current(Path(j[2]), j[1])]
     need = estimate(len(todo), cfg.num_points, cfg.size, ("faces",)).total_bytes
     preflight(outputs=[folder], space=(folder, need, "the face crops") if space_check and todo else None)
     check_settings(folder, cfg.to_dict(), overwrite)
@@ -75,16 +80,20 @@ def run_faces(
     )
 
 
-def _current(artifact: Path, video: str) -> bool:
-    """Whether ``artifact`` exists and was made from ``video`` as it is now."""
+def current(artifact: Path, video: str, synth: dict | None = None) -> bool:
+    """Whether ``artifact`` exists and was made from ``video`` as it is now (and, for a pseudo-fake,
+    by the twin ``synth``: its kind, seed and settings)."""
     if not artifact.is_file():
         return False
     try:
-        made_from = load_npz(artifact, ())[1].get("source")
+        meta = load_npz(artifact, ())[1]
         now = source_identity(video)
     except (OSError, ValueError):
         return False
-    if made_from != now:
+    if meta.get("source") != now:
         log.info("%s: its video changed since the crops were made (%s); recomputing", artifact.name, now["path"])
+        return False
+    if synth is not None and (meta.get("synth") or {}).get("spec") != synth:
+        log.info("%s: made as another twin (other kind, seed or settings); recomputing", artifact.name)
         return False
     return True

@@ -1,4 +1,4 @@
-"""Layer 5: features: optical flow and relative depth of face crops, their encodings as the pictures
+"""Layer 6: features: optical flow and relative depth of face crops, their encodings as the pictures
 a detector sees, and the features stage over a work directory. Re-exports each module's public names.
 """
 

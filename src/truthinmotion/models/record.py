@@ -75,6 +75,8 @@ class Provenance(Settings):
     trained: dict[str, Any] | None = None  # the kept epoch, its validation metrics, training videos
     distilled_from: dict[str, Any] | None = None  # the teacher and the distillation settings
     manifest_hash: str | None = None  # the split the detector was trained and validated on
+    fakes: str | None = None  # the fakes it was trained on: dataset, pseudo or both (None: recorded before --fakes)
+    fake_methods: tuple[str, ...] | None = None  # the methods of its training fakes (pseudo-<kind> for twins)
     run: str | None = None  # the run directory it was loaded from (set on loading, not saved)
 
 
@@ -215,7 +217,7 @@ class DetectorRecord:
         for key in ("format", "backbone_config"):
             data.pop(key)
         return {**data, "features": self.feature_expect(), "backbone_weights": prov["backbone_weights"] or {},
-                "trained": prov["trained"]}
+                "trained": prov["trained"], "fakes": prov["fakes"], "fake_methods": prov["fake_methods"]}
 
     def flow_settings(self) -> FlowConfig | None:
         """The flow to compute for this detector, as it was computed for its training; None

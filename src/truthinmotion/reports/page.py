@@ -107,7 +107,9 @@ def write_report(verdict: Any, evidence: Evidence | None, model_info: dict[str, 
                           f"<b>{e(str(weights.get('init', 'unknown')))}</b>"),
              ("encodings", e(", ".join(f"{k}={data.get(k)}" for k in ("flow_encoding", "flow_max", "flow_relative",
                                                                           "depth_encoding") if k in data))),
-             ("inference", e(str(model_info.get("inference", {}).get("method", "fp32"))))]
+             ("inference", e(str(model_info.get("inference", {}).get("method", "fp32")))),
+             ("trained on fakes", e(f"{model_info.get('fakes') or 'dataset (not recorded)'}: "
+                                    f"{', '.join(model_info.get('fake_methods') or ()) or '?'}"))]
     parts.append("<table>" + "".join(f"<tr><th>{k}</th><td>{v}</td></tr>" for k, v in rows) + "</table>")
     with tempfile.TemporaryDirectory() as tmp:
         png = plot_scores(verdict, Path(tmp) / "scores.png")

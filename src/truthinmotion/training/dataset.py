@@ -26,6 +26,7 @@ from ..core.errors import ConfigError
 from ..faces.artifact import load_crops, with_track_axis
 from ..features.stage import load_feature
 from ..data.index import read_manifest
+from ..data.pseudo import select_fakes
 from ..core.io import WorkDir, load_npz
 from ..models.architecture import Preprocess, parse_modalities
 from ..models.inputs import DataConfig, encode_inputs
@@ -56,7 +57,8 @@ class VideoItem:
 
 class VideoDataset(Dataset):
     """Faces of the videos of ``split`` that have every artifact the modalities need: one item per
-    face (``faces="all"``) or per video (``"main"``)."""
+    face (``faces="all"``) or per video (``"main"``); with ``fakes`` (dataset, pseudo or both) the
+    real videos and those fakes only."""
 
     def __init__(
         self,
@@ -69,6 +71,7 @@ class VideoDataset(Dataset):
         seed: int = 0,
         expect: dict[str, dict[str, Any]] | None = None,
         faces: str = "all",
+        fakes: str | None = None,
     ):
         self.work = WorkDir(Path(workdir))
         self.modalities = parse_modalities(modality)
@@ -77,6 +80,8 @@ class VideoDataset(Dataset):
         self.expect = expect or {}
         rows = read_manifest(workdir)
         rows = [r for r in rows if split is None or r["split"] == split]
+        if fakes is not None:  # dataset, pseudo or both (resolved: data.pseudo.resolve_fakes)
+            rows = select_fakes(rows, fakes)
         self.listed = len(rows)  # videos of the split in the manifest, with artifacts or not
         self._check_folders()
         self.videos: list[VideoItem] = []

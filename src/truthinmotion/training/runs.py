@@ -26,6 +26,7 @@ import torch
 from ..backends.runtime import AUTOCAST_MODES
 from ..core.errors import ConfigError
 from ..core.config import load_yaml, require
+from ..data.pseudo import FAKES
 from ..models.inputs import DataConfig
 from .distiller import DistillConfig
 from ..models.architecture import DetectorConfig
@@ -58,6 +59,9 @@ class TrainConfig(DistillConfig, DataConfig, DetectorConfig):
     grad_clip: float = 1.0
     patience: int = 3  # epochs without a better validation video AUC before stopping
     balance: str = "loss"  # loss: weight fakes by real/fake; none
+    # The fakes trained and validated on (data/pseudo.py): dataset (the dataset's own), pseudo (twins
+    # of tim synth: real videos are enough), both, or auto (what the work directory has)
+    fakes: str = "auto"
     seed: int = 0
     workers: int = 2  # DataLoader processes
     device: str = "cpu"
@@ -73,6 +77,7 @@ class TrainConfig(DistillConfig, DataConfig, DetectorConfig):
         require(self.warmup_epochs >= 0 and self.grad_clip > 0, "warmup_epochs >= 0, grad_clip > 0")
         require(self.patience >= 1, "patience: at least 1")
         require(self.balance in ("loss", "none"), "balance: loss or none")
+        require(self.fakes in FAKES, f"fakes: one of {', '.join(FAKES)}")
         require(self.autocast in AUTOCAST_MODES, f"autocast: {', '.join(AUTOCAST_MODES)}")
         require(self.workers >= 0, "workers: 0 or more")
         require(self.image_size >= 14 and self.image_size % 14 == 0, "image_size: a multiple of 14 (DINOv2 patches)")

@@ -43,7 +43,8 @@ from ..faces.config import FacesConfig
 from ..models.architecture import DetectorConfig
 from ..models.inputs import DataConfig
 from ..models.record import DetectorRecord, Provenance, features_from_artifacts
-from ..data.index import manifest_hash
+from ..data.index import manifest_hash, read_manifest
+from ..data.pseudo import resolve_fakes
 from ..models.detector import read_record
 from .runs import check_split, checkpoint_dir, restore_checkpoints
 from .loop import append_csv, lr_lambda, predict, save_last, seed_everything, train_one_epoch, validate
@@ -152,7 +153,7 @@ def _resume(run_dir: Path, model: Detector, opt: Any, sched: Any, scaler: Any, d
 
 
 def _record(det_cfg: DetectorConfig, pre: Preprocess, data_cfg: DataConfig, ds: VideoDataset,
-            workdir: Path) -> DetectorRecord:
+            workdir: Path, fakes: str) -> DetectorRecord:
     """What the detector will be trained on: the faces, flow and depth settings as the training
     artifacts recorded them, so ``tim detect`` computes its inputs the same way."""
     flow, depth, flow_weights, depth_weights = features_from_artifacts(det_cfg.modalities, ds.feature_meta, data_cfg)
@@ -161,7 +162,8 @@ def _record(det_cfg: DetectorConfig, pre: Preprocess, data_cfg: DataConfig, ds: 
     return DetectorRecord(
         det_cfg, {}, preprocess=pre, faces=faces, data=data_cfg, flow=flow, depth=depth,
         provenance=Provenance(workdir=str(workdir.resolve()), flow_weights=flow_weights, depth_weights=depth_weights,
-                              manifest_hash=manifest_hash(workdir)),
+                              manifest_hash=manifest_hash(workdir), fakes=fakes,
+                              fake_methods=tuple(sorted({v.method for v in ds.videos if v.label == 1}))),
     )
 
 
@@ -173,17 +175,19 @@ def _train(
     seed_everything(cfg.seed + rank)
     det_cfg, data_cfg = cfg.detector, cfg.data
     pre = Preprocess(size=cfg.image_size)
+    fakes = resolve_fakes(read_manifest(workdir), cfg.fakes)
     train_ds = VideoDataset(workdir, "train", cfg.modality, data_cfg, pre, train=True, seed=cfg.seed,
-                            faces=cfg.train_faces)
-    val_ds = VideoDataset(workdir, "val", cfg.modality, data_cfg, pre, train=False)
+                            faces=cfg.train_faces, fakes=fakes)
+    val_ds = VideoDataset(workdir, "val", cfg.modality, data_cfg, pre, train=False, fakes=fakes)
     _check_split("train", train_ds, workdir, cfg.modality)
     _check_split("val", val_ds, workdir, cfg.modality)
     if main_proc:  # written only once the settings and data are known to be usable
         save_yaml(cfg_user.to_dict(), run_dir / "config.yaml")
         atomic_write_text(run_dir / "env.json", json.dumps(env_info(cfg.device), indent=2))
     model = Detector.build(det_cfg, init=cfg.init, backbone_path=cfg.backbone_path,
-                           record=_record(det_cfg, pre, data_cfg, train_ds, workdir))
+                           record=_record(det_cfg, pre, data_cfg, train_ds, workdir, fakes))
     trainable = model.num_trainable()
+    log.info("fakes: %s (%s)", fakes, ", ".join(model.record.provenance.fake_methods or ()))
     log.info("detector %s on %s: %s trainable of %s parameters", cfg.backbone, cfg.modality,
              f"{trainable:,}", f"{sum(p.numel() for p in model.parameters()):,}")
     model.to(cfg.device)
@@ -222,7 +226,8 @@ def _train(
         start, best, stale = _resume(run_dir, model, opt, sched, scaler, distiller)
     elif distiller is not None:
         # Every point of every training video, unaugmented: the projection describes the teacher, not a draw.
-        plain = VideoDataset(workdir, "train", cfg.modality, data_cfg, pre, train=False, faces=cfg.train_faces)
+        plain = VideoDataset(workdir, "train", cfg.modality, data_cfg, pre, train=False, faces=cfg.train_faces,
+                             fakes=fakes)
         fit_loader = DataLoader(Subset(plain, range(rank, len(plain), world)), batch_size=cfg.batch_size,
                                 collate_fn=collate, num_workers=cfg.workers)
         distiller.fit((b for b in fit_loader), model.embed_dim, distributed)

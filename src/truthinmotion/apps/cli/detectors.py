@@ -5,8 +5,8 @@ from __future__ import annotations
 import argparse
 
 from ...core.errors import ConfigError
-from .options import (ALLOW_SPLIT_CHANGE, Command, Section, bind, common, config_option, device, positive, present, read_config,
-                      sections, settings)
+from .options import (ALLOW_SPLIT_CHANGE, Command, Section, bind, common, config_option, device, fakes_option,
+                      positive, present, read_config, sections, settings)
 
 # ---------------------------------------------------------------- train
 
@@ -43,6 +43,7 @@ def _add_train(p: argparse.ArgumentParser) -> None:
     train("--device", "device", type=device, help="cpu or cuda")
     train("--autocast", "autocast", choices=AUTOCAST_MODES, help="mixed precision on GPU (auto: bf16)")
     train("--patience", "patience", type=int, help="epochs without improvement before stopping")
+    fakes_option(train)
     common(p, ["train"])
 
 

@@ -34,6 +34,7 @@ SECTIONS = {
     "benchmark": ("truthinmotion.experiments.bench", "BenchmarkConfig"),
     "detect": ("truthinmotion.inference.config", "DetectConfig"),
     "serve": ("truthinmotion.apps.serve.config", "ServeConfig"),
+    "synth": ("truthinmotion.synth.config", "SynthConfig"),  # tim synth; tim run and tim study with --fakes
 }
 
 
@@ -242,6 +243,14 @@ def stage_options(p: argparse.ArgumentParser, reads: Sequence[str]) -> None:
     p.add_argument("--only", type=lambda s: s.split(","), help="comma-separated video ids")
     common(p, reads)
     space_option(p)
+
+
+def fakes_option(train: Section) -> None:
+    """``--fakes`` of the train section (tim train, tim run, tim study)."""
+    from ...data.pseudo import FAKES
+
+    train("--fakes", "fakes", choices=FAKES, help="fakes to train on: the dataset's, pseudo-fakes of its real "
+          "videos (tim synth; real videos are enough), both, or auto: what the work directory has")
 
 
 def space_option(p: argparse.ArgumentParser) -> None:

@@ -1,4 +1,4 @@
-"""The data stages: ``tim index``, ``tim faces``, ``tim features``."""
+"""The data stages: ``tim index``, ``tim faces``, ``tim synth``, ``tim features``."""
 
 from __future__ import annotations
 
@@ -6,7 +6,7 @@ import argparse
 from pathlib import Path
 from typing import Any
 
-from .options import Command, Section, bind, common, engine, ratios, sections, settings, stage_options
+from .options import Command, Section, bind, common, engine, ratios, sections, settings, stage_options, words
 
 
 def _methods(text: str) -> tuple[str, ...]:
@@ -85,6 +85,41 @@ def _faces(args: argparse.Namespace) -> int:
 
 
 FACES = Command("faces", "detect, track and crop faces: WORKDIR/faces/<id>.npz", _add_faces, _faces)
+
+
+# ---------------------------------------------------------------- synth
+
+
+def _add_synth(p: argparse.ArgumentParser) -> None:
+    from ...synth.config import KINDS, SynthConfig
+
+    p.add_argument("workdir")
+    synth = Section(p, "synth", SynthConfig)
+    synth("--kinds", "kinds", type=words, help=f"comma-separated, of {', '.join(KINDS)}")
+    synth("--per-video", "per_video", type=int, help="twins per real video, the kinds dealt in turn")
+    synth("--seed", "seed", type=int, help="with each twin's id, seeds its draws")
+    synth("--write-videos", "write_videos", action="store_true",
+          help="also write each twin's sampled frames to WORKDIR/synth/<id>.mp4, to look at")
+    p.add_argument("--overwrite", action="store_true", help="make every twin again")
+    stage_options(p, ["synth", "faces"])
+
+
+def _synth(args: argparse.Namespace) -> int:
+    from ...faces.config import FacesConfig
+    from ...synth.config import SynthConfig
+    from ...synth.stage import run_synth
+
+    found = sections(args, ["faces"])["faces"]  # none given: the work directory's own faces settings
+    result = run_synth(
+        args.workdir, settings(args, SynthConfig(), "synth"), FacesConfig().updated(found) if found else None,
+        workers=args.workers, device=args.device, limit=args.limit, only=args.only, overwrite=args.overwrite,
+        progress=not args.quiet, space_check=args.space_check, engine=engine(args),
+    )
+    return _finish(result, args.workdir)
+
+
+SYNTH = Command("synth", "pseudo-fakes of every real video: manifest rows pseudo-<kind>, faces/<id>.npz",
+                _add_synth, _synth)
 
 
 # ---------------------------------------------------------------- features
