@@ -73,7 +73,8 @@ def run_dir(tmp_path_factory):
     depth_dir = save_random_model(
         DepthAnythingForDepthEstimation(depth_anything_config("depth-anything-v2-tiny")), root / "da-tiny")
     depth = DepthConfig(model=str(depth_dir), input_size=56)
-    work = make_workdir(root / "w", depth=depth)
+    # 16 time points of a video in tim detect (the default: 32), so that tests over real videos take half the time
+    work = make_workdir(root / "w", depth=depth, faces_config={"num_points": 16})
     cfg = TrainConfig(backbone="dinov2-tiny", init="random", image_size=56, workers=0, progress=False,
                       modality="flow+depth", depth=depth.key, epochs=2, batch_size=6, lr=1e-3, train_points=4)
     train(work, cfg, root / "run")

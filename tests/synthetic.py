@@ -56,13 +56,15 @@ def synthetic_pairs(fake: bool, k: int, size: int, rng: np.random.Generator, reg
 def make_workdir(
     root: Path, n_per_class: int = 24, k: int = 6, size: int = 56, seed: int = 0,
     splits: tuple[int, int, int] = (12, 8, 4), shuffle_labels: bool | tuple[str, ...] = False, depth=None,
-    second_face: bool = False, region: str = "disc",
+    second_face: bool = False, region: str = "disc", faces_config: dict | None = None,
 ) -> Path:
     """A work directory with manifest, faces and farneback flow; ``splits`` counts per class.
 
     ``shuffle_labels``: True shuffles every label (no signal left), a tuple of split names the
     labels of those splits only (noisy training labels, clean validation and test).
-    ``second_face``: every video also shows a real-style face (a second track) at half its points."""
+    ``second_face``: every video also shows a real-style face (a second track) at half its points.
+    ``faces_config``: the faces settings the artifacts say they were made with (what a detector
+    trained on them samples from a video in ``tim detect``); the defaults by default."""
     rng = np.random.default_rng(seed)
     work = WorkDir(root)
     rows = []
@@ -79,7 +81,7 @@ def make_workdir(
                 other = np.where(half[:, None], boxes + size, np.nan).astype(np.float32)
                 more = [Track(other, half.astype(np.float32), half, synthetic_pairs(False, k, size, rng) * half[:, None, None, None, None])]
             Faces(np.arange(k) * 2, boxes, np.ones(k, np.float32), np.ones(k, bool), pairs,
-                  {"stage": "faces", "config": {}}, more).save(work.faces(vid))
+                  {"stage": "faces", "config": faces_config or {}}, more).save(work.faces(vid))
             method = "swap" if label else "real"
             rows.append({"video_id": vid, "path": f"/synthetic/{vid}.mp4", "label": label, "dataset": "synthetic",
                          "method": method, "group": vid, "split": split})

@@ -335,6 +335,7 @@ def test_library_noise_only_with_verbose(tmp_path):
     quantizes it (ONNX Runtime's root-logger INFO per tensor): neither reaches the console unless
     -v; truthinmotion's own INFO lines do."""
     import os
+    import shutil
     import subprocess
     import sys
 
@@ -348,14 +349,17 @@ def test_library_noise_only_with_verbose(tmp_path):
     work = make_workdir(tmp_path / "w", n_per_class=2, k=2, splits=(1, 1, 0))
     torch.manual_seed(0)
     DepthAnythingForDepthEstimation(depth_anything_config("depth-anything-v2-tiny")).save_pretrained(tmp_path / "da")
-    printed = {}
-    for flag in ("", "-v"):
+    printed, running = {}, {}
+    for flag in ("", "-v"):  # the two at once, each in a work directory of its own
         env = {**os.environ, "TIM_CACHE_DIR": str(tmp_path / f"cache{flag}")}  # quantized anew each time
-        cmd = [sys.executable, "-m", "truthinmotion", "features", str(work), "--flow", "none", "--depth",
-               str(tmp_path / "da"), "--depth-size", "56", "--depth-precision", "int8", "--overwrite"]
-        done = subprocess.run(cmd + ([flag] if flag else []), env=env, capture_output=True, text=True, timeout=300)
-        assert done.returncode == 0, done.stderr
-        printed[flag] = done.stdout + done.stderr
+        shutil.copytree(work, tmp_path / f"w-{flag or 'default'}")
+        cmd = [sys.executable, "-m", "truthinmotion", "features", str(tmp_path / f"w-{flag or 'default'}"), "--flow", "none",
+               "--depth", str(tmp_path / "da"), "--depth-size", "56", "--depth-precision", "int8", "--overwrite"]
+        running[flag] = subprocess.Popen(cmd + ([flag] if flag else []), env=env, stdout=subprocess.PIPE,
+                                         stderr=subprocess.STDOUT, text=True)
+    for flag, proc in running.items():
+        printed[flag] = proc.communicate(timeout=300)[0]
+        assert proc.returncode == 0, printed[flag]
         assert "features: 4 processed" in printed[flag]
     for noise in ("Quantization parameters for tensor", "Loading weights"):
         assert noise not in printed[""] and noise in printed["-v"], noise

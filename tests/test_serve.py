@@ -32,19 +32,20 @@ def _free_port() -> int:
 
 class Client:
     url: str
+    headers: dict[str, str] = {}  # sent with every request (a token's)
 
     def get(self, path: str, timeout: float = 60) -> tuple[int, dict | str]:
-        return _call(urllib.request.Request(self.url + path), timeout)
+        return _call(urllib.request.Request(self.url + path, headers=self.headers), timeout)
 
     def delete(self, path: str) -> tuple[int, dict | str]:
-        return _call(urllib.request.Request(self.url + path, method="DELETE"))
+        return _call(urllib.request.Request(self.url + path, method="DELETE", headers=self.headers))
 
     def upload(self, data: bytes, name: str = "video.mp4") -> tuple[int, dict, dict]:
         boundary = uuid.uuid4().hex
         body = (f"--{boundary}\r\nContent-Disposition: form-data; name=\"file\"; filename=\"{name}\"\r\n"
                 "Content-Type: application/octet-stream\r\n\r\n").encode() + data + f"\r\n--{boundary}--\r\n".encode()
         req = urllib.request.Request(self.url + "/api/v1/jobs", data=body, method="POST",
-                                     headers={"Content-Type": f"multipart/form-data; boundary={boundary}"})
+                                     headers={"Content-Type": f"multipart/form-data; boundary={boundary}", **self.headers})
         try:
             with urllib.request.urlopen(req, timeout=120) as r:
                 return r.status, json.loads(r.read()), {k.lower(): v for k, v in r.headers.items()}
@@ -139,8 +140,15 @@ def _bogus_rate_video(path: Path, frames: int) -> Path:
 def test_bad_uploads_get_their_status_and_the_server_goes_on(run_dir, tmp_path, clips, faceless):
     import requests
 
-    server = Server(run_dir, tmp_path / "data", "--max-upload-mb", "0.2", "--max-seconds", "1.0")
+    server = Server(run_dir, tmp_path / "data", "--max-upload-mb", "0.2", "--max-seconds", "1.0",
+                    "--token", "s3cret")
     try:
+        # a token set: every API call without it is refused; health and the page stay open
+        code, body = server.get("/api/v1/model")
+        assert code == 401 and body["error"] == "unauthorized"
+        assert server.get("/healthz")[0] == 200
+        server.headers = {"Authorization": "Bearer s3cret"}
+        assert server.get("/api/v1/model")[0] == 200
         huge = np.random.default_rng(0).bytes(24 * 2**20)
         cases = {
             "text named .mp4": (b"this is not a video\n" * 10, 415, "not_a_video"),
@@ -157,7 +165,8 @@ def test_bad_uploads_get_their_status_and_the_server_goes_on(run_dir, tmp_path, 
             got, body, _ = server.upload(data)
             assert (got, body["error"]) == (code, err), name
             assert body["detail"], name
-        answer = requests.post(server.url + "/api/v1/jobs", files={"file": ("big.mp4", huge)}, timeout=120)
+        answer = requests.post(server.url + "/api/v1/jobs", files={"file": ("big.mp4", huge)}, timeout=120,
+                               headers=server.headers)
         assert answer.status_code == 413 and answer.json()["error"] == "too_large"
         assert not list((tmp_path / "data" / "uploads").iterdir())
         # a readable video without a face is accepted and finishes with the verdict's status
@@ -206,18 +215,6 @@ def test_jobs_queued_when_the_server_stops_finish_after_a_restart(run_dir, tmp_p
         assert all(again.wait(j)["verdict"]["status"] == "ok" for j in ids)
     finally:
         again.stop()
-
-
-def test_a_token_is_required_when_set(run_dir, tmp_path):
-    server = Server(run_dir, tmp_path / "data", "--token", "s3cret")
-    try:
-        code, body = server.get("/api/v1/model")
-        assert code == 401 and body["error"] == "unauthorized"
-        req = urllib.request.Request(server.url + "/api/v1/model", headers={"Authorization": "Bearer s3cret"})
-        assert _call(req)[0] == 200
-        assert server.get("/healthz")[0] == 200  # health and the page stay open
-    finally:
-        server.stop()
 
 
 class Live(Client):

@@ -28,36 +28,51 @@ def test_bootstrap_intervals_contain_the_estimate_and_shrink_with_more_videos():
 
 @pytest.mark.slow
 def test_a_study_produces_every_cell_resumes_and_its_tables_agree_with_the_cells(tmp_path, monkeypatch):
+    """Interrupted in its last cell, a distillation (whose best/ exists from its first epoch on):
+    a re-run redoes no finished cell, resumes the distillation to its last epoch rather than
+    tabulating its first epoch's detector, and writes tables that agree with every cell."""
+    import csv
+
+    import truthinmotion.training.train as train_mod
+
     out = tmp_path / "study"
     data = make_demo_data(tmp_path / "data", clips=6, frames=16)
-    cfg, _ = demo_config(out, points=4, epochs=1)
-    plan = StudyPlan(backbones=("dinov2-tiny", "dinov2-tiny-wide"), modalities=("flow", "depth", "flow+depth"),
-                     compress=("int8", "distill"), bootstrap=100)
-    # Interrupted after the first cells' evaluations: what finished stays finished.
-    import truthinmotion.experiments.evaluate as evaluate_mod
+    cfg, _ = demo_config(out, points=4, epochs=2)
+    plan = StudyPlan(backbones=("dinov2-tiny", "dinov2-tiny-wide"), modalities=("flow",),
+                     compress=("int8", "distill"), bootstrap=20)
+    real, student_epochs = train_mod.validate, []
 
-    real, calls = evaluate_mod.evaluate, []
+    def stop_distillation_after_epoch_1(model, *args, **kwargs):
+        if model.record.provenance.distilled_from:
+            student_epochs.append(1)
+            if len(student_epochs) == 2:
+                raise KeyboardInterrupt
+        return real(model, *args, **kwargs)
 
-    def stop_after_three(*args, **kwargs):
-        if len(calls) == 3:
-            raise KeyboardInterrupt
-        calls.append(args[0])
-        return real(*args, **kwargs)
-
-    monkeypatch.setattr(evaluate_mod, "evaluate", stop_after_three)
+    monkeypatch.setattr(train_mod, "validate", stop_distillation_after_epoch_1)
     with pytest.raises(KeyboardInterrupt):
         run_full_study(data, out, cfg, plan, progress=False)
-    monkeypatch.setattr(evaluate_mod, "evaluate", real)
+    monkeypatch.setattr(train_mod, "validate", real)
+    student = out / "runs" / cell_name("dinov2-tiny", "flow", "distill")
+    assert (student / "best" / "config.json").is_file()
+    epochs = lambda: [int(r["epoch"]) for r in csv.DictReader(open(student / "metrics.csv"))]  # noqa: E731
+    assert epochs() == [1]
+    # What finished stays finished: two trained cells and their int8 copies, each evaluated.
     finished = {p.parent.name: p.stat().st_mtime_ns for p in (out / "runs").glob("*/metrics.json")}
-    trained = {p.parent.parent.name: p.stat().st_mtime_ns for p in (out / "runs").glob("*/best/config.json")}
-    assert len(finished) == 3
+    trained = {p.parent.parent.name: p.stat().st_mtime_ns for p in (out / "runs").glob("*/best/config.json")
+               if p.parent.parent != student}
+    assert len(finished) == len(trained) == 4
     result = run_full_study(data, out, cfg, plan, progress=False)
     for name, t in finished.items():
         assert (out / "runs" / name / "metrics.json").stat().st_mtime_ns == t  # not evaluated again
     for name, t in trained.items():
-        assert (out / "runs" / name / "best" / "config.json").stat().st_mtime_ns == t  # not trained again
-    assert sum("is done; skipped" in line for line in result.lines) == 3
-    # Every cell: 2 backbones x 3 modalities, each also int8, and one distilled student per modality.
+        assert (out / "runs" / name / "best" / "config.json").stat().st_mtime_ns == t  # not made again
+    assert sum("is done; skipped" in line for line in result.lines) == 4
+    assert sum("already trained; skipped" in line for line in result.lines) == 2  # the two trained cells
+    assert epochs() == [1, 2]  # the distillation resumed, not skipped and not started again
+    assert not any(line.startswith("distill:") for line in result.lines)
+    assert json.loads((student / "metrics.json").read_text())["run"] == str(student.resolve())
+    # Every cell: 2 backbones x flow, each also int8, and one distilled student.
     table = json.loads((out / "study.json").read_text())
     cells = {(r["backbone"], r["modality"], r["variant"]) for r in table["rows"]}
     expected = {(b, m, v) for b in plan.backbones for m in plan.modalities for v in ("fp32", "int8")}
@@ -77,44 +92,6 @@ def test_a_study_produces_every_cell_resumes_and_its_tables_agree_with_the_cells
     md = (out / "study.md").read_text()
     assert "| flow | dinov2-tiny |" in md and "about 53% accuracy" in md and "| int8 |" in md
     assert (out / "study.png").is_file()
-
-
-@pytest.mark.slow
-def test_an_interrupted_distillation_is_resumed_not_counted_as_done(tmp_path, monkeypatch):
-    """best/ exists from a run's first epoch on: a distillation stopped after it is resumed to
-    its last epoch, not skipped and tabulated with its first epoch's detector."""
-    import csv
-
-    import truthinmotion.training.train as train_mod
-
-    out = tmp_path / "study"
-    data = make_demo_data(tmp_path / "data", clips=6, frames=16)
-    cfg, _ = demo_config(out, points=4, epochs=2)
-    plan = StudyPlan(backbones=("dinov2-tiny", "dinov2-tiny-wide"), modalities=("flow",), compress=("distill",),
-                     bootstrap=20)
-    real, student_epochs = train_mod.validate, []
-
-    def stop_distillation_after_epoch_1(model, *args, **kwargs):
-        if model.record.provenance.distilled_from:
-            student_epochs.append(1)
-            if len(student_epochs) == 2:
-                raise KeyboardInterrupt
-        return real(model, *args, **kwargs)
-
-    monkeypatch.setattr(train_mod, "validate", stop_distillation_after_epoch_1)
-    with pytest.raises(KeyboardInterrupt):
-        run_full_study(data, out, cfg, plan, progress=False)
-    monkeypatch.setattr(train_mod, "validate", real)
-    student = out / "runs" / cell_name("dinov2-tiny", "flow", "distill")
-    assert (student / "best" / "config.json").is_file()
-    epochs = lambda: [int(r["epoch"]) for r in csv.DictReader(open(student / "metrics.csv"))]  # noqa: E731
-    assert epochs() == [1]
-    result = run_full_study(data, out, cfg, plan, progress=False)
-    assert epochs() == [1, 2]
-    assert not any(line.startswith("distill:") for line in result.lines)  # trained, not skipped
-    assert sum("already trained; skipped" in line for line in result.lines) == 2  # the two finished cells
-    m = json.loads((student / "metrics.json").read_text())
-    assert m["run"] == str(student.resolve())
     again = run_full_study(data, out, cfg, plan, progress=False)
     assert any(line == f"distill: {student.name} is already trained; skipped" for line in again.lines)
 
