@@ -5,6 +5,7 @@ settings recorded; level 5 departs further from the source than level 1."""
 from __future__ import annotations
 
 import sys
+from pathlib import Path
 
 import cv2
 import numpy as np
@@ -183,3 +184,99 @@ def test_every_video_perturbation_level_5_departs_further_and_encodes_are_real(c
                                        "preset": "medium"}
     again = perturb_video(clip, tmp_path / "again.mp4", "gnc", 5, seed=5)
     assert again.path.read_bytes() == made["gnc", 5][2]  # seeded: the same copy
+
+
+def test_tim_robustness_end_to_end_resumes_matches_evaluate_and_leaks_nothing(tmp_path, capsys, monkeypatch):
+    """A tiny detector trained by `tim run` on generated clips; `tim robustness` on its test videos:
+    the clean row is `tim evaluate`'s figures, video by video; an interrupted run resumes without
+    redoing a finished cell; a copy that cannot be made is a recorded status; nothing enters the
+    work directory, and --keep-videos inside it is refused."""
+    import json
+
+    from truthinmotion.apps.cli import main
+    from truthinmotion.data.index import read_manifest
+    from truthinmotion.experiments import robustness
+    from sklearn.metrics import roc_auc_score
+
+    _need_av()
+    for i in range(4):
+        for kind, fake in (("real", False), ("fake", True)):
+            write_video(tmp_path / "data" / kind / f"{kind[0]}{i}.mp4", synth_clip(fake, frames=8, size=128, seed=i))
+    (tmp_path / "tim.yaml").write_text(
+        "index: {format: folder, ratios: [0.5, 0.25, 0.25]}\nfaces: {num_points: 3, size: 56}\n"
+        "train: {backbone: dinov2-tiny, init: random, image_size: 56, modality: flow, epochs: 1, batch_size: 4,"
+        " train_points: 3, workers: 0, lr: 0.001}\n")
+    out = tmp_path / "out"
+    assert main(["run", str(tmp_path / "data"), "-o", str(out), "--config", str(tmp_path / "tim.yaml"), "--name",
+                 "r", "-q"]) == 0
+    capsys.readouterr()
+    run, work = out / "runs" / "r", out / "work"
+    files = {p: p.stat().st_mtime_ns for p in work.rglob("*")}
+    args = ["robustness", str(run), "--perturbations", "gb,rs", "--levels", "1,5", "-q"]
+    with pytest.raises(ConfigError, match="inside the work directory"):
+        robustness.run_robustness(run, keep_videos=work / "copies", progress=False)
+
+    made = []
+    real_perturb = robustness.perturb_video
+
+    def interrupted(*a, **k):
+        if len(made) == 2:
+            raise KeyboardInterrupt
+        made.append(a[2:4])
+        return real_perturb(*a, **k)
+
+    monkeypatch.setattr(robustness, "perturb_video", interrupted)
+    assert main(args) == 130  # stopped at the third copy
+    log_path = next(run.glob("robustness-*")) / "verdicts.jsonl"
+    first = [json.loads(x) for x in log_path.read_text().splitlines()]
+    assert len(first) == 3 and [(x["perturbation"], x["level"]) for x in first] == [("clean", 0), ("gb", 1), ("gb", 5)]
+    made.clear()
+    monkeypatch.setattr(robustness, "perturb_video", lambda *a, **k: made.append(a[2:4]) or real_perturb(*a, **k))
+    assert main(args + ["--keep-videos", str(tmp_path / "kept")]) == 0
+    printed = capsys.readouterr().out
+    assert "3 copies scored now" not in printed and "5 copies scored now, 3 already done" in printed
+    assert made == [("rs", 1), ("gb", 1), ("gb", 5), ("rs", 1)]  # the second video's cells only, and rs of the first
+    lines = [json.loads(x) for x in log_path.read_text().splitlines()]
+    assert len(lines) == 8 and len({(x["video_id"], x["perturbation"], x["level"]) for x in lines}) == 8
+    assert {x["status"] for x in lines if x["perturbation"] == "rs"} == {"not_smaller"}  # 128 px: not enlarged
+    blur = [x for x in lines if x["perturbation"] == "gb"]
+    assert all(x["params"]["drawn"]["kernel"] in (7, 21) and x["psnr"] is not None for x in blur)
+    for vid in {x["video_id"] for x in blur}:
+        by = {x["level"]: x["psnr"] for x in blur if x["video_id"] == vid}
+        assert by[5] < by[1]
+    assert sorted(p.relative_to(tmp_path / "kept").as_posix() for p in (tmp_path / "kept").rglob("*.mp4")) == sorted(
+        f"{c}-{lv}/{v}.mp4" for v in {x["video_id"] for x in lines} for c, lv in (("gb", 1), ("gb", 5))
+        if v != first[0]["video_id"])
+
+    # the clean row is tim evaluate's, video by video
+    table = json.loads((log_path.parent / "robustness.json").read_text())
+    metrics = json.loads((run / "metrics.json").read_text())  # tim run's tim evaluate on the test split
+    clean = {x["video_id"]: x for x in lines if x["perturbation"] == "clean"}
+    assert set(clean) == {v["video_id"] for v in metrics["videos"]}
+    for v in metrics["videos"]:
+        assert clean[v["video_id"]]["score"] == pytest.approx(v["score"], abs=1e-5)
+        assert clean[v["video_id"]]["probability"] == pytest.approx(v["probability"], abs=1e-5)
+    overall = metrics["overall"]["video"]
+    assert table["clean"]["videos"] == overall["count"] == 2
+    assert (table["clean"]["auc"], table["clean"]["acc"]) == (pytest.approx(overall["auc"]),
+                                                              pytest.approx(overall["acc@thr"]))
+    assert table["clean"]["ece"] == pytest.approx(metrics["calibration"]["ece_after"], abs=1e-5)
+    assert table["threshold"] == pytest.approx(metrics["threshold"])
+    gb1 = next(r for r in table["rows"] if (r["perturbation"], r["level"]) == ("gb", 1))
+    flips = np.mean([x["predicted"] != clean[x["video_id"]]["predicted"] for x in blur if x["level"] == 1])
+    assert gb1["flipped"] == pytest.approx(flips) and gb1["scored"] == 2
+    assert gb1["drop"]["acc"] == pytest.approx(gb1["clean"]["acc"] - gb1["perturbed"]["acc"])
+    assert gb1["perturbed"]["auc"] == pytest.approx(roc_auc_score(
+        [x["label"] for x in blur if x["level"] == 1], [x["score"] for x in blur if x["level"] == 1]))
+    gb5 = next(r for r in table["rows"] if (r["perturbation"], r["level"]) == ("gb", 5))
+    # a copy without a verdict is counted as failed, not scored: blur 21 hides 128-px faces from MTCNN
+    assert gb5["scored"] + sum(gb5["failed"].values()) == 2
+    assert set(gb5["failed"]) <= {"no_face"}
+    rs1 = next(r for r in table["rows"] if r["perturbation"] == "rs")
+    assert rs1["failed"] == {"not_smaller": 2} and rs1["scored"] == 0
+    assert "| Gaussian blur (gb) | 5 | 21 |" in (log_path.parent / "robustness.md").read_text()
+    assert (log_path.parent / "robustness.png").stat().st_size > 1000
+
+    # nothing entered the work directory: the manifest and every artifact as they were
+    assert {p: p.stat().st_mtime_ns for p in work.rglob("*")} == files
+    assert all(Path(r["path"]).parent.parent == tmp_path / "data" for r in read_manifest(work))
