@@ -1,4 +1,5 @@
-"""Making and measuring detectors: ``tim train``, ``tim evaluate``, ``tim compress``, ``tim benchmark``."""
+"""Making and measuring detectors: ``tim train``, ``tim evaluate``, ``tim compress``, ``tim benchmark``,
+``tim robustness``."""
 
 from __future__ import annotations
 
@@ -170,3 +171,44 @@ def _benchmark(args: argparse.Namespace) -> int:
 
 BENCHMARK = Command("benchmark", "size, latency, throughput and accuracy of detector variants", _add_benchmark,
                     _benchmark)
+
+
+# ---------------------------------------------------------------- robustness
+
+
+def _add_robustness(p: argparse.ArgumentParser) -> None:
+    from ...core.metrics import AGGREGATIONS
+    from ...data.splits import SPLITS
+    from ...experiments.robustness import RobustnessConfig
+    from ...media.perturb import PERTURBATIONS, parse_levels, parse_perturbations
+
+    p.add_argument("run_dir")
+    p.add_argument("--workdir", help="the work directory whose videos are perturbed (default: the training one)")
+    section = Section(p, "robustness", RobustnessConfig)
+    section("--perturbations", "perturbations", type=parse_perturbations,
+            help="all, or comma-separated: " + ", ".join(f"{c} ({q.name})" for c, q in PERTURBATIONS.items()))
+    section("--levels", "levels", type=parse_levels, help="levels, 1 (mild) to 5: 1-5, 1,3,5 or 2")
+    section("--seed", "seed", type=int, help="seeds each copy's draws with its video, type and level")
+    section("--split", "split", choices=SPLITS)
+    section("--aggregation", "aggregation", choices=list(AGGREGATIONS), help="video score from frames")
+    p.add_argument("--keep-videos", metavar="DIR", help="keep the perturbed copies in DIR/<type>-<level>/ "
+                   "(outside the work directory; by default each is deleted once scored)")
+    p.add_argument("--out", help="where robustness.md/json/png and verdicts.jsonl go "
+                   "(default: RUN_DIR/robustness-<workdir>)")
+    p.add_argument("--device", type=device, default="cpu", help="cpu or cuda")
+    p.add_argument("--allow-split-change", **ALLOW_SPLIT_CHANGE)
+    common(p, ["robustness"])
+
+
+def _robustness(args: argparse.Namespace) -> int:
+    from ...experiments.robustness import RobustnessConfig, run_robustness
+
+    cfg = settings(args, RobustnessConfig(), "robustness")
+    result = run_robustness(args.run_dir, args.workdir, cfg, out_dir=args.out, keep_videos=args.keep_videos,
+                            device=args.device, progress=not args.quiet, allow_split_change=args.allow_split_change)
+    print(result.summary())
+    return 0
+
+
+ROBUSTNESS = Command("robustness", "verdicts of perturbed test videos (DeeperForensics-1.0 set, resize, bitrate): "
+                     "robustness.md/json/png", _add_robustness, _robustness)

@@ -32,6 +32,7 @@ SECTIONS = {
     "distill": ("truthinmotion.training.runs", "TrainConfig"),
     "evaluate": ("truthinmotion.experiments.evaluate", "EvaluateConfig"),
     "benchmark": ("truthinmotion.experiments.bench", "BenchmarkConfig"),
+    "robustness": ("truthinmotion.experiments.robustness", "RobustnessConfig"),
     "detect": ("truthinmotion.inference.config", "DetectConfig"),
     "serve": ("truthinmotion.apps.serve.config", "ServeConfig"),
     "synth": ("truthinmotion.synth.config", "SynthConfig"),  # tim synth; tim run and tim study with --fakes
