@@ -15,8 +15,9 @@ $(BIN)/.installed: pyproject.toml constraints.txt
 demo: $(BIN)/.installed
 	$(BIN)/tim demo -o demo-out
 
+# One worker per core (pytest-xdist), each test file on one worker so that its fixtures are built once.
 test: $(BIN)/.installed
-	$(BIN)/python -m pytest -q
+	$(BIN)/python -m pytest -q -n auto --dist loadfile
 
 bench: $(BIN)/.installed
 	$(BIN)/python benchmarks/faces.py

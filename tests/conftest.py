@@ -9,6 +9,12 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+if os.environ.get("PYTEST_XDIST_WORKER"):  # pytest -n 2: one thread each, or the two workers' threads contend
+    os.environ.setdefault("OMP_NUM_THREADS", "1")
+    import torch
+
+    torch.set_num_threads(1)
+
 SHARED = Path(__file__).resolve().parents[2] / "shared" / "data"
 FFPP = SHARED / "ffpp"
 DFDC = SHARED / "dfdc"
