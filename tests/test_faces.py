@@ -71,13 +71,13 @@ def _face_centre_offset(crop: np.ndarray, detector: FaceDetector) -> float:
 @pytest.mark.slow
 def test_real_ffpp_faces_found_centred_and_pairs_share_box(detector):
     need_shared()
-    cfg = FacesConfig()
+    cfg = FacesConfig(num_points=16)  # the default 32 finds the same faces in twice the time
     for path in sorted(glob.glob(str(FFPP / "**" / "*.mp4"), recursive=True)):
         faces = extract_faces(path, cfg, detector)
-        assert faces.crops.shape == (32, 2, 224, 224, 3)
+        assert faces.crops.shape == (16, 2, 224, 224, 3)
         assert faces.valid.mean() >= 0.9, (path, faces.valid.mean())
         # Centred: MTCNN run on the crop itself finds the face near the crop's centre.
-        for i in np.flatnonzero(faces.valid)[::8]:
+        for i in np.flatnonzero(faces.valid)[::4]:
             assert _face_centre_offset(faces.crops[i, 0], detector) < 0.06, (path, i)
         # Both crops of a pair share the box: re-crop frame t+1 with the stored box.
         i = int(np.flatnonzero(faces.valid)[len(faces.valid) // 2])
