@@ -212,3 +212,27 @@ def _robustness(args: argparse.Namespace) -> int:
 
 ROBUSTNESS = Command("robustness", "verdicts of perturbed test videos (DeeperForensics-1.0 set, resize, bitrate): "
                      "robustness.md/json/png", _add_robustness, _robustness)
+
+
+# ---------------------------------------------------------------- export
+
+
+def _add_export(p: argparse.ArgumentParser) -> None:
+    p.add_argument("run_dir", help="an evaluated run directory (metrics.json and predictions.csv)")
+    p.add_argument("out", help="the folder to write (new or empty): weights, config.json, README.md (the card)")
+    p.add_argument("--variants", type=lambda s: tuple(v for v in s.split(",") if v), default=(),
+                   help="compressed copies put beside it, comma-separated: int8,bf16 (see tim compress)")
+    p.add_argument("--bootstrap", type=positive, default=1000, help="resamples for the card's 95%% intervals")
+    p.add_argument("--device", type=device, default="cpu", help="cpu or cuda (checking the variants)")
+
+
+def _export(args: argparse.Namespace) -> int:
+    from ...experiments.export import export_detector
+
+    print(export_detector(args.run_dir, args.out, variants=args.variants, device=args.device,
+                          bootstrap=args.bootstrap).summary())
+    return 0
+
+
+EXPORT = Command("export", "a detector as a folder to publish on the Hugging Face hub, with its model card",
+                 _add_export, _export)
