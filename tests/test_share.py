@@ -86,3 +86,46 @@ def test_export_refuses_a_run_without_metrics_and_a_folder_in_use(run_dir, evalu
     (tmp_path / "used" / "x").write_text("x")
     with pytest.raises(ConfigError, match="not empty"):
         export_detector(evaluated, tmp_path / "used")
+
+
+def _hub_cache(root: Path, repo: str, folder: Path, revision: str = "0123456789abcdef0123456789abcdef01234567") -> str:
+    """``folder`` laid out in ``root`` as huggingface_hub caches a download of ``repo``: files in
+    ``blobs/`` by hash, ``snapshots/<revision>/`` links to them, ``refs/main`` naming the revision."""
+    import hashlib
+
+    base = root / f"models--{repo.replace('/', '--')}"
+    snap = base / "snapshots" / revision
+    (base / "blobs").mkdir(parents=True)
+    snap.mkdir(parents=True)
+    for f in folder.iterdir():
+        digest = hashlib.sha256(f.read_bytes()).hexdigest()
+        shutil.copy2(f, base / "blobs" / digest)
+        (snap / f.name).symlink_to(Path("../../blobs") / digest)
+    (base / "refs").mkdir()
+    (base / "refs" / "main").write_text(revision)
+    return revision
+
+
+def test_a_hub_id_loads_from_the_offline_cache_and_a_missing_one_is_named(exported, evaluated, inputs, tmp_path,
+                                                                         monkeypatch, capsys):
+    from truthinmotion.apps.cli import main
+    from truthinmotion.backends.weights import WeightsNotFound, check_folder
+    from truthinmotion.models.loading import load_detector
+
+    revision = _hub_cache(tmp_path / "hub", "tim-org/tiny-detector", exported)
+    monkeypatch.setenv("HF_HUB_CACHE", str(tmp_path / "hub"))
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    monkeypatch.chdir(tmp_path)  # no folder named tim-org here: the name is a hub id
+    reference = _probabilities(evaluated, inputs)
+    for name in ("tim-org/tiny-detector", f"tim-org/tiny-detector@{revision}"):
+        assert check_folder(name) == "cached"
+        assert torch.allclose(_probabilities(name, inputs), reference, atol=1e-6, rtol=0)
+    assert Path(load_detector("tim-org/tiny-detector").record.provenance.run).parent.name == "snapshots"
+    for name in ("tim-org/other", "tim-org/tiny-detector@fedcba9876543210fedcba9876543210fedcba98"):
+        with pytest.raises(WeightsNotFound, match=r"not in the cache .*HF_HUB_OFFLINE is set"):
+            load_detector(name)
+    # the commands say so before any video is read (the video does not even exist)
+    assert main(["detect", "--model", "tim-org/other", str(tmp_path / "absent.mp4")]) == 2
+    err = capsys.readouterr().err
+    assert "before touching any video" in err and "huggingface-cli download tim-org/other" in err
+    assert main(["evaluate", "tim-org/tiny-detector"]) == 2 and "pass --out" in capsys.readouterr().err

@@ -71,12 +71,12 @@ def _add_evaluate(p: argparse.ArgumentParser) -> None:
     from ...data.splits import SPLITS
     from ...experiments.evaluate import EvaluateConfig
 
-    p.add_argument("run_dir")
+    p.add_argument("run_dir", help="run directory, exported folder or hub id org/name[@revision]")
     section = Section(p, "evaluate", EvaluateConfig)
     section("--split", "split", choices=SPLITS)
     p.add_argument("--workdir", help="another indexed dataset (cross-dataset); default: the training one")
     section("--aggregation", "aggregation", choices=list(AGGREGATIONS), help="video score from frames")
-    p.add_argument("--out", help="report directory (default: the run directory)")
+    p.add_argument("--out", help="report directory (default: the run directory; needed for a hub id)")
     p.add_argument("--device", type=device, default="cpu", help="cpu or cuda")
     p.add_argument("--allow-split-change", **ALLOW_SPLIT_CHANGE)
     common(p, ["evaluate"])
@@ -104,7 +104,7 @@ def _add_compress(p: argparse.ArgumentParser) -> None:
     from ...training.distill import distill
     from ...training.runs import TrainConfig
 
-    p.add_argument("run_dir", help="the trained run directory (the teacher for distill)")
+    p.add_argument("run_dir", help="the trained run directory, exported folder or hub id (the teacher for distill)")
     p.add_argument("--method", required=True, choices=COMPRESS_METHODS)
     p.add_argument("-o", "--out", required=True, help="output run directory")
     p.add_argument("--teacher", help="distill: teacher run directory (default: RUN_DIR)")
@@ -149,7 +149,7 @@ def _add_benchmark(p: argparse.ArgumentParser) -> None:
     from ...data.splits import SPLITS
     from ...experiments.bench import BenchmarkConfig
 
-    p.add_argument("run_dirs", nargs="+", help="run directories; the first is the baseline of the speed-ups")
+    p.add_argument("run_dirs", nargs="+", help="run directories, exported folders or hub ids; the first is the baseline of the speed-ups")
     p.add_argument("--device", type=device, default="cpu", help="cpu or cuda")
     section = Section(p, "benchmark", BenchmarkConfig)
     section("--split", "split", choices=SPLITS)

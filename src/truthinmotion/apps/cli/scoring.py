@@ -18,7 +18,7 @@ def _add_detect(p: argparse.ArgumentParser) -> None:
     from ...inference.config import DetectConfig
 
     p.add_argument("videos", nargs="+", help="video files or directories")
-    p.add_argument("--model", required=True, help="run directory (or its best/ directory)")
+    p.add_argument("--model", required=True, help="run directory, exported folder, or hub id org/name[@revision]")
     p.add_argument("--json", dest="json_out", help="write every verdict as JSON here")
     p.add_argument("--csv", dest="csv_out", help="write one row per video here")
     p.add_argument("--plot", dest="plot_dir", help="write a score-over-time PNG per video into this directory")
@@ -72,7 +72,7 @@ DETECT = Command("detect", "score videos with a trained detector (exit 1 if any 
 def _add_serve(p: argparse.ArgumentParser) -> None:
     from ..serve.config import ServeConfig
 
-    p.add_argument("--model", required=True, help="run directory (or its best/ directory)")
+    p.add_argument("--model", required=True, help="run directory, exported folder, or hub id org/name[@revision]")
     p.add_argument("--host", default="127.0.0.1", help="address to listen on")
     p.add_argument("--port", type=int, default=8000, help="port to listen on")
     serve = Section(p, "serve", ServeConfig)
