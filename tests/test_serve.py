@@ -40,9 +40,11 @@ class Client:
     def delete(self, path: str) -> tuple[int, dict | str]:
         return _call(urllib.request.Request(self.url + path, method="DELETE", headers=self.headers))
 
-    def upload(self, data: bytes, name: str = "video.mp4") -> tuple[int, dict, dict]:
+    def upload(self, data: bytes, name: str = "video.mp4", **fields: str) -> tuple[int, dict, dict]:
         boundary = uuid.uuid4().hex
-        body = (f"--{boundary}\r\nContent-Disposition: form-data; name=\"file\"; filename=\"{name}\"\r\n"
+        body = "".join(f"--{boundary}\r\nContent-Disposition: form-data; name=\"{k}\"\r\n\r\n{v}\r\n"
+                       for k, v in fields.items()).encode()
+        body += (f"--{boundary}\r\nContent-Disposition: form-data; name=\"file\"; filename=\"{name}\"\r\n"
                 "Content-Type: application/octet-stream\r\n\r\n").encode() + data + f"\r\n--{boundary}--\r\n".encode()
         req = urllib.request.Request(self.url + "/api/v1/jobs", data=body, method="POST",
                                      headers={"Content-Type": f"multipart/form-data; boundary={boundary}", **self.headers})
@@ -221,13 +223,13 @@ class Live(Client):
     """``create_app`` in this process, served by uvicorn in a thread, so a test reaches the
     service inside: its hooks, its clock, its job store."""
 
-    def __init__(self, scorer, data_dir: Path, clock=time.time, **settings):
+    def __init__(self, scorer, data_dir: Path, clock=time.time, scorers=None, **settings):
         import uvicorn
 
         from truthinmotion.apps.serve import ServeConfig, create_app
 
         cfg = ServeConfig(model="unused: the scorer is given", data_dir=data_dir, **settings)
-        self.app = create_app(cfg, [scorer], clock)
+        self.app = create_app(cfg, scorers if scorers is not None else [scorer], clock)
         self.service = self.app.state.service
         self.url = f"http://127.0.0.1:{_free_port()}"
         self.server = uvicorn.Server(uvicorn.Config(self.app, host="127.0.0.1", port=int(self.url.rsplit(":", 1)[1]),
@@ -258,8 +260,8 @@ def scorer(run_dir):
 def live(scorer, tmp_path):
     started: list[Live] = []
 
-    def start(**settings) -> Live:
-        started.append(Live(scorer, tmp_path / f"data{len(started)}", **settings))
+    def start(scorers=None, **settings) -> Live:
+        started.append(Live(scorer, tmp_path / f"data{len(started)}", scorers=scorers, **settings))
         return started[-1]
 
     yield start
@@ -488,3 +490,56 @@ def test_the_page_uploads_a_video_and_shows_the_verdict(run_dir, tmp_path):
     finally:
         browser.close()
         server.stop()
+
+
+def test_two_detectors_each_job_scored_by_the_one_it_names_and_metrics_follow(live, scorer, run_dir, clips, tmp_path,
+                                                                             caplog):
+    """Two detectors (the shared one, and a copy whose head says "fake" more: other probabilities);
+    each job is scored by the detector its model field names, an unknown name is refused, /metrics
+    counts the verdicts per detector, and the access log has a JSON line per request, no token."""
+    import logging
+
+    import torch
+    from prometheus_client.parser import text_string_to_metric_families
+
+    from truthinmotion.inference.scorer import Scorer
+    from truthinmotion.models.detector import Detector
+
+    other = Detector.from_pretrained(run_dir)
+    with torch.no_grad():
+        for head in other.heads.values():
+            head[-1].bias += 3.0
+    other_scorer = Scorer(other.save_pretrained(tmp_path / "other"))
+    caplog.set_level(logging.INFO, logger="truthinmotion.serve.access")
+    server = live(scorers={"main": [scorer], "other": [other_scorer]}, token="s3cret-token")
+    server.headers = {"Authorization": "Bearer s3cret-token"}
+    code, listed = server.get("/api/v1/models")
+    assert code == 200 and listed["default"] == "main" and [m["name"] for m in listed["models"]] == ["main", "other"]
+    assert listed["models"][1]["detector"]["backbone"] == "dinov2-tiny"
+    video = clips["fake"].read_bytes()
+    code, refused, _ = server.upload(video, model="nope")
+    assert code == 422 and refused["error"] == "unknown_model" and "main, other" in refused["detail"]
+    ids = {name: server.upload(video, **({"model": name} if name != "main" else {}))[1]["id"]
+           for name in ("main", "other")}
+    got = {name: server.wait(i) for name, i in ids.items()}
+    expected = {"main": scorer(clips["fake"]).probability, "other": other_scorer(clips["fake"]).probability}
+    assert abs(expected["main"] - expected["other"]) > 0.05  # the two detectors do disagree
+    for name, job in got.items():
+        assert job["model"] == name and job["status"] == "done"
+        assert abs(job["verdict"]["probability"] - expected[name]) <= 1e-4
+    # /metrics parses as Prometheus text and counts what happened
+    code, text = server.get("/metrics")
+    samples = {(s.name, tuple(sorted(s.labels.items()))): s.value
+               for f in text_string_to_metric_families(text) for s in f.samples}
+    for name, job in got.items():
+        v = job["verdict"]
+        key = ("tim_verdicts_total", (("label", v["label"]), ("model", name), ("status", "ok")))
+        assert samples[key] == 1
+    assert samples[("tim_jobs", (("status", "done"),))] == 2 and samples[("tim_queue_length", ())] == 0
+    assert samples[("tim_http_requests_total", (("code", "422"), ("method", "POST")))] == 1
+    assert samples[("tim_stage_seconds_count", (("stage", "faces"),))] == 2
+    lines = [json.loads(r.getMessage()) for r in caplog.records if r.name == "truthinmotion.serve.access"]
+    posted = [ln for ln in lines if ln["method"] == "POST" and ln["status"] == 202]
+    assert sorted(ln["job"] for ln in posted) == sorted(ids.values()) and all(ln["bytes_in"] > len(video) for ln in posted)
+    assert any(ln["path"] == f"/api/v1/jobs/{ids['other']}" and ln["job"] == ids["other"] for ln in lines)
+    assert "s3cret-token" not in caplog.text

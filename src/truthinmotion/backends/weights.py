@@ -26,8 +26,8 @@ from typing import Any, Callable
 
 from ..core.errors import ConfigError
 
-__all__ = ["RANDOM_MARKER", "WeightsNotFound", "check_hf_model", "hub_endpoint", "is_cached", "load_hf_model",
-           "looks_like_hub_id", "reachable", "save_random_model", "INITS"]
+__all__ = ["RANDOM_MARKER", "WeightsNotFound", "check_folder", "check_hf_model", "hub_endpoint", "is_cached",
+           "load_hf_model", "looks_like_hub_id", "reachable", "resolve_folder", "save_random_model", "INITS"]
 
 log = logging.getLogger(__name__)
 
@@ -172,3 +172,66 @@ def load_hf_model(
         except OSError as err:
             reason = str(err).splitlines()[0]
     raise _not_found(what, name, reason)
+
+
+# ---------------------------------------------------------------- whole folders (detectors)
+
+
+def split_revision(name: str) -> tuple[str, str | None]:
+    """``org/name@revision`` -> (``org/name``, ``revision``); no ``@``: (name, None)."""
+    repo, at, revision = str(name).partition("@")
+    return (repo, revision or None) if at and looks_like_hub_id(repo) else (str(name), None)
+
+
+def _snapshot(repo: str, revision: str | None, local_only: bool) -> Path:
+    from huggingface_hub import snapshot_download
+
+    # The cache is named on every call: huggingface_hub reads HF_HUB_CACHE once, when imported.
+    return Path(snapshot_download(repo, revision=revision, cache_dir=_cache_dir(), local_files_only=local_only))
+
+
+def _folder_not_found(what: str, name: str, reason: str) -> WeightsNotFound:
+    return WeightsNotFound(
+        f"{what}: {name!r} is not a local folder and the hub id is not in the cache ({_cache_dir()}), and it could "
+        f"not be downloaded ({reason}). Run `huggingface-cli download {name.replace('@', ' --revision ')}` on a "
+        "machine with network access and copy the cache here (HF_HUB_CACHE), or pass the folder itself.")
+
+
+def check_folder(name: str | Path, *, what: str = "model") -> str:
+    """Whether :func:`resolve_folder` will find ``name``, without downloading: ``local``, ``cached``
+    or ``download`` (the hub answers), else :class:`WeightsNotFound`."""
+    repo, revision = split_revision(str(name))
+    if Path(name).expanduser().exists() or not looks_like_hub_id(repo):
+        return "local"  # a path: its reader says what is wrong with it
+    try:
+        _snapshot(repo, revision, local_only=True)
+        return "cached"
+    except Exception:  # noqa: BLE001 - huggingface_hub's own errors: not in the cache
+        pass
+    reason = _why_no_download(repo)
+    if reason:
+        raise _folder_not_found(what, str(name), reason)
+    return "download"
+
+
+def resolve_folder(name: str | Path, *, what: str = "model") -> Path:
+    """A local folder for ``name``: the path itself, or the snapshot of the hub id
+    ``org/name[@revision]`` from the cache, downloaded when it is not there (unless
+    ``HF_HUB_OFFLINE`` or the hub does not answer: then :class:`WeightsNotFound`). A name that is
+    neither an existing path nor a hub id comes back as a path, for its reader to refuse."""
+    repo, revision = split_revision(str(name))
+    if Path(name).expanduser().exists() or not looks_like_hub_id(repo):
+        return Path(name).expanduser()
+    try:
+        return _snapshot(repo, revision, local_only=True)
+    except Exception as err:  # noqa: BLE001 - not in the cache (or an incomplete snapshot)
+        cached_error = str(err).splitlines()[0]
+    reason = _why_no_download(repo)
+    if reason is None:
+        try:
+            log.info("%s: downloading %s from %s", what, name, hub_endpoint())
+            return _snapshot(repo, revision, local_only=False)
+        except Exception as err:  # noqa: BLE001 - not found, gated, revision unknown, network
+            reason = f"{type(err).__name__}: {str(err).splitlines()[0]}"
+    log.debug("%s: %s not in the cache (%s)", what, name, cached_error)
+    raise _folder_not_found(what, str(name), reason)

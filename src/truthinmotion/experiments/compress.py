@@ -38,6 +38,7 @@ from ..training.dataset import VideoDataset, collate
 from ..core.io import dir_size
 from ..models.detector import Detector
 from ..backends.onnxrun import fingerprint, quantize_int8
+from ..backends.weights import resolve_folder
 from ..backends.runtime import autocast_context
 from ..models.loading import export_onnx, inference_autocast, load_detector
 from ..training.runs import checkpoint_dir, restore_checkpoints
@@ -150,7 +151,7 @@ def compress(
     if method not in COMPRESS_METHODS or method == "distill":
         raise ConfigError(f"method: {method!r}; one of {', '.join(m for m in COMPRESS_METHODS if m != 'distill')} "
                           "(distillation: tim compress --method distill --teacher RUN)")
-    run_dir, out_dir = Path(run_dir), Path(out_dir)
+    run_dir, out_dir = resolve_folder(run_dir, what="detector"), Path(out_dir)  # a hub id: its snapshot
     if method == "fp16" and not device.startswith("cuda"):
         raise ConfigError("fp16 runs under CUDA autocast: use --device cuda, or bf16 on a CPU")
     if out_dir.resolve() == run_dir.resolve():

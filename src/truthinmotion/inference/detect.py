@@ -23,7 +23,8 @@ from typing import Iterable, Sequence
 from ..core.errors import ConfigError
 from ..data.formats import VIDEO_SUFFIXES
 from ..core.io import atomic_write_text
-from ..execution.preflight import check_writable
+from ..backends.weights import check_folder, resolve_folder
+from ..execution.preflight import check_writable, preflight
 from ..reports.page import write_report
 from ..execution.engine import LOCAL, Engine
 from ..reports.plots import plot_scores
@@ -142,6 +143,8 @@ def detect(
     if early_stop is not None and report_dir is not None:
         raise ConfigError("--early-stop leaves points unscored, which the evidence of --report needs: use one or "
                           "the other")
+    preflight(models=[lambda: check_folder(run_dir, what="--model")])
+    run_dir = resolve_folder(run_dir, what="detector")  # once: workers and actors get the local folder
     paths = expand_inputs(videos)
     check_outputs(paths, json_out, csv_out, jsonl_out)
     for flag, folder in (("--plot", plot_dir), ("--report", report_dir)):

@@ -22,7 +22,7 @@ from typing import Any
 import torch
 from torch import nn
 
-from ..backends.weights import INITS
+from ..backends.weights import INITS, resolve_folder
 from ..core.errors import ConfigError
 from ..core.io import atomic_path, atomic_write_text
 from .architecture import DetectorConfig, Preprocess, build_backbone
@@ -56,8 +56,10 @@ class SavedDetector:
 
 
 def detector_dir(path: str | Path) -> Path:
-    """A run directory's ``best/``, or ``path`` itself when it is a detector directory."""
-    path = Path(path)
+    """A run directory's ``best/``, or ``path`` itself when it is a detector directory; a hub id
+    (``org/name[@revision]``) is its snapshot in the Hugging Face cache, downloaded if missing
+    (:func:`..backends.weights.resolve_folder`)."""
+    path = resolve_folder(path, what="detector")
     return path / "best" if (path / "best" / "config.json").is_file() else path
 
 

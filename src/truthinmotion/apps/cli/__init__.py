@@ -6,7 +6,8 @@ sections, unknown keys and out-of-range values are errors. Exit codes: 0 success
 failed (see ``errors.csv``), 2 bad usage or configuration.
 
 Modules: :mod:`.options` (reading options and settings files), :mod:`.stages` (index, faces,
-synth, features), :mod:`.detectors` (train, evaluate, compress, benchmark, robustness), :mod:`.scoring` (detect,
+synth, features), :mod:`.detectors` (train, evaluate, compress, benchmark, robustness,
+export), :mod:`.scoring` (detect,
 serve), :mod:`.pipelines` (run, study, demo).
 """
 
@@ -27,7 +28,7 @@ __all__ = ["COMMANDS", "build_parser", "main", "set_up_logging"]
 
 COMMANDS: list[Command] = [
     stages.INDEX, stages.FACES, stages.SYNTH, stages.FEATURES, detectors.TRAIN, detectors.EVALUATE, scoring.DETECT,
-    detectors.COMPRESS, detectors.BENCHMARK, detectors.ROBUSTNESS, pipelines.RUN, pipelines.STUDY, pipelines.DEMO, scoring.SERVE,
+    detectors.COMPRESS, detectors.BENCHMARK, detectors.ROBUSTNESS, detectors.EXPORT, pipelines.RUN, pipelines.STUDY, pipelines.DEMO, scoring.SERVE,
 ]
 
 

@@ -71,12 +71,12 @@ def _add_evaluate(p: argparse.ArgumentParser) -> None:
     from ...data.splits import SPLITS
     from ...experiments.evaluate import EvaluateConfig
 
-    p.add_argument("run_dir")
+    p.add_argument("run_dir", help="run directory, exported folder or hub id org/name[@revision]")
     section = Section(p, "evaluate", EvaluateConfig)
     section("--split", "split", choices=SPLITS)
     p.add_argument("--workdir", help="another indexed dataset (cross-dataset); default: the training one")
     section("--aggregation", "aggregation", choices=list(AGGREGATIONS), help="video score from frames")
-    p.add_argument("--out", help="report directory (default: the run directory)")
+    p.add_argument("--out", help="report directory (default: the run directory; needed for a hub id)")
     p.add_argument("--device", type=device, default="cpu", help="cpu or cuda")
     p.add_argument("--allow-split-change", **ALLOW_SPLIT_CHANGE)
     common(p, ["evaluate"])
@@ -104,7 +104,7 @@ def _add_compress(p: argparse.ArgumentParser) -> None:
     from ...training.distill import distill
     from ...training.runs import TrainConfig
 
-    p.add_argument("run_dir", help="the trained run directory (the teacher for distill)")
+    p.add_argument("run_dir", help="the trained run directory, exported folder or hub id (the teacher for distill)")
     p.add_argument("--method", required=True, choices=COMPRESS_METHODS)
     p.add_argument("-o", "--out", required=True, help="output run directory")
     p.add_argument("--teacher", help="distill: teacher run directory (default: RUN_DIR)")
@@ -149,7 +149,7 @@ def _add_benchmark(p: argparse.ArgumentParser) -> None:
     from ...data.splits import SPLITS
     from ...experiments.bench import BenchmarkConfig
 
-    p.add_argument("run_dirs", nargs="+", help="run directories; the first is the baseline of the speed-ups")
+    p.add_argument("run_dirs", nargs="+", help="run directories, exported folders or hub ids; the first is the baseline of the speed-ups")
     p.add_argument("--device", type=device, default="cpu", help="cpu or cuda")
     section = Section(p, "benchmark", BenchmarkConfig)
     section("--split", "split", choices=SPLITS)
@@ -212,3 +212,27 @@ def _robustness(args: argparse.Namespace) -> int:
 
 ROBUSTNESS = Command("robustness", "verdicts of perturbed test videos (DeeperForensics-1.0 set, resize, bitrate): "
                      "robustness.md/json/png", _add_robustness, _robustness)
+
+
+# ---------------------------------------------------------------- export
+
+
+def _add_export(p: argparse.ArgumentParser) -> None:
+    p.add_argument("run_dir", help="an evaluated run directory (metrics.json and predictions.csv)")
+    p.add_argument("out", help="the folder to write (new or empty): weights, config.json, README.md (the card)")
+    p.add_argument("--variants", type=lambda s: tuple(v for v in s.split(",") if v), default=(),
+                   help="compressed copies put beside it, comma-separated: int8,bf16 (see tim compress)")
+    p.add_argument("--bootstrap", type=positive, default=1000, help="resamples for the card's 95%% intervals")
+    p.add_argument("--device", type=device, default="cpu", help="cpu or cuda (checking the variants)")
+
+
+def _export(args: argparse.Namespace) -> int:
+    from ...experiments.export import export_detector
+
+    print(export_detector(args.run_dir, args.out, variants=args.variants, device=args.device,
+                          bootstrap=args.bootstrap).summary())
+    return 0
+
+
+EXPORT = Command("export", "a detector as a folder to publish on the Hugging Face hub, with its model card",
+                 _add_export, _export)

@@ -18,7 +18,7 @@ def _add_detect(p: argparse.ArgumentParser) -> None:
     from ...inference.config import DetectConfig
 
     p.add_argument("videos", nargs="+", help="video files or directories")
-    p.add_argument("--model", required=True, help="run directory (or its best/ directory)")
+    p.add_argument("--model", required=True, help="run directory, exported folder, or hub id org/name[@revision]")
     p.add_argument("--json", dest="json_out", help="write every verdict as JSON here")
     p.add_argument("--csv", dest="csv_out", help="write one row per video here")
     p.add_argument("--plot", dest="plot_dir", help="write a score-over-time PNG per video into this directory")
@@ -72,7 +72,9 @@ DETECT = Command("detect", "score videos with a trained detector (exit 1 if any 
 def _add_serve(p: argparse.ArgumentParser) -> None:
     from ..serve.config import ServeConfig
 
-    p.add_argument("--model", required=True, help="run directory (or its best/ directory)")
+    p.add_argument("--model", required=True, action="append", metavar="[NAME=]PATH_OR_ID",
+                   help="a detector: run directory, exported folder, or hub id org/name[@revision]; repeat as "
+                   "NAME=PATH_OR_ID for several (the first is the default; a job names one in its model field)")
     p.add_argument("--host", default="127.0.0.1", help="address to listen on")
     p.add_argument("--port", type=int, default=8000, help="port to listen on")
     serve = Section(p, "serve", ServeConfig)
@@ -102,7 +104,8 @@ def _serve(args: argparse.Namespace) -> int:
     # The token: --token, else the file's, else $TIM_TOKEN; an empty one asks for none.
     options["token"] = options.get("token", os.environ.get("TIM_TOKEN")) or None
     # --model is required on the command line, so it wins over a file's serve.model
-    serve(ServeConfig(model=args.model).updated({**options, "model": args.model}), args.host, args.port)
+    models = tuple(args.model)
+    serve(ServeConfig(model=models).updated({**options, "model": models}), args.host, args.port)
     return 0
 
 

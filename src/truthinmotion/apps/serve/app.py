@@ -17,6 +17,7 @@ from fastapi.responses import FileResponse, HTMLResponse, JSONResponse
 from starlette.concurrency import run_in_threadpool
 
 from .config import ServeConfig
+from .metrics import log_access
 from .uploads import Body, ClientGone, Refused, check_declared, receive_upload, video_seconds
 from .workers import Service
 
@@ -56,12 +57,31 @@ def create_app(cfg: ServeConfig, scorers: Sequence[Any] | None = None, clock: Ca
                   "with its evidence.", version="1", lifespan=lifespan)
     app.state.service = service
     app.middleware("http")(authenticate)
+    app.middleware("http")(access)  # added last: the outermost, so refusals are logged too
     app.include_router(routes)
     return app
 
 
 def _service(request: Request) -> Service:
     return request.app.state.service
+
+
+async def access(request: Request, call_next):
+    """One JSON line per request on the ``truthinmotion.serve.access`` logger, and its count in
+    ``/metrics``."""
+    start = time.perf_counter()
+    response = await call_next(request)
+    path = request.url.path
+    job = getattr(request.state, "job_id", None)
+    if job is None and path.startswith("/api/v1/jobs/"):
+        job = path.split("/")[4]
+    declared = request.headers.get("content-length", "")
+    log_access(method=request.method, path=path, status=response.status_code, job=job,
+               bytes_in=int(declared) if declared.isdigit() else 0,
+               bytes_out=int(response.headers.get("content-length", 0) or 0),
+               seconds=round(time.perf_counter() - start, 6))
+    _service(request).metrics.request(request.method, response.status_code)
+    return response
 
 
 async def authenticate(request: Request, call_next):
@@ -94,11 +114,35 @@ def model(request: Request) -> dict[str, Any]:
     return {k: public(info[k]) for k in MODEL_KEYS if k in info}
 
 
+@routes.get("/api/v1/models")
+def models(request: Request) -> dict[str, Any]:
+    """The detectors served, each with its card: the record's summary and, for an exported
+    folder, its model card (``README.md``)."""
+    service = _service(request)
+    return {"default": service.default,
+            "models": [{"name": name, "default": name == service.default, **card(info)}
+                       for name, info in service.models.items()]}
+
+
+def card(info: dict[str, Any]) -> dict[str, Any]:
+    return {**{k: public(info[k]) for k in MODEL_KEYS if k in info}, "card": info.get("card")}
+
+
+@routes.get("/metrics", include_in_schema=False)
+def metrics(request: Request):
+    from fastapi.responses import PlainTextResponse
+
+    service = _service(request)
+    text = service.metrics.text(service.jobs.counts(), service.health()["workers"])
+    return PlainTextResponse(text, media_type="text/plain; version=0.0.4; charset=utf-8")
+
+
 @routes.post("/api/v1/jobs", status_code=202)
 async def submit(request: Request):
     service, body, job_id = _service(request), Body(request), secrets.token_hex(12)
+    request.state.job_id = job_id
     try:
-        await queue_upload(service, body, job_id, request.headers.get("content-type", ""))
+        request.state.model = await queue_upload(service, body, job_id, request.headers.get("content-type", ""))
     except Refused as refused:
         await body.drain(service.cfg.upload_limit)
         return error(refused.status, refused.error, refused.detail, refused.headers)
@@ -110,17 +154,21 @@ async def submit(request: Request):
         await body.drain(service.cfg.upload_limit)
         return error(500, "storage", f"the upload could not be stored ({err.strerror or err})")
     service.wake.set()
-    return {"id": job_id, "status": "queued"}
+    return {"id": job_id, "status": "queued", "model": request.state.model}
 
 
-async def queue_upload(service: Service, body: Body, job_id: str, content_type: str) -> None:
-    """Receive, check and queue an upload as job ``job_id``; nothing of it is kept unless it is queued."""
+async def queue_upload(service: Service, body: Body, job_id: str, content_type: str) -> str:
+    """Receive, check and queue an upload as job ``job_id`` for the detector its ``model`` field
+    names (the default without one); nothing of it is kept unless it is queued. The detector's name."""
     cfg, target = service.cfg, service.upload(job_id)
     try:
         check_declared(body, cfg.upload_limit)
-        name = await receive_upload(body, content_type, target, cfg.upload_limit)
+        name, fields = await receive_upload(body, content_type, target, cfg.upload_limit)
+        model = fields.get("model") or service.default
+        if model not in service.models:
+            raise Refused(422, "unknown_model", f"no detector {model!r}; served: {', '.join(service.models)}")
         await run_in_threadpool(check_length, target, cfg.max_seconds)  # decoding: off the event loop
-        if not service.jobs.add(job_id, str(target), Path(name).name[:200], cfg.queue):
+        if not service.jobs.add(job_id, str(target), Path(name).name[:200], cfg.queue, model):
             raise Refused(503, "queue_full", f"{cfg.queue} jobs are waiting; try again later", {"Retry-After": "10"})
     except BaseException:  # noqa: BLE001 - a refusal, a disconnect, a full disk, a cancelled task
         target.unlink(missing_ok=True)
@@ -143,7 +191,8 @@ def status(job_id: str, request: Request):
     if job is None:
         return error(404, "not_found", f"no job {job_id}")
     verdict = json.loads(job["verdict"])[0] if job["verdict"] else None
-    return {"id": job_id, "status": job["status"], "verdict": verdict, "error": job["error"]}
+    return {"id": job_id, "status": job["status"], "model": job["model"] or _service(request).default,
+            "verdict": verdict, "error": job["error"]}
 
 
 @routes.get("/api/v1/jobs/{job_id}/report", response_class=HTMLResponse)

@@ -28,7 +28,9 @@ class Jobs:
         self.lock = threading.Lock()
         with self._db() as db:
             db.execute("CREATE TABLE IF NOT EXISTS jobs (id TEXT PRIMARY KEY, status TEXT, upload TEXT, "
-                       "name TEXT, verdict TEXT, error TEXT, created REAL, updated REAL)")
+                       "name TEXT, verdict TEXT, error TEXT, created REAL, updated REAL, model TEXT)")
+            if "model" not in {r["name"] for r in db.execute("PRAGMA table_info(jobs)")}:
+                db.execute("ALTER TABLE jobs ADD COLUMN model TEXT")  # a table from before several detectors
         path.chmod(0o600)  # client file names and verdicts
 
     def _db(self) -> sqlite3.Connection:
@@ -36,15 +38,16 @@ class Jobs:
         db.row_factory = sqlite3.Row
         return db
 
-    def add(self, job_id: str, upload: str, name: str, limit: int) -> bool:
-        """Queue a job unless ``limit`` jobs are already queued or running."""
+    def add(self, job_id: str, upload: str, name: str, limit: int, model: str | None = None) -> bool:
+        """Queue a job for detector ``model`` unless ``limit`` jobs are already queued or running."""
         with self.lock, self._db() as db:
             marks = ", ".join("?" * len(ACTIVE))
             active = db.execute(f"SELECT COUNT(*) FROM jobs WHERE status IN ({marks})", ACTIVE).fetchone()[0]
             if active >= limit:
                 return False
             now = self.clock()
-            db.execute("INSERT INTO jobs VALUES (?, 'queued', ?, ?, NULL, NULL, ?, ?)", (job_id, upload, name, now, now))
+            db.execute("INSERT INTO jobs (id, status, upload, name, created, updated, model) "
+                       "VALUES (?, 'queued', ?, ?, ?, ?, ?)", (job_id, upload, name, now, now, model))
             return True
 
     def get(self, job_id: str) -> dict[str, Any] | None:
@@ -110,6 +113,11 @@ class Jobs:
         with self.lock, self._db() as db:
             db.execute("DELETE FROM jobs WHERE status = 'deleting'")
             return db.execute("UPDATE jobs SET status = 'queued' WHERE status = 'running'").rowcount
+
+    def counts(self) -> dict[str, int]:
+        """Jobs by status (those being deleted included)."""
+        with self._db() as db:
+            return dict(db.execute("SELECT status, COUNT(*) FROM jobs GROUP BY status").fetchall())
 
     def ids(self) -> tuple[set[str], set[str]]:
         """The ids of all jobs, and of the done ones."""

@@ -90,17 +90,22 @@ def check_declared(body: Body, limit: int) -> None:
         raise Refused(413, "too_large", f"uploads are limited to {limit / 2**20:g} MB")
 
 
-async def receive_upload(body: Body, content_type: str, target: Path, limit: int) -> str:
+FIELD_BYTES = 256  # the most a text field (``model``) may hold
+
+
+async def receive_upload(body: Body, content_type: str, target: Path, limit: int) -> tuple[str, dict[str, str]]:
     """Stream the multipart field ``file`` into ``target`` (created, readable by this user only)
-    and stop at ``limit`` bytes; its client file name. The caller removes ``target`` whatever
-    happens next."""
+    and stop at ``limit`` bytes; its client file name, and the text fields sent with it (``model``),
+    each up to :data:`FIELD_BYTES`. The caller removes ``target`` whatever happens next."""
     from python_multipart.multipart import MultipartParser, parse_options_header
 
     _, params = parse_options_header(content_type)
     boundary = params.get(b"boundary")
     if not boundary:
         raise Refused(400, "bad_request", "expected multipart/form-data with a field named file")
-    part: dict[str, Any] = {"field": b"", "value": b"", "headers": {}, "file": False, "size": 0, "found": None}
+    part: dict[str, Any] = {"field": b"", "value": b"", "headers": {}, "file": False, "size": 0, "found": None,
+                            "text": None}
+    fields: dict[str, bytes] = {}
     out = os.fdopen(os.open(target, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600), "wb")
 
     def header_end() -> None:
@@ -110,6 +115,10 @@ async def receive_upload(body: Body, content_type: str, target: Path, limit: int
     def headers_done() -> None:
         _, opts = parse_options_header(part["headers"].get(b"content-disposition", b""))
         part["file"] = opts.get(b"name") == b"file" and part["found"] is None
+        name = opts.get(b"name", b"").decode("utf-8", "replace")
+        part["text"] = name if not part["file"] and b"filename" not in opts else None
+        if part["text"] is not None:
+            fields[name] = b""
         if part["file"]:
             part["found"] = opts.get(b"filename", b"upload").decode("utf-8", "replace")
 
@@ -119,6 +128,10 @@ async def receive_upload(body: Body, content_type: str, target: Path, limit: int
             if part["size"] > limit:
                 raise _TooLarge
             out.write(buf[start:end])
+        elif part["text"] is not None:
+            fields[part["text"]] += buf[start:end]
+            if len(fields[part["text"]]) > FIELD_BYTES:
+                raise Refused(400, "bad_request", f"the field {part['text']} is longer than {FIELD_BYTES} bytes")
 
     callbacks = {
         "on_part_begin": lambda: part.update(headers={}, file=False),
@@ -127,7 +140,7 @@ async def receive_upload(body: Body, content_type: str, target: Path, limit: int
         "on_header_end": header_end,
         "on_headers_finished": headers_done,
         "on_part_data": data,
-        "on_part_end": lambda: part.update(file=False),
+        "on_part_end": lambda: part.update(file=False, text=None),
     }
     parser = MultipartParser(boundary, callbacks)
     try:
@@ -142,7 +155,7 @@ async def receive_upload(body: Body, content_type: str, target: Path, limit: int
         out.close()
     if part["found"] is None:
         raise Refused(400, "bad_request", "no field named file in the upload")
-    return part["found"]
+    return part["found"], {k: v.decode("utf-8", "replace").strip() for k, v in fields.items()}
 
 
 def video_seconds(path: Path) -> float:

@@ -18,9 +18,10 @@ import threading
 import time
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Callable, Sequence
+from typing import Any, Callable, Mapping, Sequence
 
 from .config import ServeConfig
+from .metrics import Metrics
 from .store import Jobs
 
 log = logging.getLogger(__name__)
@@ -29,25 +30,38 @@ log = logging.getLogger(__name__)
 @dataclass
 class Worker:
     name: str
-    scorer: Any  # a detect.Scorer
+    scorers: dict[str, Any]  # name -> this worker's Scorer of that detector
     thread: threading.Thread | None = None
     job: str | None = None  # the id of the job it is scoring
     stopped: str | None = None  # why its thread stopped, when it did
 
 
+def _model_card(scorer: Any) -> str | None:
+    """The model card (``README.md``) beside a detector's weights: an exported folder has one."""
+    run = getattr(getattr(getattr(scorer, "model", None), "record", None), "provenance", None)
+    card = Path(run.run) / "README.md" if run is not None and run.run else None
+    return card.read_text() if card is not None and card.is_file() else None
+
+
 class Service:
     """The jobs, the worker threads and the files of one data directory.
 
-    ``scorers``: models already loaded, one per worker (default: loaded here from ``cfg.model``).
+    ``scorers``: models already loaded: one per worker, of the one detector (named ``default``),
+    or a mapping of detector names to one per worker each (default: loaded here from
+    ``cfg.models``, after a preflight of every one). The first detector is the default of jobs.
     ``clock``: seconds, for job dates and expiry. ``after_claim(job)`` runs in the worker between
     claiming a job and scoring it (tests pause a worker there).
     """
 
     def __init__(self, cfg: ServeConfig, scorers: Sequence[Any] | None = None,
                  clock: Callable[[], float] = time.time):
+        from ...backends.weights import check_folder
+        from ...execution.preflight import preflight
         from ...inference.scorer import Scorer
 
         self.cfg, self.clock = cfg, clock
+        if scorers is None:  # every detector resolves, or the service does not start
+            preflight(models=[lambda n=n, r=r: check_folder(r, what=f"--model {n}") for n, r in cfg.models.items()])
         self.uploads, self.reports = cfg.data_dir / "uploads", cfg.data_dir / "reports"
         for folder in (self.uploads, self.reports):
             folder.mkdir(parents=True, exist_ok=True)
@@ -58,11 +72,20 @@ class Service:
             log.info("%d jobs were running when the server stopped: queued again", requeued)
         self.remove_strays()
         self.expire()
-        scorers = list(scorers) if scorers is not None else [Scorer(cfg.model, cfg.device) for _ in range(cfg.workers)]
-        self.model_info = scorers[0].model_info
+        if scorers is None:
+            per_model = {n: [Scorer(r, cfg.device) for _ in range(cfg.workers)] for n, r in cfg.models.items()}
+        elif isinstance(scorers, Mapping):
+            per_model = {n: list(s) for n, s in scorers.items()}
+        else:
+            per_model = {"default": list(scorers)}
+        self.default = next(iter(per_model))
+        self.models = {n: {**s[0].model_info, "card": _model_card(s[0])} for n, s in per_model.items()}
+        self.model_info = self.models[self.default]
+        self.metrics = Metrics(self.models)
         self.after_claim: Callable[[dict[str, Any]], None] = lambda job: None
         self.wake, self.stop = threading.Event(), threading.Event()
-        self.workers = [Worker(f"scorer-{i}", s) for i, s in enumerate(scorers)]
+        workers = len(next(iter(per_model.values())))
+        self.workers = [Worker(f"scorer-{i}", {n: s[i] for n, s in per_model.items()}) for i in range(workers)]
         for w in self.workers:
             w.thread = threading.Thread(target=self._work, args=(w,), daemon=True, name=w.name)
             w.thread.start()
@@ -93,23 +116,27 @@ class Service:
                     continue
                 w.job = job["id"]
                 self.after_claim(job)
-                self._score(w.scorer, job)
+                self._score(w, job)
                 w.job = None
         except BaseException as err:  # noqa: BLE001 - the service around the job failed: stop, and say so
             w.stopped = f"{type(err).__name__}: {err}"
             log.exception("worker %s stopped", w.name)
             self._release(w)
 
-    def _score(self, scorer: Any, job: dict[str, Any]) -> None:
+    def _score(self, w: Worker, job: dict[str, Any]) -> None:
         from ...inference.verdict import to_json
 
         upload = self.upload(job["id"])
+        name = job.get("model") or self.default  # jobs queued before several detectors: the default
         try:
             try:
-                verdict, evidence = scorer.score(upload, evidence=4)
+                if name not in w.scorers:  # queued before a restart that dropped its detector
+                    raise LookupError(f"the detector {name!r} is no longer served (serving {', '.join(w.scorers)})")
+                verdict, evidence = w.scorers[name].score(upload, evidence=4)
                 verdict.video = job["name"]  # the client's name, for display only
-                self._write_report(verdict, evidence, scorer.model_info, self.report(job["id"]))
+                self._write_report(verdict, evidence, w.scorers[name].model_info, self.report(job["id"]))
                 outcome = {"status": "done", "verdict": to_json([verdict])}
+                self.metrics.scored(name, verdict)
             except Exception as err:  # noqa: BLE001 - a job fails, the service goes on
                 log.exception("job %s failed", job["id"])
                 outcome = {"status": "failed", "error": f"{type(err).__name__}: {err}"}
