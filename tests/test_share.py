@@ -68,6 +68,16 @@ def test_export_writes_a_card_with_the_runs_figures_and_loads_as_the_run(evaluat
     n = len(metrics["videos"])
     assert f"{n} videos" in body and "datasets: synthetic" in body and "methods: swap" in body
     assert meta["library_name"] == "truthinmotion"
+    # nothing of this machine is published: the work directory's path is in neither file, and
+    # evaluating the folder asks for a work directory instead of reading the current one
+    from truthinmotion.core.errors import ConfigError
+    from truthinmotion.experiments.evaluate import evaluate
+    from truthinmotion.models.detector import read_record
+
+    workdir = read_record(evaluated).provenance.workdir
+    assert workdir and all(workdir not in (exported / f).read_text() for f in ("config.json", "metrics.json"))
+    with pytest.raises(ConfigError, match="records no work directory.*pass --workdir"):
+        evaluate(exported, "test", out_dir=exported.parent / "report", progress=False)
     # the exported folder loads as a detector and gives the run's probabilities
     from_run, from_folder = _probabilities(evaluated, inputs), _probabilities(exported, inputs)
     assert len(from_run) == 16 and torch.allclose(from_run, from_folder, atol=1e-6, rtol=0)

@@ -55,9 +55,10 @@ COMPRESS_METHODS = ("fp16", "bf16", "compile", "onnx", "int8", "distill")
 
 def sample_inputs(model: Detector, split: str = "val", max_pictures: int = 64) -> dict[str, torch.Tensor]:
     """Real backbone inputs: pictures of the run's own ``split`` videos (all their time points)."""
-    work = Path(model.record.provenance.workdir or "")
-    if not work.is_dir():
-        raise ConfigError(f"the detector's work directory {work} is gone: real inputs are needed to check it")
+    try:
+        work, _ = model.record.provenance.work_directory()
+    except ConfigError as err:
+        raise ConfigError(f"{err}; real inputs of the detector's own videos are needed to check it") from None
     ds = VideoDataset(work, split, model.cfg.modality, model.record.data, model.preprocess,
                       expect=model.record.feature_expect())
     if len(ds) == 0:

@@ -156,11 +156,8 @@ def evaluate(
     run_dir = resolve_folder(run_dir, what="detector")  # a hub id: its snapshot, before any video
     model = load_detector(run_dir, device)
     record = model.record
-    own = Path(record.provenance.workdir or "")
-    work = Path(workdir) if workdir else own
-    if not work.is_dir():
-        raise ConfigError(f"work directory {work} not found: pass --workdir")
-    cross = own.resolve() != work.resolve()
+    work, own = record.provenance.work_directory(workdir)
+    cross = not own
     split_id = manifest_hash(work)
     if not cross:
         check_split(record.provenance.manifest_hash, split_id, f"the detector of {run_dir}", allow_split_change)

@@ -14,6 +14,7 @@ beside it, under ``variants/<method>/``.
 from __future__ import annotations
 
 import csv
+import dataclasses
 import json
 import logging
 import shutil
@@ -193,9 +194,14 @@ def export_detector(run_dir: str | Path, out_dir: str | Path, *, variants: Seque
     card = model_card(record, figures, out.name, training=_training_data(record), robustness=_robustness(run_dir),
                       speed=_speed(run_dir), variants=variants)
     out.mkdir(parents=True, exist_ok=True)
-    for name in ("model.safetensors", "config.json"):
-        shutil.copy2(source / name, out / name)
-    shutil.copy2(run_dir / "metrics.json", out / "metrics.json")
+    shutil.copy2(source / "model.safetensors", out / "model.safetensors")
+    # the record without the local path of the work directory it was trained on: nothing of this
+    # machine is published (the card names the training data)
+    public = record.replace(provenance=dataclasses.replace(record.provenance, workdir=None))
+    atomic_write_text(out / "config.json", json.dumps(public.to_json(), indent=2, default=str))
+    metrics = json.loads((run_dir / "metrics.json").read_text())
+    metrics.update(run=None, workdir=None)  # where they were on this machine
+    atomic_write_text(out / "metrics.json", json.dumps(metrics, indent=2))
     for method in variants:
         with tempfile.TemporaryDirectory(prefix="tim-export-", dir=out) as tmp:
             compress(run_dir, method, Path(tmp) / method, device=device)

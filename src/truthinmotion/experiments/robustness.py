@@ -35,7 +35,7 @@ import numpy as np
 
 from ..core.config import Settings, require
 from ..core.errors import ConfigError, StageError
-from ..core.io import WorkDir, atomic_write_text, path_key, source_identity
+from ..core.io import atomic_write_text, path_key, source_identity
 from ..core.metrics import AGGREGATIONS, binary_metrics
 from ..data.index import manifest_hash, read_manifest
 from ..data.pseudo import is_pseudo
@@ -150,11 +150,8 @@ def run_robustness(
     require_av()  # before any work: a missing encoder is said at once
     run_dir = Path(run_dir)
     record = read_record(run_dir)
-    own = Path(record.provenance.workdir or "")
-    work = Path(workdir) if workdir else own
-    if not work.is_dir():
-        raise ConfigError(f"work directory {work} not found: pass --workdir")
-    if own.resolve() == work.resolve():
+    work, own = record.provenance.work_directory(workdir)
+    if own:
         check_split(record.provenance.manifest_hash, manifest_hash(work), f"the detector of {run_dir}",
                     allow_split_change)
     if keep_videos is not None and Path(keep_videos).resolve().is_relative_to(work.resolve()):

@@ -79,6 +79,18 @@ class Provenance(Settings):
     fake_methods: tuple[str, ...] | None = None  # the methods of its training fakes (pseudo-<kind> for twins)
     run: str | None = None  # the run directory it was loaded from (set on loading, not saved)
 
+    def work_directory(self, given: str | Path | None = None) -> tuple[Path, bool]:
+        """The work directory to read (``given``, else the one trained on) and whether it is the
+        one trained on. An exported detector records none (:mod:`..experiments.export`): then
+        ``given`` is needed, and its absence is an error that says so."""
+        own = Path(self.workdir) if self.workdir else None
+        work = Path(given) if given else own
+        if work is None:
+            raise ConfigError("the detector records no work directory (an exported detector): pass --workdir")
+        if not work.is_dir():
+            raise ConfigError(f"work directory {work} not found: pass --workdir")
+        return work, own is not None and own.resolve() == work.resolve()
+
 
 def _preprocess(data: Mapping[str, Any]) -> Preprocess:
     unknown = sorted(set(data) - {f.name for f in dataclasses.fields(Preprocess)})
