@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import argparse
 
-from .options import (ALLOW_SPLIT_CHANGE, Command, Section, bind, common, device, fakes_option, positive, present,
-                      read_config, sections, space_option, words)
+from .options import (ALLOW_SPLIT_CHANGE, Command, Section, augment_options, bind, common, device, fakes_option,
+                      positive, present, read_config, sections, space_option, words)
 
 
 def _experiment_options(p: argparse.ArgumentParser, out_help: str) -> Section:
@@ -23,6 +23,7 @@ def _experiment_options(p: argparse.ArgumentParser, out_help: str) -> Section:
     train = Section(p, "train", base.train)
     train("--epochs", "epochs", type=int)
     fakes_option(train)
+    augment_options(train)
     synth = Section(p, "synth", base.synth)
     synth("--kinds", "kinds", type=words, help="pseudo-fake kinds, comma-separated (with --fakes pseudo or both)")
     synth("--per-video", "per_video", type=int, help="pseudo-fakes per real video (with --fakes pseudo or both)")
