@@ -82,13 +82,19 @@ def _add_study(p: argparse.ArgumentParser) -> None:
          help=f"comma-separated, of {', '.join(COMPRESS_METHODS)}; none by default")
     bind(p, "--cross", StudyPlan, "cross", nargs="+", help="other indexed work directories to test every cell on")
     bind(p, "--bootstrap", StudyPlan, "bootstrap", type=positive, help="resamples for the 95%% intervals")
+    from ...media.perturb import parse_levels, parse_perturbations
+
+    bind(p, "--robustness", StudyPlan, "robustness", type=parse_perturbations,
+         help="perturbations (all, or codes such as vc,gb) every cell's test videos are scored under (tim robustness)")
+    bind(p, "--robustness-levels", StudyPlan, "robustness_levels", type=parse_levels, help="their levels")
 
 
 def _study(args: argparse.Namespace) -> int:
     from ...experiments.study import StudyPlan, run_full_study
 
     plan = StudyPlan(**present(backbones=args.backbones, modalities=args.modalities, compress=args.compress,
-                               cross=tuple(args.cross) if args.cross else None, bootstrap=args.bootstrap))
+                               cross=tuple(args.cross) if args.cross else None, bootstrap=args.bootstrap,
+                               robustness=args.robustness, robustness_levels=args.robustness_levels))
     result = run_full_study(args.root, args.out, _study_config(args), plan, workers=args.workers,
                             device=args.device, progress=not args.quiet, space_check=args.space_check,
                             allow_split_change=args.allow_split_change)
