@@ -12,7 +12,12 @@ robustness.md, and as JSON the seconds per copy (making it, scoring it) against 
 scoring a clean clip in the same run (the baseline: one machine's absolute times mean little on
 another).
 
+With ``--augment CODES``, a second detector is trained on the same work directory with the same
+settings plus ``--augment CODES`` (perturbed copies of every training clip, levels
+``--augment-levels``), and both tables are printed, then their video AUC side by side.
+
     nice -n 10 python benchmarks/robustness.py [--out /tmp/tim-robustness] [--clips 12] [--levels 1,3,5]
+        [--augment all --augment-levels 1-5]
 """
 
 from __future__ import annotations
@@ -40,6 +45,10 @@ def main() -> None:
     p.add_argument("--epochs", type=int, default=4)
     p.add_argument("--perturbations", type=parse_perturbations, default=parse_perturbations("all"))
     p.add_argument("--levels", type=parse_levels, default=parse_levels("1,3,5"))
+    p.add_argument("--augment", type=parse_perturbations, default=None,
+                   help="also train with --augment of these types, and compare")
+    p.add_argument("--augment-levels", type=parse_levels, default=parse_levels("1-5"))
+    p.add_argument("--augment-copies", type=int, default=1)
     args = p.parse_args()
     logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
     out = Path(args.out)
@@ -49,8 +58,8 @@ def main() -> None:
     cfg = cfg.with_sections({"index": {"ratios": [0.5, 0.2, 0.3]}})  # more test clips than the demo's
     run = run_study(data, out, cfg, run_name="robustness", progress=False)
     trained = time.perf_counter() - t0
-    result = run_robustness(out / "runs" / "robustness", out / "work",
-                            RobustnessConfig(perturbations=args.perturbations, levels=args.levels), progress=False)
+    rcfg = RobustnessConfig(perturbations=args.perturbations, levels=args.levels)
+    result = run_robustness(out / "runs" / "robustness", out / "work", rcfg, progress=False)
     lines = [json.loads(x) for x in (result.out_dir / "verdicts.jsonl").read_text().splitlines()]
     clean = [x["seconds"]["score"] for x in lines if x["perturbation"] == CLEAN and "score" in x["seconds"]]
     per_type = {}
@@ -67,6 +76,27 @@ def main() -> None:
     print(json.dumps({"clean_score_s": round(float(np.mean(clean)), 3), "per_type": per_type,
                       "robustness_s": round(time.perf_counter() - t0 - trained, 1),
                       "scored_now": result.scored, "reused": result.reused}, indent=1))
+    if args.augment:
+        t1 = time.perf_counter()
+        aug = cfg.with_sections({"train": {"augment": list(args.augment), "augment_levels": list(args.augment_levels),
+                                           "augment_copies": args.augment_copies}})
+        run_aug = run_study(data, out, aug, run_name="augment", progress=False)
+        trained_aug = time.perf_counter() - t1
+        with_aug = run_robustness(out / "runs" / "augment", out / "work", rcfg, progress=False)
+        print(f"\nwith --augment {','.join(args.augment)} --augment-levels "
+              f"{','.join(map(str, args.augment_levels))} ({args.augment_copies} per training clip): "
+              f"{run_aug.evaluation.metrics['overall']['video']['count']} test clips; copies made and trained "
+              f"in {trained_aug:.0f} s")
+        print(markdown_table(with_aug.table))
+        print("side by side: video AUC, the same test clips and copies")
+        print("| perturbation | level | without --augment | with --augment |\n| --- | ---: | ---: | ---: |")
+        print(f"| clean | 0 | {_auc(result.table['clean'])} | {_auc(with_aug.table['clean'])} |")
+        for a, b in zip(result.table["rows"], with_aug.table["rows"]):
+            print(f"| {a['perturbation']} | {a['level']} | {_auc(a['perturbed'])} | {_auc(b['perturbed'])} |")
+
+
+def _auc(figures: dict) -> str:
+    return "n/a" if figures["auc"] is None else f"{figures['auc']:.3f}"
 
 
 if __name__ == "__main__":

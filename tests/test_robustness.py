@@ -4,6 +4,7 @@ settings recorded; level 5 departs further from the source than level 1."""
 
 from __future__ import annotations
 
+import csv
 import sys
 from pathlib import Path
 
@@ -280,3 +281,82 @@ def test_tim_robustness_end_to_end_resumes_matches_evaluate_and_leaks_nothing(tm
     # nothing entered the work directory: the manifest and every artifact as they were
     assert {p: p.stat().st_mtime_ns for p in work.rglob("*")} == files
     assert all(Path(r["path"]).parent.parent == tmp_path / "data" for r in read_manifest(work))
+
+
+def test_tim_run_augment_adds_perturbed_training_copies_only_resumes_and_records_them(tmp_path, capsys):
+    """`tim run --augment cs,vc`: each training video gets perturbed copies (a frame type and an
+    encoder type) as training rows in its source's group; no val or test video has one; their
+    crops are made from the perturbed frames; the detector records what it trained on; a re-run
+    makes nothing again; a source that can no longer be decoded is a row of errors.csv, the other
+    copies go on."""
+    import json
+
+    import yaml
+
+    from truthinmotion.apps.cli import main
+    from truthinmotion.data.augment import AugmentConfig
+    from truthinmotion.data.index import manifest_hash, read_manifest
+    from truthinmotion.faces.artifact import Faces
+    from truthinmotion.models.detector import read_record
+    from truthinmotion.synth.augment import run_augment
+
+    _need_av()
+    for i in range(4):
+        for kind, fake in (("real", False), ("fake", True)):
+            write_video(tmp_path / "data" / kind / f"{kind[0]}{i}.mp4", synth_clip(fake, frames=8, size=128, seed=i))
+    (tmp_path / "tim.yaml").write_text(
+        "index: {format: folder, ratios: [0.5, 0.25, 0.25]}\nfaces: {num_points: 3, size: 56}\n"
+        "train: {backbone: dinov2-tiny, init: random, image_size: 56, modality: flow, epochs: 1, batch_size: 4,"
+        " train_points: 3, workers: 0, lr: 0.001, augment_copies: 2}\n")
+    out = tmp_path / "out"
+    args = ["run", str(tmp_path / "data"), "-o", str(out), "--config", str(tmp_path / "tim.yaml"), "--name", "r",
+            "--augment", "cs,vc", "--augment-levels", "1,2", "-q"]
+    assert main(args) == 0
+    capsys.readouterr()
+    work, run = out / "work", out / "runs" / "r"
+    rows = read_manifest(work)
+    by_id = {r["video_id"]: r for r in rows}
+    copies = [r for r in rows if r.get("augment")]
+    train = [r for r in rows if r["split"] == "train" and not r.get("augment")]
+    assert len(copies) == 2 * len(train) == 8
+    for c in copies:  # in the train split, in the group of a training video, with its label
+        src = by_id[c["source"]]
+        assert (src["split"], c["split"], c["group"], c["label"], c["path"]) == (
+            "train", "train", src["group"], src["label"], src["path"])
+    assert not {c["source"] for c in copies} & {r["video_id"] for r in rows if r["split"] in ("val", "test")}
+    drawn = {c["augment"] for c in copies}
+    assert {d.split("-")[0] for d in drawn} == {"cs", "vc"} and {d.split("-")[1] for d in drawn} <= {"1", "2"}
+
+    def chroma(crops):  # spread of the colour channels about grey: 0 for a grey picture
+        x = crops.astype(np.float32)
+        return float(np.mean(np.abs(x - x.mean(-1, keepdims=True))))
+
+    for c in copies:
+        mine, theirs = (Faces.load(work / "faces" / f"{v}.npz").crops for v in (c["video_id"], c["source"]))
+        assert (work / "flow" / "farneback" / f"{c['video_id']}.npz").is_file()
+        assert mine.shape == theirs.shape and not np.array_equal(mine, theirs)
+        if c["augment"].startswith("cs"):  # chroma scaled by 0.4 or 0.3: the crops lose most of their colour
+            assert chroma(mine) < 0.6 * chroma(theirs)
+    record = read_record(run / "best")
+    assert record.provenance.augment == {"perturbations": ["cs", "vc"], "levels": [1, 2], "copies": 2, "seed": 0,
+                                         "videos": 8}
+    saved = yaml.safe_load((run / "config.yaml").read_text())
+    assert (saved["augment"], saved["augment_levels"], saved["augment_copies"]) == (["cs", "vc"], [1, 2], 2)
+    assert record.provenance.manifest_hash == manifest_hash(work)  # copies do not change the split
+
+    # a re-run makes nothing again
+    faces = {p: p.stat().st_mtime_ns for p in (work / "faces").glob("aug-*.npz")}
+    assert main(args) == 0
+    printed = capsys.readouterr().out
+    assert "augment: 0 copies added" in printed and "augment: 0 processed, 8 already done" in printed
+    assert {p: p.stat().st_mtime_ns for p in (work / "faces").glob("aug-*.npz")} == faces
+
+    # a source that cannot be decoded any more: its copies fail, recorded; the others are kept
+    broken = train[0]
+    Path(broken["path"]).write_bytes(b"not a video")
+    cfg = AugmentConfig(augment=("cs", "vc"), augment_levels=(1, 2), augment_copies=2)
+    result = run_augment(work, cfg, progress=False)
+    mine = {c["video_id"] for c in copies if c["source"] == broken["video_id"]}
+    assert set(result.copies.failed) == mine and result.copies.skipped == 6
+    errors = {(r["video_id"], r["stage"]) for r in csv.DictReader(open(work / "errors.csv"))}
+    assert {(v, "augment") for v in mine} <= errors

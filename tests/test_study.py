@@ -176,3 +176,24 @@ def test_a_study_resumed_on_another_split_is_refused_unless_asked(small_study):
     finally:  # back to the split the cell was trained on, for the other tests of the module
         run_full_study(data, out, cfg, plan, progress=False, allow_split_change=True)
     assert manifest_hash(work) == trained_on
+
+
+@pytest.mark.slow
+def test_study_robustness_adds_each_cells_table_and_resumes(small_study):
+    """tim study --robustness gb --robustness-levels 1: the cell's table of tim robustness joins
+    study.json and study.md; its clean row is the cell's own test figures; a second study scores
+    no copy again."""
+    pytest.importorskip("av")
+    data, out, cfg, plan = small_study
+    robust = StudyPlan(**{**plan.__dict__, "robustness": ("gb",), "robustness_levels": (1,)})
+    first = run_full_study(data, out, cfg, robust, progress=False)
+    row = json.loads((out / "study.json").read_text())["rows"][0]
+    table = row["robustness"]
+    videos = row["test"]["videos"]
+    assert table["clean"]["videos"] + sum(table["clean"]["failed"].values()) == videos
+    assert table["clean"]["auc"] == pytest.approx(row["test"]["video_auc"]["value"])
+    assert [(r["perturbation"], r["level"], r["videos"]) for r in table["rows"]] == [("gb", 1, videos)]
+    assert f"robustness: {row['run'].split('/')[-1]}: {2 * videos} copies scored now, 0 already done" in first.lines
+    assert "## Robustness: flow, dinov2-tiny, fp32" in (out / "study.md").read_text()
+    again = run_full_study(data, out, cfg, robust, progress=False)
+    assert any(line.endswith(f"0 copies scored now, {2 * videos} already done") for line in again.lines)

@@ -39,6 +39,7 @@ from ..core.errors import ConfigError
 from ..core.config import Settings, require
 from ..core.errors import StageError
 from ..core.io import WorkDir, atomic_path, check_video_id
+from .augment import is_copy, is_derived
 from .pseudo import is_pseudo
 from .formats import FFPP_METHODS, FFPP_STANDARD, FORMATS, VIDEO_SUFFIXES, VideoRecord
 from .splits import SPLITS, assign_splits, group_split
@@ -65,6 +66,7 @@ log = logging.getLogger(__name__)
 
 FIELDS = ("video_id", "path", "label", "dataset", "method", "group", "split")
 PSEUDO_FIELDS = (*FIELDS, "source")  # a manifest with pseudo-fakes: the real video each twin was made from
+COPY_FIELDS = (*PSEUDO_FIELDS, "augment")  # with perturbed training copies (--augment): type-level
 
 
 @dataclass(frozen=True)
@@ -165,30 +167,34 @@ def index_dataset(root: str | Path, workdir: str | Path, cfg: IndexConfig = Inde
 
 
 def _kept_twins(work: WorkDir, records: list[VideoRecord]) -> list[dict]:
-    """The pseudo-fakes of the manifest being replaced whose source is still indexed, moved to
-    their source's group and split (a re-index must neither drop them nor split them off)."""
+    """The pseudo-fakes and perturbed copies of the manifest being replaced whose source is still
+    indexed, moved to their source's group and split (a re-index must neither drop them nor split
+    them off); a copy whose source left the train split goes (no copy of a val or test video)."""
     if not work.manifest.is_file():
         return []
     by_id = {r.video_id: r for r in records}
     kept, dropped = [], 0
     for row in read_manifest(work.root):
-        if not is_pseudo(row):
+        if not is_derived(row):
             continue
         src = by_id.get(row.get("source", ""))
-        if src is None or src.label != 0:
+        if src is None or (src.label != 0 if is_pseudo(row) else src.split != "train"):
             dropped += 1
             continue
-        kept.append({**row, "path": src.path, "dataset": src.dataset, "group": src.group, "split": src.split})
+        kept.append({**row, "path": src.path, "dataset": src.dataset, "group": src.group, "split": src.split,
+                     **({"label": src.label, "method": src.method} if is_copy(row) else {})})
     if dropped:
-        log.warning("%d pseudo-fakes dropped from the manifest: their source videos are no longer indexed as real",
-                    dropped)
+        log.warning("%d pseudo-fakes or copies dropped from the manifest: their source videos are no longer indexed "
+                    "as real (twins) or for training (copies)", dropped)
     return kept
 
 
 def write_manifest(workdir: str | Path, rows: list[dict]) -> Path:
-    """Write ``WORKDIR/manifest.csv`` atomically; the ``source`` column only where pseudo-fakes need it."""
+    """Write ``WORKDIR/manifest.csv`` atomically; the ``source`` and ``augment`` columns only where
+    pseudo-fakes or copies need them."""
     path = WorkDir(Path(workdir)).manifest
-    fields = PSEUDO_FIELDS if any(is_pseudo(r) for r in rows) else FIELDS
+    fields = COPY_FIELDS if any(is_copy(r) for r in rows) else PSEUDO_FIELDS if any(is_pseudo(r) for r in rows) \
+        else FIELDS
     with atomic_path(path) as tmp:
         with open(tmp, "w", newline="") as f:
             writer = csv.DictWriter(f, fieldnames=fields, extrasaction="ignore")
@@ -205,9 +211,10 @@ def split_hash(rows: Iterable[tuple[str, str, str]]) -> str:
 
 def manifest_hash(workdir: str | Path) -> str:
     """:func:`split_hash` of ``WORKDIR/manifest.csv``: what runs and evaluations record. Pseudo-fakes
-    are left out: they follow their source's split, so the real videos' split fixes theirs, and
-    adding twins (``tim synth``) does not make a detector's split look changed."""
-    return split_hash((r["video_id"], r["group"], r["split"]) for r in read_manifest(workdir) if not is_pseudo(r))
+    are left out, and so are perturbed copies: they follow their source's split, so the videos' split fixes
+    theirs, and adding twins (``tim synth``) or copies (``--augment``) does not make a detector's split
+    look changed."""
+    return split_hash((r["video_id"], r["group"], r["split"]) for r in read_manifest(workdir) if not is_derived(r))
 
 
 def read_manifest(workdir: str | Path) -> list[dict[str, str]]:

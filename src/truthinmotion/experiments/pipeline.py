@@ -1,15 +1,17 @@
-"""``tim run``: index -> faces -> (synth) -> features -> train -> evaluate, resumable stage by stage.
+"""``tim run``: index -> faces -> (synth) -> (augment) -> features -> train -> evaluate, resumable stage by stage.
 
 Every stage skips what is already done (videos with artifacts, a finished training run), so an
 interrupted study continues where it stopped. Defaults reproduce the study: FF++-style split
 handling, K=32 pairs, Farnebäck flow, Depth Anything V2 small, DINOv2-small trained on flow+depth
 with its last block unfrozen, best epoch on validation, evaluated on test. With ``fakes`` pseudo
 or both (``--fakes``), pseudo-fakes of the real videos are made after the faces (``tim synth``), so
-a folder of real videos alone is enough.
+a folder of real videos alone is enough. With ``--augment``, perturbed copies of the training videos
+(:mod:`..synth.augment`) are made after them, so their flow and depth come from their own crops.
 """
 
 from __future__ import annotations
 
+import json
 import logging
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -20,6 +22,7 @@ from .evaluate import EvalResult, evaluate
 from ..faces.config import FacesConfig
 from ..faces.stage import run_faces
 from ..synth.config import SynthConfig
+from ..synth.augment import run_augment
 from ..synth.stage import run_synth
 from ..features.depth import DepthConfig, check_depth
 from ..features.flow import FlowConfig, check_flow
@@ -34,7 +37,7 @@ from ..data.index import IndexResult, split_hash
 from ..models.detector import read_record
 from ..training.runs import check_split
 
-__all__ = ["StudyConfig", "RunResult", "prepare_work", "run_study", "train_cell"]
+__all__ = ["StudyConfig", "RunResult", "augment_work", "prepare_work", "run_study", "train_cell"]
 
 log = logging.getLogger(__name__)
 
@@ -66,13 +69,14 @@ class StudyConfig:
 
     def with_options(self, *, format: str | None = None, splits_dir: str | None = None, modality: str | None = None,
                      backbone: str | None = None, epochs: int | None = None,
-                     fakes: str | None = None) -> "StudyConfig":
+                     fakes: str | None = None, augment: tuple[str, ...] | None = None,
+                     augment_levels: tuple[int, ...] | None = None) -> "StudyConfig":
         """These settings with ``tim run``'s command-line options on top (``None``: not given)."""
         return StudyConfig(
             index=self.index.updated({"format": format, "splits_dir": splits_dir}), faces=self.faces,
             synth=self.synth, flow=self.flow, depth=self.depth,
             train=self.train.updated({"modality": modality, "backbone": backbone, "epochs": epochs,
-                                      "fakes": fakes}),
+                                      "fakes": fakes, "augment": augment, "augment_levels": augment_levels}),
         )
 
 
@@ -130,6 +134,7 @@ def prepare_work(
     stages = ("faces", *(["flow"] if flow else []), *(["depth"] if depth else []))
     synth = cfg.train.fakes in ("pseudo", "both")
     videos = len(index.records) + (cfg.synth.per_video * sum(1 - r.label for r in index.records) if synth else 0)
+    videos += t.augment_copies * sum(r.split == "train" for r in index.records) if t.augment else 0
     need = estimate(videos, cfg.faces.num_points, cfg.faces.size, stages, cfg.depth.input_size)
     lines += need.lines()
     if space_check:  # what a resumed run already holds is not needed again
@@ -140,10 +145,40 @@ def prepare_work(
         made = run_synth(work, cfg.synth, cfg.faces, workers=workers, device=device, progress=progress,
                          space_check=space_check)
         lines += made.summary().splitlines()[1:]  # its faces line repeats the one above
+    if t.augment:  # perturbed copies of the training videos, before their flow and depth
+        lines += run_augment(work, t.augmentation, cfg.faces, workers=workers, device=device,
+                             progress=progress).summary().splitlines()
     if flow or depth:
         lines.append(run_features(work, flow, depth, workers=workers, device=device, progress=progress,
                                   space_check=space_check).summary())
     return work, lines
+
+
+def augment_work(workdir: str | Path, tcfg: TrainConfig, *, workers: int = 1, device: str = "cpu",
+                 progress: bool = True, space_check: bool = True) -> list[str]:
+    """``tim train --augment``: the perturbed copies ``tcfg`` plans of ``workdir``'s training videos
+    (done ones skipped), their faces made with the work directory's faces settings and their flow
+    and depth with the settings of the artifacts ``tcfg`` trains on (``flow/<name>/settings.json``);
+    summary lines. Nothing to do without ``augment``."""
+    if not tcfg.augment:
+        return []
+    work = WorkDir(Path(workdir))
+    mods = tcfg.detector.modalities
+    found = {}
+    for kind, name, cls in (("flow", tcfg.flow, FlowConfig), ("depth", tcfg.depth, DepthConfig)):
+        if kind not in mods:
+            continue
+        saved = work.root / kind / name / "settings.json"
+        if not saved.is_file():
+            raise ConfigError(f"--augment: no {kind} artifacts named {name!r} in {work.root / kind} to compute the "
+                              f"copies' {kind} as the training videos' was: run `tim features {work.root}` first")
+        found[kind] = cls.from_dict(json.loads(saved.read_text()))
+    made = run_augment(work.root, tcfg.augmentation, workers=workers, device=device, progress=progress)
+    lines = made.summary().splitlines()
+    if found:
+        lines.append(run_features(work.root, found.get("flow"), found.get("depth"), workers=workers, device=device,
+                                  only=made.ids, progress=progress, space_check=space_check).summary())
+    return lines
 
 
 def train_cell(work: Path, cfg: StudyConfig, run_dir: Path, *, device: str = "cpu", progress: bool = True,

@@ -9,7 +9,9 @@ under ``OUT/runs`` and is skipped when done, so an interrupted study continues c
 The tables (``OUT/study.md``, ``study.json``, ``study.png``) take each figure from the cell's
 own ``metrics.json`` and add 95% bootstrap intervals over test videos (videos resampled with
 replacement, ``bootstrap`` times; frame AUC resamples videos with all their frames), beside the
-figures the original study reported where it reported them.
+figures the original study reported where it reported them. With ``robustness`` (``tim study
+--robustness vc,gb``), every cell's test videos are also scored perturbed (``tim robustness``,
+:mod:`.robustness`; resumed from each cell's ``verdicts.jsonl``), and its table joins the cell's.
 """
 
 from __future__ import annotations
@@ -33,6 +35,7 @@ from ..reports.plots import figure, save_figure
 from ..data.index import manifest_hash
 from ..core.io import path_key
 from .compress import COMPRESS_METHODS
+from .robustness import RobustnessConfig, markdown_table
 
 __all__ = ["StudyPlan", "bootstrap_interval", "run_full_study"]
 
@@ -52,6 +55,8 @@ class StudyPlan:
     cross: tuple[str, ...] = ()  # other indexed work directories (with features) to test on
     bootstrap: int = 1000
     seed: int = 0
+    robustness: tuple[str, ...] = ()  # perturbation codes measured on every cell (tim robustness); none by default
+    robustness_levels: tuple[int, ...] = (1, 3, 5)  # their levels
 
     def check(self, device: str) -> None:
         unknown = [b for b in self.backbones if b not in BACKBONES]
@@ -65,6 +70,8 @@ class StudyPlan:
         if not device.startswith("cuda") and any(c in CUDA_ONLY for c in self.compress):
             raise ConfigError(f"--compress {', '.join(c for c in self.compress if c in CUDA_ONLY)} runs on CUDA: "
                               "use --device cuda, or bf16 on a CPU")
+        if self.robustness:
+            RobustnessConfig(perturbations=self.robustness, levels=self.robustness_levels).check()
         if "distill" in self.compress and len(self.backbones) < 2:
             raise ConfigError("--compress distill needs two backbones (the largest teaches the smallest)")
         for w in self.cross:
@@ -109,6 +116,7 @@ def run_full_study(
     from .compress import compress
     from ..training.distill import distill, distill_config
     from .evaluate import evaluate
+    from .robustness import run_robustness
     from ..training.runs import train_status
 
     plan.check(device)
@@ -151,6 +159,13 @@ def run_full_study(
         row = {"backbone": backbone, "modality": modality, "variant": variant or "fp32", "run": str(run_dir),
                "eval": str(evaluated(run_dir))}
         row["cross"] = {path_key(w): str(evaluated(run_dir, Path(w))) for w in plan.cross}
+        if plan.robustness:  # each (video, type, level) already scored is reused
+            done = run_robustness(run_dir, work, RobustnessConfig(perturbations=plan.robustness,
+                                                                  levels=plan.robustness_levels),
+                                  device=device, progress=progress, allow_split_change=allow_split_change)
+            result.lines.append(f"robustness: {run_dir.name}: {done.scored} copies scored now, {done.reused} "
+                                "already done")
+            row["robustness"] = done.table
         cells.append(row)
 
     for modality in plan.modalities:
@@ -264,12 +279,15 @@ def tables(cells: list[dict[str, Any]], plan: StudyPlan, cfg: StudyConfig, devic
         row["speed"] = {k: speed.get(k) for k in ("size_mb", "latency_p50_ms", "throughput", "speedup_latency",
                                                   "speedup_throughput")}
         row["reported"] = REPORTED.get(c["variant"] if c["variant"] != "fp32" else c["modality"])
+        if "robustness" in c:
+            row["robustness"] = c["robustness"]
         rows.append(row)
     weights = {"backbone_init": cfg.train.init, "depth": cfg.depth.model, "flow": cfg.flow.method,
                "fakes": cfg.train.fakes}
     return {"rows": rows, "device": device, "bootstrap": plan.bootstrap, "settings": weights,
             "plan": {"backbones": list(plan.backbones), "modalities": list(plan.modalities),
-                     "compress": list(plan.compress), "cross": list(plan.cross)}}
+                     "compress": list(plan.compress), "cross": list(plan.cross),
+                     "robustness": list(plan.robustness), "robustness_levels": list(plan.robustness_levels)}}
 
 
 def _fmt(stat: dict[str, Any]) -> str:
@@ -312,6 +330,9 @@ def write_tables(out: Path, table: dict[str, Any]) -> None:
         for r in rows:
             lines.append(f"| {r['modality']} | {r['backbone']} | {r['variant']} | " +
                          " | ".join(_fmt(r["cross"][n]["video_auc"]) if n in r["cross"] else "" for n in cross) + " |")
+    for r in (r for r in rows if "robustness" in r):
+        lines += ["", f"## Robustness: {r['modality']}, {r['backbone']}, {r['variant']} (test split, perturbed)", "",
+                  markdown_table(r["robustness"])]
     plot = _plot(out, rows)
     lines += ["", f"![video AUC by modality and backbone]({plot.name})", ""]
     atomic_write_text(out / "study.md", "\n".join(lines))

@@ -55,15 +55,16 @@ def run_faces(
     modification time, e.g. after a re-index) is done again.
     """
     from ..data.index import read_manifest, select_rows
-    from ..data.pseudo import is_pseudo
+    from ..data.augment import is_derived
     from ..execution.stage import run_stage
 
     work = WorkDir(Path(workdir))
     rows = select_rows(read_manifest(workdir), only, limit)
-    twins = [r for r in rows if is_pseudo(r)]
+    twins = [r for r in rows if is_derived(r)]
     if twins:  # their path is their source's: cropping it here would give a twin its source's faces
-        log.info("%d pseudo-fakes left to tim synth, which makes their faces from their sources' frames", len(twins))
-        rows = [r for r in rows if not is_pseudo(r)]
+        log.info("%d pseudo-fakes or perturbed copies left to tim synth or --augment, which make their faces from "
+                 "their sources' frames", len(twins))
+        rows = [r for r in rows if not is_derived(r)]
     folder = work.root / "faces"
     jobs = [(r["video_id"], r["path"], str(work.faces(r["video_id"]))) for r in rows]
     todo = [j for j in jobs if overwrite or not current(Path(j[2]), j[1])]

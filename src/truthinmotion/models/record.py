@@ -77,6 +77,9 @@ class Provenance(Settings):
     manifest_hash: str | None = None  # the split the detector was trained and validated on
     fakes: str | None = None  # the fakes it was trained on: dataset, pseudo or both (None: recorded before --fakes)
     fake_methods: tuple[str, ...] | None = None  # the methods of its training fakes (pseudo-<kind> for twins)
+    # --augment: the perturbation types, levels, copies per video and seed of its training copies
+    # and how many it trained on (None: trained without)
+    augment: dict[str, Any] | None = None
     run: str | None = None  # the run directory it was loaded from (set on loading, not saved)
 
     def work_directory(self, given: str | Path | None = None) -> tuple[Path, bool]:

@@ -29,7 +29,8 @@ import numpy as np
 from ..core.errors import ConfigError, StageError
 from ..core.io import WorkDir, check_video_id, load_npz, source_identity
 from ..data.index import read_manifest, select_rows, write_manifest
-from ..data.pseudo import PSEUDO, is_pseudo
+from ..data.augment import is_derived
+from ..data.pseudo import PSEUDO
 from ..execution.engine import LOCAL, Engine
 from ..execution.stage import StageReport, run_stage
 from ..faces.config import FacesConfig
@@ -156,7 +157,7 @@ def run_synth(
         saved = work.root / "faces" / "settings.json"
         faces_cfg = FacesConfig.from_dict(json.loads(saved.read_text())) if saved.is_file() else FacesConfig()
     rows = read_manifest(workdir)
-    reals = select_rows([r for r in rows if r["label"] == 0 and not is_pseudo(r)], only, limit)
+    reals = select_rows([r for r in rows if r["label"] == 0 and not is_derived(r)], only, limit)
     if not reals:
         raise ConfigError(f"no real videos in {work.manifest}{' among --only' if only else ''}: pseudo-fakes are "
                           "made from real videos")

@@ -26,6 +26,7 @@ from ..core.errors import ConfigError
 from ..faces.artifact import load_crops, with_track_axis
 from ..features.stage import load_feature
 from ..data.index import read_manifest
+from ..data.augment import AugmentConfig, is_copy, select_copies
 from ..data.pseudo import select_fakes
 from ..core.io import WorkDir, load_npz
 from ..models.architecture import Preprocess, parse_modalities
@@ -58,7 +59,8 @@ class VideoItem:
 class VideoDataset(Dataset):
     """Faces of the videos of ``split`` that have every artifact the modalities need: one item per
     face (``faces="all"``) or per video (``"main"``); with ``fakes`` (dataset, pseudo or both) the
-    real videos and those fakes only."""
+    real videos and those fakes only; perturbed copies (:mod:`..data.augment`) only those that
+    ``augment`` plans."""
 
     def __init__(
         self,
@@ -72,6 +74,7 @@ class VideoDataset(Dataset):
         expect: dict[str, dict[str, Any]] | None = None,
         faces: str = "all",
         fakes: str | None = None,
+        augment: AugmentConfig | None = None,
     ):
         self.work = WorkDir(Path(workdir))
         self.modalities = parse_modalities(modality)
@@ -80,6 +83,7 @@ class VideoDataset(Dataset):
         self.expect = expect or {}
         rows = read_manifest(workdir)
         rows = [r for r in rows if split is None or r["split"] == split]
+        rows = select_copies(rows, augment or AugmentConfig())  # only the perturbed copies this run draws
         if fakes is not None:  # dataset, pseudo or both (resolved: data.pseudo.resolve_fakes)
             rows = select_fakes(rows, fakes)
         self.listed = len(rows)  # videos of the split in the manifest, with artifacts or not

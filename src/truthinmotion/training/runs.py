@@ -26,6 +26,7 @@ import torch
 from ..backends.runtime import AUTOCAST_MODES
 from ..core.errors import ConfigError
 from ..core.config import load_yaml, require
+from ..data.augment import AugmentConfig
 from ..data.pseudo import FAKES
 from ..models.inputs import DataConfig
 from .distiller import DistillConfig
@@ -41,10 +42,11 @@ CHECKPOINTS = ("best", "last")
 
 
 @dataclass(frozen=True)
-class TrainConfig(DistillConfig, DataConfig, DetectorConfig):
+class TrainConfig(AugmentConfig, DistillConfig, DataConfig, DetectorConfig):
     """Everything a training run needs: the detector's fields (:class:`DetectorConfig`), the
-    data's (:class:`DataConfig`), distillation's (:class:`DistillConfig`), each declared once in
-    its own class, plus the model source and the optimisation settings below. YAML stays flat."""
+    data's (:class:`DataConfig`), distillation's (:class:`DistillConfig`), the perturbed training
+    copies' (:class:`AugmentConfig`, ``--augment``), each declared once in its own class, plus the
+    model source and the optimisation settings below. YAML stays flat."""
 
     # model source
     image_size: int = 224  # side of the pictures fed to the backbone (a multiple of 14)
@@ -69,7 +71,7 @@ class TrainConfig(DistillConfig, DataConfig, DetectorConfig):
     progress: bool = True
 
     def check(self) -> None:
-        for part in (DetectorConfig, DataConfig, DistillConfig):
+        for part in (DetectorConfig, DataConfig, DistillConfig, AugmentConfig):
             part.check(self)
         require(self.init in ("pretrained", "random"), "init: pretrained or random")
         require(self.epochs >= 1 and self.batch_size >= 1, "epochs and batch_size: at least 1")
@@ -96,6 +98,10 @@ class TrainConfig(DistillConfig, DataConfig, DetectorConfig):
     @property
     def distillation(self) -> DistillConfig:
         return DistillConfig(**self._pick(DistillConfig))
+
+    @property
+    def augmentation(self) -> AugmentConfig:
+        return AugmentConfig(**self._pick(AugmentConfig))
 
 
 # Settings a resumed run may change: how long and where it runs, not what it learns.

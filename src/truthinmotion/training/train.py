@@ -44,6 +44,7 @@ from ..models.architecture import DetectorConfig
 from ..models.inputs import DataConfig
 from ..models.record import DetectorRecord, Provenance, features_from_artifacts
 from ..data.index import manifest_hash, read_manifest
+from ..data.augment import plan_copies
 from ..data.pseudo import resolve_fakes
 from ..models.detector import read_record
 from .runs import check_split, checkpoint_dir, restore_checkpoints
@@ -67,6 +68,21 @@ def _check_split(name: str, ds: VideoDataset, workdir: Path, modality: str) -> N
         raise ConfigError(f"the {name} split has {real} real and {fake} fake videos with artifacts: training and "
                           "selecting the best epoch need both classes in train and val. Re-index with other "
                           "--ratios or add videos of the missing class")
+
+
+def _check_copies(ds: VideoDataset, cfg: TrainConfig, workdir: Path) -> dict[str, Any] | None:
+    """The provenance of the perturbed copies a run with ``--augment`` trains on; none made is an
+    error that says how to make them (a run asked to augment never quietly trains without)."""
+    record = cfg.augmentation.record()
+    if record is None:
+        return None
+    planned = {c["video_id"] for c in plan_copies(read_manifest(workdir), cfg.augmentation)}
+    copies = sorted({v.video_id for v in ds.videos} & planned)
+    if not copies:
+        raise ConfigError(f"--augment {','.join(cfg.augment)}: no perturbed copy of a training video with "
+                          f"{cfg.modality} artifacts in {workdir}; tim train --augment and tim run --augment make "
+                          "them (see errors.csv, stage augment)")
+    return {**record, "videos": len(copies)}
 
 
 # ---------------------------------------------------------------- main loop
@@ -153,7 +169,7 @@ def _resume(run_dir: Path, model: Detector, opt: Any, sched: Any, scaler: Any, d
 
 
 def _record(det_cfg: DetectorConfig, pre: Preprocess, data_cfg: DataConfig, ds: VideoDataset,
-            workdir: Path, fakes: str) -> DetectorRecord:
+            workdir: Path, fakes: str, augment: dict[str, Any] | None = None) -> DetectorRecord:
     """What the detector will be trained on: the faces, flow and depth settings as the training
     artifacts recorded them, so ``tim detect`` computes its inputs the same way."""
     flow, depth, flow_weights, depth_weights = features_from_artifacts(det_cfg.modalities, ds.feature_meta, data_cfg)
@@ -163,7 +179,8 @@ def _record(det_cfg: DetectorConfig, pre: Preprocess, data_cfg: DataConfig, ds: 
         det_cfg, {}, preprocess=pre, faces=faces, data=data_cfg, flow=flow, depth=depth,
         provenance=Provenance(workdir=str(workdir.resolve()), flow_weights=flow_weights, depth_weights=depth_weights,
                               manifest_hash=manifest_hash(workdir), fakes=fakes,
-                              fake_methods=tuple(sorted({v.method for v in ds.videos if v.label == 1}))),
+                              fake_methods=tuple(sorted({v.method for v in ds.videos if v.label == 1})),
+                              augment=augment),
     )
 
 
@@ -177,15 +194,16 @@ def _train(
     pre = Preprocess(size=cfg.image_size)
     fakes = resolve_fakes(read_manifest(workdir), cfg.fakes)
     train_ds = VideoDataset(workdir, "train", cfg.modality, data_cfg, pre, train=True, seed=cfg.seed,
-                            faces=cfg.train_faces, fakes=fakes)
+                            faces=cfg.train_faces, fakes=fakes, augment=cfg.augmentation)
     val_ds = VideoDataset(workdir, "val", cfg.modality, data_cfg, pre, train=False, fakes=fakes)
     _check_split("train", train_ds, workdir, cfg.modality)
     _check_split("val", val_ds, workdir, cfg.modality)
+    augment = _check_copies(train_ds, cfg, workdir)
     if main_proc:  # written only once the settings and data are known to be usable
         save_yaml(cfg_user.to_dict(), run_dir / "config.yaml")
         atomic_write_text(run_dir / "env.json", json.dumps(env_info(cfg.device), indent=2))
     model = Detector.build(det_cfg, init=cfg.init, backbone_path=cfg.backbone_path,
-                           record=_record(det_cfg, pre, data_cfg, train_ds, workdir, fakes))
+                           record=_record(det_cfg, pre, data_cfg, train_ds, workdir, fakes, augment))
     trainable = model.num_trainable()
     log.info("fakes: %s (%s)", fakes, ", ".join(model.record.provenance.fake_methods or ()))
     log.info("detector %s on %s: %s trainable of %s parameters", cfg.backbone, cfg.modality,

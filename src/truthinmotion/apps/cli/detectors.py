@@ -6,8 +6,8 @@ from __future__ import annotations
 import argparse
 
 from ...core.errors import ConfigError
-from .options import (ALLOW_SPLIT_CHANGE, Command, Section, bind, common, config_option, device, fakes_option,
-                      positive, present, read_config, sections, settings)
+from .options import (ALLOW_SPLIT_CHANGE, Command, Section, augment_options, bind, common, config_option, device,
+                      fakes_option, positive, present, read_config, sections, settings)
 
 # ---------------------------------------------------------------- train
 
@@ -45,10 +45,13 @@ def _add_train(p: argparse.ArgumentParser) -> None:
     train("--autocast", "autocast", choices=AUTOCAST_MODES, help="mixed precision on GPU (auto: bf16)")
     train("--patience", "patience", type=int, help="epochs without improvement before stopping")
     fakes_option(train)
+    augment_options(train)
+    train("--augment-copies", "augment_copies", type=int, help="--augment: copies per training video")
     common(p, ["train"])
 
 
 def _train(args: argparse.Namespace) -> int:
+    from ...experiments.pipeline import augment_work
     from ...training.train import TrainConfig, saved_config, train
 
     # A resumed run starts from its own saved settings; options given now go on top (and are
@@ -56,6 +59,8 @@ def _train(args: argparse.Namespace) -> int:
     cfg = settings(args, saved_config(args.out) if args.resume else TrainConfig(), "train", flat=True)
     if args.quiet:
         cfg = cfg.updated({"progress": False})
+    for line in augment_work(args.workdir, cfg, device=cfg.device, progress=cfg.progress):
+        print(line)
     print(train(args.workdir, cfg, args.out, resume=args.resume, allow_split_change=args.allow_split_change).summary())
     return 0
 

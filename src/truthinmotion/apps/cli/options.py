@@ -254,6 +254,15 @@ def fakes_option(train: Section) -> None:
           "videos (tim synth; real videos are enough), both, or auto: what the work directory has")
 
 
+def augment_options(train: Section) -> None:
+    """``--augment`` and its levels, of the train section (tim train, tim run, tim study)."""
+    from ...media.perturb import parse_levels, parse_perturbations
+
+    train("--augment", "augment", type=parse_perturbations, help="perturbed copies of every training video as extra "
+          "training rows, their types drawn from these (all, or codes such as vc,gb,gnc: tim robustness's)")
+    train("--augment-levels", "augment_levels", type=parse_levels, help="--augment: levels drawn from (1-5, 1,3)")
+
+
 def space_option(p: argparse.ArgumentParser) -> None:
     p.add_argument("--no-space-check", dest="space_check", action="store_false",
                    help="start even when free disk space is below the artifacts' estimate")

@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import argparse
 
-from .options import (ALLOW_SPLIT_CHANGE, Command, Section, bind, common, device, fakes_option, positive, present,
-                      read_config, sections, space_option, words)
+from .options import (ALLOW_SPLIT_CHANGE, Command, Section, augment_options, bind, common, device, fakes_option,
+                      positive, present, read_config, sections, space_option, words)
 
 
 def _experiment_options(p: argparse.ArgumentParser, out_help: str) -> Section:
@@ -23,6 +23,7 @@ def _experiment_options(p: argparse.ArgumentParser, out_help: str) -> Section:
     train = Section(p, "train", base.train)
     train("--epochs", "epochs", type=int)
     fakes_option(train)
+    augment_options(train)
     synth = Section(p, "synth", base.synth)
     synth("--kinds", "kinds", type=words, help="pseudo-fake kinds, comma-separated (with --fakes pseudo or both)")
     synth("--per-video", "per_video", type=int, help="pseudo-fakes per real video (with --fakes pseudo or both)")
@@ -81,13 +82,19 @@ def _add_study(p: argparse.ArgumentParser) -> None:
          help=f"comma-separated, of {', '.join(COMPRESS_METHODS)}; none by default")
     bind(p, "--cross", StudyPlan, "cross", nargs="+", help="other indexed work directories to test every cell on")
     bind(p, "--bootstrap", StudyPlan, "bootstrap", type=positive, help="resamples for the 95%% intervals")
+    from ...media.perturb import parse_levels, parse_perturbations
+
+    bind(p, "--robustness", StudyPlan, "robustness", type=parse_perturbations,
+         help="perturbations (all, or codes such as vc,gb) every cell's test videos are scored under (tim robustness)")
+    bind(p, "--robustness-levels", StudyPlan, "robustness_levels", type=parse_levels, help="their levels")
 
 
 def _study(args: argparse.Namespace) -> int:
     from ...experiments.study import StudyPlan, run_full_study
 
     plan = StudyPlan(**present(backbones=args.backbones, modalities=args.modalities, compress=args.compress,
-                               cross=tuple(args.cross) if args.cross else None, bootstrap=args.bootstrap))
+                               cross=tuple(args.cross) if args.cross else None, bootstrap=args.bootstrap,
+                               robustness=args.robustness, robustness_levels=args.robustness_levels))
     result = run_full_study(args.root, args.out, _study_config(args), plan, workers=args.workers,
                             device=args.device, progress=not args.quiet, space_check=args.space_check,
                             allow_split_change=args.allow_split_change)
