@@ -289,7 +289,6 @@ def test_tim_run_augment_adds_perturbed_training_copies_only_resumes_and_records
     crops are made from the perturbed frames; the detector records what it trained on; a re-run
     makes nothing again; a source that can no longer be decoded is a row of errors.csv, the other
     copies go on."""
-    import json
 
     import yaml
 

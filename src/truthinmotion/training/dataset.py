@@ -26,7 +26,7 @@ from ..core.errors import ConfigError
 from ..faces.artifact import load_crops, with_track_axis
 from ..features.stage import load_feature
 from ..data.index import read_manifest
-from ..data.augment import AugmentConfig, is_copy, select_copies
+from ..data.augment import AugmentConfig, select_copies
 from ..data.pseudo import select_fakes
 from ..core.io import WorkDir, load_npz
 from ..models.architecture import Preprocess, parse_modalities
