@@ -350,6 +350,14 @@ def test_tim_run_augment_adds_perturbed_training_copies_only_resumes_and_records
     assert "augment: 0 copies added" in printed and "augment: 0 processed, 8 already done" in printed
     assert {p: p.stat().st_mtime_ns for p in (work / "faces").glob("aug-*.npz")} == faces
 
+    # tim train --augment on the same work directory: the copies are there, none made again; it
+    # trains on them and says so
+    assert main(["train", str(work), "-o", str(out / "runs" / "t"), "--config", str(tmp_path / "tim.yaml"),
+                 "--augment", "cs,vc", "--augment-levels", "1,2", "-q"]) == 0
+    assert {p: p.stat().st_mtime_ns for p in (work / "faces").glob("aug-*.npz")} == faces
+    assert read_record(out / "runs" / "t" / "best").provenance.augment == record.provenance.augment
+    capsys.readouterr()
+
     # a source that cannot be decoded any more: its copies fail, recorded; the others are kept
     broken = train[0]
     Path(broken["path"]).write_bytes(b"not a video")
