@@ -282,6 +282,17 @@ def test_tim_robustness_end_to_end_resumes_matches_evaluate_and_leaks_nothing(tm
     assert {p: p.stat().st_mtime_ns for p in work.rglob("*")} == files
     assert all(Path(r["path"]).parent.parent == tmp_path / "data" for r in read_manifest(work))
 
+    # another detector in the run directory (trained again, resumed): no verdict of the old one is reused
+    from safetensors.torch import load_file, save_file
+
+    weights = next(run.glob("best/model.safetensors"))
+    state = load_file(weights)
+    state = {k: v + 0.01 if v.is_floating_point() and "head" in k else v for k, v in state.items()}
+    save_file(state, weights, metadata={"format": "pt"})
+    made.clear()
+    assert main(["robustness", str(run), "--perturbations", "gb", "--levels", "1", "-q"]) == 0
+    assert "0 already done" in capsys.readouterr().out and sorted(made) == [("gb", 1), ("gb", 1)]
+
 
 def test_tim_run_augment_adds_perturbed_training_copies_only_resumes_and_records_them(tmp_path, capsys):
     """`tim run --augment cs,vc`: each training video gets perturbed copies (a frame type and an

@@ -74,8 +74,15 @@ def test_export_writes_a_card_with_the_runs_figures_and_loads_as_the_run(evaluat
     from truthinmotion.experiments.evaluate import evaluate
     from truthinmotion.models.detector import read_record
 
+    def strings(x):
+        if isinstance(x, dict):
+            return [s for v in x.values() for s in strings(v)]
+        return [s for v in x for s in strings(v)] if isinstance(x, list) else [x] if isinstance(x, str) else []
+
     workdir = read_record(evaluated).provenance.workdir
-    assert workdir and all(workdir not in (exported / f).read_text() for f in ("config.json", "metrics.json"))
+    assert workdir and any(s.startswith("/") for s in strings(json.loads((evaluated / "best" / "config.json").read_text())))
+    for f in ("config.json", "metrics.json"):  # the run's own record names local folders; the export none
+        assert not [s for s in strings(json.loads((exported / f).read_text())) if s.startswith("/")], f
     with pytest.raises(ConfigError, match="records no work directory.*pass --workdir"):
         evaluate(exported, "test", out_dir=exported.parent / "report", progress=False)
     # the exported folder loads as a detector and gives the run's probabilities

@@ -40,6 +40,26 @@ def test_a_study_produces_every_cell_resumes_and_its_tables_agree_with_the_cells
     cfg, _ = demo_config(out, points=4, epochs=2)
     plan = StudyPlan(backbones=("dinov2-tiny", "dinov2-tiny-wide"), modalities=("flow",),
                      compress=("int8", "distill"), bootstrap=20)
+    # First stopped at its third evaluation: two cells evaluated, the third trained but not evaluated.
+    import truthinmotion.experiments.evaluate as evaluate_mod
+
+    real_evaluate, evaluations = evaluate_mod.evaluate, []
+
+    def stop_at_the_third_evaluation(*args, **kwargs):
+        if len(evaluations) == 2:
+            raise KeyboardInterrupt
+        evaluations.append(args[0])
+        return real_evaluate(*args, **kwargs)
+
+    monkeypatch.setattr(evaluate_mod, "evaluate", stop_at_the_third_evaluation)
+    with pytest.raises(KeyboardInterrupt):
+        run_full_study(data, out, cfg, plan, progress=False)
+    monkeypatch.setattr(evaluate_mod, "evaluate", real_evaluate)
+    assert len(list((out / "runs").glob("*/metrics.json"))) == 2
+    unevaluated = out / "runs" / cell_name("dinov2-tiny-wide", "flow")
+    assert (unevaluated / "best" / "config.json").is_file() and not (unevaluated / "metrics.json").exists()
+    wide_trained = (unevaluated / "best" / "config.json").stat().st_mtime_ns
+    # Then stopped in its last cell, the distillation, after its first epoch.
     real, student_epochs = train_mod.validate, []
 
     def stop_distillation_after_epoch_1(model, *args, **kwargs):
@@ -53,6 +73,9 @@ def test_a_study_produces_every_cell_resumes_and_its_tables_agree_with_the_cells
     with pytest.raises(KeyboardInterrupt):
         run_full_study(data, out, cfg, plan, progress=False)
     monkeypatch.setattr(train_mod, "validate", real)
+    # the trained cell was evaluated on the second run, not trained again
+    assert (unevaluated / "metrics.json").is_file()
+    assert (unevaluated / "best" / "config.json").stat().st_mtime_ns == wide_trained
     student = out / "runs" / cell_name("dinov2-tiny", "flow", "distill")
     assert (student / "best" / "config.json").is_file()
     epochs = lambda: [int(r["epoch"]) for r in csv.DictReader(open(student / "metrics.csv"))]  # noqa: E731

@@ -9,6 +9,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from truthinmotion.models.detector import read_record
 from truthinmotion.models.record import DetectorRecord
 import torch
 
@@ -137,6 +138,50 @@ def test_resume_continues_from_the_saved_epoch(work, tmp_path, monkeypatch):
     assert full.best_epoch == resumed.best_epoch
 
 
+def test_a_resume_goes_on_with_the_fakes_it_began_on(work, tmp_path):
+    """--fakes auto is worked out from the manifest: twins made after a run began would change its
+    fakes halfway; the resume says so, and goes on when given the fakes it began on."""
+    import shutil
+
+    from truthinmotion.data.index import read_manifest, write_manifest
+
+    copy = tmp_path / "w"
+    shutil.copytree(work, copy)
+    cfg = TrainConfig(**TINY, epochs=1, batch_size=6, lr=1e-3, train_points=4, patience=5)
+    train(copy, cfg, tmp_path / "run")
+    assert read_record(tmp_path / "run" / "last").provenance.fakes == "dataset"
+    rows = read_manifest(copy)
+    real = next(r for r in rows if r["label"] == 0 and r["split"] == "train")
+    twin = {**real, "video_id": f"pseudo-blend-0-{real['video_id']}", "label": 1, "method": "pseudo-blend",
+            "source": real["video_id"]}
+    write_manifest(copy, rows + [twin])
+    longer = cfg.updated({"epochs": 2})
+    with pytest.raises(ConfigError, match="started on dataset fakes and would go on with both.*--fakes dataset"):
+        train(copy, longer, tmp_path / "run", resume=True)
+    resumed = train(copy, longer.updated({"fakes": "dataset"}), tmp_path / "run", resume=True)
+    assert resumed.epochs_run == 2 and read_record(tmp_path / "run" / "last").provenance.fakes == "dataset"
+
+
+def test_augment_is_refused_where_every_copy_would_be_real(work, tmp_path):
+    """Copies are made of dataset videos only: with pseudo-fakes alone, asked for or found by
+    --fakes auto, every perturbed training video would be real."""
+    import shutil
+
+    from truthinmotion.data.index import read_manifest, write_manifest
+
+    with pytest.raises(ConfigError, match="--augment with --fakes pseudo.*shortcut"):
+        TrainConfig().updated({"augment": ["cs"], "fakes": "pseudo"})
+    copy = tmp_path / "w"
+    shutil.copytree(work, copy)
+    reals = [r for r in read_manifest(copy) if r["label"] == 0]
+    twins = [{**r, "video_id": f"pseudo-blend-0-{r['video_id']}", "label": 1, "method": "pseudo-blend",
+              "source": r["video_id"]} for r in reals]
+    write_manifest(copy, reals + twins)
+    with pytest.raises(ConfigError, match="real videos and pseudo-fakes.*shortcut"):
+        train(copy, TrainConfig(**TINY, augment=("cs",)), tmp_path / "run")
+    assert not (tmp_path / "run").exists()
+
+
 def test_flip_negates_flow_x_and_mirrors_every_modality(work):
     flow = np.zeros((1, 4, 4, 2), np.float32)
     flow[0, :, 0] = (2.0, 1.0)  # left column moves right and down
@@ -248,11 +293,11 @@ def test_resume_refuses_other_settings_and_records_allowed_changes(work, tmp_pat
 
 
 @pytest.mark.slow
-def test_ddp_with_two_processes_on_cpu(work, tmp_path, blocks="all", port=29534):
-    """The same command under torchrun (gloo, 2 processes) trains and writes one run directory,
-    with every block trained (DDP refuses a parameter that needs a gradient and gets none, from
-    the second step on: 12 train videos per rank in batches of 4 are 3 steps an epoch); what
-    trains every block trains fewer (the frozen ones are no parameters of DDP's)."""
+@pytest.mark.parametrize("blocks,port", [("1", 29533), ("all", 29534)])
+def test_ddp_with_two_processes_on_cpu(work, tmp_path, blocks, port):
+    """The same command under torchrun (gloo, 2 processes) trains and writes one run directory;
+    with every block trained too (DDP refuses a parameter that needs a gradient and gets none,
+    from the second step on: 12 train videos per rank in batches of 4 are 3 steps an epoch)."""
     run = tmp_path / "ddp"
     cmd = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2", "--master_port", str(port),
            "-m", "truthinmotion", "train", str(work), "-o", str(run), "--backbone", "dinov2-tiny",

@@ -24,6 +24,7 @@ from .errors import ConfigError
 from .errors import StageError
 
 __all__ = [
+    "without_paths",
     "ErrorLog",
     "WorkDir",
     "atomic_path",
@@ -223,3 +224,15 @@ class WorkDir:
 
     def depth(self, model: str, video_id: str) -> Path:
         return self.root / "depth" / model / f"{check_video_id(video_id)}.npz"
+
+
+def without_paths(info: Any) -> Any:
+    """``info`` (JSON-like data) with every absolute path replaced by its last part: what a
+    client or a reader of a published file may learn of a model, not where a machine keeps it."""
+    if isinstance(info, dict):
+        return {k: without_paths(v) for k, v in info.items()}
+    if isinstance(info, (list, tuple)):
+        return [without_paths(v) for v in info]
+    if isinstance(info, str) and os.path.isabs(info):
+        return Path(info).name
+    return info

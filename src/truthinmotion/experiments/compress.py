@@ -55,10 +55,11 @@ COMPRESS_METHODS = ("fp16", "bf16", "compile", "onnx", "int8", "distill")
 
 def sample_inputs(model: Detector, split: str = "val", max_pictures: int = 64) -> dict[str, torch.Tensor]:
     """Real backbone inputs: pictures of the run's own ``split`` videos (all their time points)."""
-    try:
-        work, _ = model.record.provenance.work_directory()
-    except ConfigError as err:
-        raise ConfigError(f"{err}; real inputs of the detector's own videos are needed to check it") from None
+    if not model.record.provenance.workdir:
+        raise ConfigError("the detector records no work directory (an exported detector): compress and benchmark "
+                          "check a detector on its own validation videos, so give them the run directory it was "
+                          "trained in")
+    work, _ = model.record.provenance.work_directory()
     ds = VideoDataset(work, split, model.cfg.modality, model.record.data, model.preprocess,
                       expect=model.record.feature_expect())
     if len(ds) == 0:

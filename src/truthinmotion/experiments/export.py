@@ -25,12 +25,13 @@ from typing import Any, Sequence
 
 import yaml
 
+from ..core.config import Settings, require
 from ..core.errors import ConfigError
-from ..core.io import atomic_write_text
+from ..core.io import atomic_write_text, without_paths
 from ..models.detector import detector_dir, read_record
 from .study import cell_statistics
 
-__all__ = ["CARD_FIGURES", "ExportResult", "card_figures", "export_detector", "model_card"]
+__all__ = ["CARD_FIGURES", "ExportConfig", "ExportResult", "card_figures", "export_detector", "model_card"]
 
 log = logging.getLogger(__name__)
 
@@ -175,8 +176,30 @@ def model_card(record: Any, figures: dict[str, Any], name: str, *, training: dic
     return "\n".join(lines) + "\n"
 
 
-def export_detector(run_dir: str | Path, out_dir: str | Path, *, variants: Sequence[str] = (), device: str = "cpu",
-                    bootstrap: int = 1000, seed: int = 0) -> ExportResult:
+@dataclass(frozen=True)
+class ExportConfig(Settings):
+    """What ``tim export`` writes: the section ``export`` of a settings file."""
+
+    variants: tuple[str, ...] = ()  # compressed copies put beside it (methods of tim compress)
+    bootstrap: int = 1000  # resamples of the test videos for the card's 95% intervals
+
+    def check(self) -> None:
+        from .compress import COMPRESS_METHODS
+
+        bad = sorted(set(self.variants) - (set(COMPRESS_METHODS) - {"distill"}))
+        require(not bad, f"variants: {bad} not known; choose from {', '.join(m for m in COMPRESS_METHODS if m != 'distill')}")
+        require(self.bootstrap >= 1, f"bootstrap: expected 1 or more, got {self.bootstrap}")
+
+
+def _write_public_record(record: Any, folder: Path) -> None:
+    """``record`` as ``folder/config.json`` without the work directory (an exported detector is
+    evaluated on a work directory given to it) and with every other path cut to its last part."""
+    bare = record.replace(provenance=dataclasses.replace(record.provenance, workdir=None))
+    atomic_write_text(folder / "config.json", json.dumps(without_paths(bare.to_json()), indent=2, default=str))
+
+
+def export_detector(run_dir: str | Path, out_dir: str | Path, *, variants: Sequence[str] = ExportConfig.variants,
+                    device: str = "cpu", bootstrap: int = ExportConfig.bootstrap, seed: int = 0) -> ExportResult:
     """Write ``run_dir``'s best detector, its record, metrics and model card into ``out_dir``."""
     from .compress import compress
 
@@ -193,20 +216,30 @@ def export_detector(run_dir: str | Path, out_dir: str | Path, *, variants: Seque
     figures = card_figures(run_dir, bootstrap, seed)  # before anything is written: no metrics, no export
     card = model_card(record, figures, out.name, training=_training_data(record), robustness=_robustness(run_dir),
                       speed=_speed(run_dir), variants=variants)
-    out.mkdir(parents=True, exist_ok=True)
-    shutil.copy2(source / "model.safetensors", out / "model.safetensors")
-    # the record without the local path of the work directory it was trained on: nothing of this
-    # machine is published (the card names the training data)
-    public = record.replace(provenance=dataclasses.replace(record.provenance, workdir=None))
-    atomic_write_text(out / "config.json", json.dumps(public.to_json(), indent=2, default=str))
-    metrics = json.loads((run_dir / "metrics.json").read_text())
-    metrics.update(run=None, workdir=None)  # where they were on this machine
-    atomic_write_text(out / "metrics.json", json.dumps(metrics, indent=2))
-    for method in variants:
-        with tempfile.TemporaryDirectory(prefix="tim-export-", dir=out) as tmp:
+    # Built in a folder beside OUT and renamed into place last: a failure (a variant that does not
+    # check) leaves no half-written OUT. Nothing of this machine is published: the record and the
+    # metrics name no path of it (the work directory, the run, local weights folders: their last
+    # part only; the card names the training data).
+    out.parent.mkdir(parents=True, exist_ok=True)
+    with tempfile.TemporaryDirectory(prefix=f".{out.name}-", dir=out.parent) as tmp:
+        build = Path(tmp) / "export"
+        build.mkdir()
+        shutil.copy2(source / "model.safetensors", build / "model.safetensors")
+        _write_public_record(record, build)
+        metrics = json.loads((run_dir / "metrics.json").read_text())
+        metrics.update(run=None, workdir=None)
+        atomic_write_text(build / "metrics.json", json.dumps(without_paths(metrics), indent=2))
+        for method in variants:
             compress(run_dir, method, Path(tmp) / method, device=device)
-            (out / "variants").mkdir(exist_ok=True)
-            shutil.move(str(detector_dir(Path(tmp) / method)), out / "variants" / method)
-    atomic_write_text(out / "README.md", card)
+            made = detector_dir(Path(tmp) / method)
+            (build / "variants" / method).mkdir(parents=True)
+            for f in made.iterdir():
+                if f.name != "config.json":
+                    shutil.move(str(f), build / "variants" / method / f.name)
+            _write_public_record(read_record(made), build / "variants" / method)
+        atomic_write_text(build / "README.md", card)
+        if out.exists():
+            out.rmdir()  # empty, checked above
+        build.rename(out)
     log.info("exported %s to %s", run_dir, out)
     return ExportResult(out, figures, list(variants))

@@ -102,7 +102,7 @@ def _read_log(path: Path) -> dict[tuple[str, str, int], dict[str, Any]]:
     text = path.read_text()
     if text and not text.endswith("\n"):
         text = text[: text.rfind("\n") + 1]
-        path.write_text(text)
+        atomic_write_text(path, text)  # a kill here keeps every finished line
     return {_key(rec): rec for rec in map(json.loads, filter(str.strip, text.splitlines()))}
 
 
@@ -147,9 +147,15 @@ def run_robustness(
     from ..models.detector import read_record
     from ..training.runs import check_split
 
+    from ..backends.weights import looks_like_hub_id, split_revision
+    from ..models.detector import detector_dir
+
     require_av()  # before any work: a missing encoder is said at once
+    if out_dir is None and not Path(run_dir).exists() and looks_like_hub_id(split_revision(str(run_dir))[0]):
+        raise ConfigError(f"{run_dir} is a hub id: pass --out, the folder for the report")
     run_dir = Path(run_dir)
     record = read_record(run_dir)
+    detector = _files_hash(detector_dir(run_dir))  # verdicts of another detector are not reused
     work, own = record.provenance.work_directory(workdir)
     if own:
         check_split(record.provenance.manifest_hash, manifest_hash(work), f"the detector of {run_dir}",
@@ -173,7 +179,7 @@ def run_robustness(
         source = source_identity(r["path"]) if Path(r["path"]).is_file() else {"path": r["path"]}
         for code, level in [(CLEAN, 0), *cfg.cells()]:
             spec = {"seed": None if code == CLEAN else cell_seed(cfg.seed, r["video_id"], code, level),
-                    "aggregation": cfg.aggregation, "source": source}
+                    "aggregation": cfg.aggregation, "source": source, "detector": detector}
             old = lines.get((r["video_id"], code, level))
             # a model-stage error may pass (memory): it is tried again; every other status is final
             if old is not None and old.get("spec") == spec and old["status"] != "error":
@@ -206,6 +212,17 @@ def run_robustness(
     plot = _plot(table, out / "robustness.png")
     atomic_write_text(out / "robustness.md", _report(table, plot.name))
     return RobustnessResult(out, table, len(jobs), reused)
+
+
+def _files_hash(folder: Path) -> str:
+    """A hash of every file of a detector's folder (weights and record): which detector it is."""
+    h = hashlib.sha256()
+    for f in sorted(p for p in Path(folder).iterdir() if p.is_file()):
+        h.update(f.name.encode())
+        with open(f, "rb") as fh:
+            for block in iter(lambda: fh.read(1 << 20), b""):
+                h.update(block)
+    return h.hexdigest()[:24]
 
 
 def _score_cell(scorer: Any, row: dict[str, Any], code: str, level: int, spec: dict[str, Any], folder: Path,

@@ -138,7 +138,7 @@ def run_augment(
     for c in copies:
         code, level = parse_copy(c)
         spec = {"perturbation": code, "level": level, "seed": copy_seed(cfg.augment_seed, c["video_id"]),
-                "source": c["source"]}
+                "source": c["source"], "faces": faces_cfg.to_dict()}  # new faces settings: made again
         out = work.faces(c["video_id"])
         if not overwrite and current(out, c["path"], spec):
             skipped += 1

@@ -172,6 +172,7 @@ def run_synth(
     videos = work.root / "synth"
     for t in twins:
         spec = _spec(t["method"][len(PSEUDO):], twin_seed(cfg, t["video_id"]), t["source"], cfg)
+        spec["faces"] = faces_cfg.to_dict()  # re-cropped sources (tim faces --overwrite) remake their twins
         out = work.faces(t["video_id"])
         if not overwrite and current(out, t["path"], spec):
             skipped += 1

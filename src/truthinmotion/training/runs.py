@@ -80,6 +80,11 @@ class TrainConfig(AugmentConfig, DistillConfig, DataConfig, DetectorConfig):
         require(self.patience >= 1, "patience: at least 1")
         require(self.balance in ("loss", "none"), "balance: loss or none")
         require(self.fakes in FAKES, f"fakes: one of {', '.join(FAKES)}")
+        # copies are made of the dataset's videos only (a twin is no file): with pseudo-fakes alone
+        # every perturbed training video would be real, and "perturbed" would mean "real"
+        require(not (self.augment and self.fakes == "pseudo"),
+                "--augment with --fakes pseudo: every perturbed copy would be of a real video, a shortcut a "
+                "detector learns; use --fakes both or dataset, or no --augment")
         require(self.autocast in AUTOCAST_MODES, f"autocast: {', '.join(AUTOCAST_MODES)}")
         require(self.workers >= 0, "workers: 0 or more")
         require(self.image_size >= 14 and self.image_size % 14 == 0, "image_size: a multiple of 14 (DINOv2 patches)")
@@ -105,7 +110,7 @@ class TrainConfig(AugmentConfig, DistillConfig, DataConfig, DetectorConfig):
 
 
 # Settings a resumed run may change: how long and where it runs, not what it learns.
-RESUMABLE = ("epochs", "patience", "workers", "device", "progress")
+RESUMABLE = ("epochs", "patience", "workers", "device", "progress", "fakes")  # fakes: checked as resolved
 
 
 @dataclass

@@ -108,10 +108,19 @@ def train(
                               "(tim run: --name), or continue it (tim train --resume)")
         raise ConfigError(f"{run_dir} already holds a detector that cannot be resumed (no last/trainer_state.pt): "
                           "choose another output directory (tim run: --name) or move it away")
+    if cfg.augment and resolve_fakes(read_manifest(workdir), cfg.fakes) == "pseudo":
+        raise ConfigError("--augment on a work directory of real videos and pseudo-fakes: every perturbed copy would "
+                          "be of a real video, a shortcut a detector learns; give it fakes of a dataset too, or no --augment")
     if resume:
         check_resume(run_dir, cfg)
-        check_split(read_record(run_dir / "last").provenance.manifest_hash, manifest_hash(workdir),
-                    f"--resume: {run_dir}", allow_split_change)
+        last = read_record(run_dir / "last").provenance
+        check_split(last.manifest_hash, manifest_hash(workdir), f"--resume: {run_dir}", allow_split_change)
+        # --fakes auto is worked out from the manifest: pseudo-fakes made since the run started
+        # would change what it trains on halfway
+        now = resolve_fakes(read_manifest(workdir), cfg.fakes)
+        if last.fakes is not None and now != last.fakes:
+            raise ConfigError(f"--resume: {run_dir} started on {last.fakes} fakes and would go on with {now} "
+                              f"(the work directory changed since): give --fakes {last.fakes} to go on as it began")
     preflight(models=[lambda: check_backbone(cfg.backbone, init=cfg.init, path=cfg.backbone_path)], outputs=[run_dir])
     # Under torchrun (which sets these), also with one process: the same collectives then run
     # at world size 1, so a single-GPU machine exercises the NCCL path too.

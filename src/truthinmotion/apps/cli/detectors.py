@@ -223,19 +223,24 @@ ROBUSTNESS = Command("robustness", "verdicts of perturbed test videos (DeeperFor
 
 
 def _add_export(p: argparse.ArgumentParser) -> None:
+    from ...experiments.export import ExportConfig
+
     p.add_argument("run_dir", help="an evaluated run directory (metrics.json and predictions.csv)")
     p.add_argument("out", help="the folder to write (new or empty): weights, config.json, README.md (the card)")
-    p.add_argument("--variants", type=lambda s: tuple(v for v in s.split(",") if v), default=(),
-                   help="compressed copies put beside it, comma-separated: int8,bf16 (see tim compress)")
-    p.add_argument("--bootstrap", type=positive, default=1000, help="resamples for the card's 95%% intervals")
+    section = Section(p, "export", ExportConfig)
+    section("--variants", "variants", type=lambda s: tuple(v for v in s.split(",") if v),
+            help="compressed copies put beside it, comma-separated: int8,bf16 (see tim compress)")
+    section("--bootstrap", "bootstrap", type=positive, help="resamples for the card's 95%% intervals")
     p.add_argument("--device", type=device, default="cpu", help="cpu or cuda (checking the variants)")
+    config_option(p, ["export"])
 
 
 def _export(args: argparse.Namespace) -> int:
-    from ...experiments.export import export_detector
+    from ...experiments.export import ExportConfig, export_detector
 
-    print(export_detector(args.run_dir, args.out, variants=args.variants, device=args.device,
-                          bootstrap=args.bootstrap).summary())
+    cfg = settings(args, ExportConfig(), "export")
+    print(export_detector(args.run_dir, args.out, variants=cfg.variants, device=args.device,
+                          bootstrap=cfg.bootstrap).summary())
     return 0
 
 

@@ -32,6 +32,7 @@ SECTIONS = {
     "distill": ("truthinmotion.training.runs", "TrainConfig"),
     "evaluate": ("truthinmotion.experiments.evaluate", "EvaluateConfig"),
     "benchmark": ("truthinmotion.experiments.bench", "BenchmarkConfig"),
+    "export": ("truthinmotion.experiments.export", "ExportConfig"),
     "robustness": ("truthinmotion.experiments.robustness", "RobustnessConfig"),
     "detect": ("truthinmotion.inference.config", "DetectConfig"),
     "serve": ("truthinmotion.apps.serve.config", "ServeConfig"),

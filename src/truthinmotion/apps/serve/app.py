@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import json
 import logging
-import os
 import secrets
 import time
 from contextlib import asynccontextmanager
@@ -16,6 +15,7 @@ from fastapi import APIRouter, FastAPI, Request
 from fastapi.responses import FileResponse, HTMLResponse, JSONResponse
 from starlette.concurrency import run_in_threadpool
 
+from ...core.io import without_paths
 from .config import ServeConfig
 from .metrics import log_access
 from .uploads import Body, ClientGone, Refused, check_declared, receive_upload, video_seconds
@@ -31,16 +31,7 @@ def error(status: int, err: str, detail: str, headers: dict[str, str] | None = N
     return JSONResponse({"error": err, "detail": detail}, status_code=status, headers=headers)
 
 
-def public(info: Any) -> Any:
-    """``info`` with every absolute path replaced by its last part: clients learn which model
-    answers, not where this machine keeps it."""
-    if isinstance(info, dict):
-        return {k: public(v) for k, v in info.items()}
-    if isinstance(info, list):
-        return [public(v) for v in info]
-    if isinstance(info, str) and os.path.isabs(info):
-        return Path(info).name
-    return info
+public = without_paths  # clients learn which model answers, not where this machine keeps it
 
 
 def create_app(cfg: ServeConfig, scorers: Sequence[Any] | None = None, clock: Callable[[], float] = time.time) -> Any:
