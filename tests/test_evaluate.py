@@ -133,6 +133,27 @@ def test_evaluate_writes_report_with_per_method_rows(trained, tmp_path):
     assert m["overall"]["video"]["auc"] >= 0.9  # the synthetic artefact is learnt
     report = (run / "report.md").read_text()
     assert "random" in report and "real + swapA" in report and "dinov2-tiny" in report
+    # Twins made after training (tim synth) get a row of their own; the headline figures stay
+    # over the dataset's fakes this detector was trained on.
+    import shutil
+
+    from truthinmotion.data.index import read_manifest, write_manifest
+
+    rows = read_manifest(work)
+    twins = [{**r, "video_id": f"pseudo-blend-0-{r['video_id']}", "label": 1, "method": "pseudo-blend",
+              "source": r["video_id"]} for r in rows if r["split"] == "test" and int(r["label"]) == 0][:3]
+    for t in twins:
+        for art in work.rglob(f"{t['source']}.npz"):
+            shutil.copy(art, art.with_name(f"{t['video_id']}.npz"))
+    write_manifest(work, rows + twins)
+    try:
+        again = json.loads((evaluate(run, "test", out_dir=tmp_path / "again", progress=False).out_dir
+                            / "metrics.json").read_text())
+    finally:
+        write_manifest(work, rows)
+    assert again["overall_fakes"] == "dataset" and again["overall"] == m["overall"]
+    assert again["calibration"]["ece_after"] == m["calibration"]["ece_after"]
+    assert again["per_method"]["pseudo-blend"]["video"]["fake"] == 3 and len(again["videos"]) == 11
     assert (run / "roc.png").stat().st_size > 1000 and (run / "scores.png").is_file()
     assert "video AUC" in result.summary()
 

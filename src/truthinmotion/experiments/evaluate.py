@@ -37,6 +37,7 @@ from ..models.loading import inference_autocast, load_detector
 from ..training.loop import predict
 from ..reports.plots import figure, save_figure
 from ..data.index import manifest_hash
+from ..data.pseudo import is_pseudo
 from ..training.runs import check_split
 from ..core.io import path_key
 from ..backends.weights import looks_like_hub_id, resolve_folder, split_revision
@@ -186,6 +187,18 @@ def evaluate(
                 "frame": binary_metrics(pred["label"][fmask], pred["prob"][fmask], frame_threshold)}
 
     real_v, real_f = vlabels == 0, pred["label"] == 0
+    # The headline figures are over the fakes the detector was trained on (dataset, pseudo or
+    # both): twins made after it was trained, or dataset fakes for a pseudo-fake detector, have
+    # rows of their own in per_method and do not move it.
+    own = record.provenance.fakes if record.provenance.fakes in ("dataset", "pseudo") else "all"
+
+    def own_fakes(labels: np.ndarray, meths: np.ndarray) -> np.ndarray:
+        if own == "all":
+            return np.ones(len(labels), bool)
+        pseudo = np.array([is_pseudo({"method": m}) for m in meths], bool)
+        return (labels == 0) | (pseudo == (own == "pseudo"))
+
+    own_v, own_f = own_fakes(vlabels, methods), own_fakes(pred["label"], frame_methods)
     per_method = {
         m: block(real_v | (methods == m), real_f | (frame_methods == m))
         for m in sorted(set(methods[vlabels == 1]))
@@ -204,10 +217,10 @@ def evaluate(
         "calibration": {
             **rule.calibration.record(),
             "probability_threshold": rule.probability_threshold,
-            "ece_before": expected_calibration_error(vlabels, vscores),
-            "ece_after": expected_calibration_error(vlabels, vprobs),
-            "brier_before": brier(vlabels, vscores),
-            "brier_after": brier(vlabels, vprobs),
+            "ece_before": expected_calibration_error(vlabels[own_v], vscores[own_v]),
+            "ece_after": expected_calibration_error(vlabels[own_v], vprobs[own_v]),
+            "brier_before": brier(vlabels[own_v], vscores[own_v]),
+            "brier_after": brier(vlabels[own_v], vprobs[own_v]),
         },
         "modality": model.cfg.modality,
         "backbone": model.cfg.backbone,
@@ -217,7 +230,8 @@ def evaluate(
         "features": record.feature_expect(),
         "inference": {k: v for k, v in record.inference.to_dict().items() if v is not None},
         "left_out": ds.missing,
-        "overall": block(np.ones(len(ids), bool), np.ones(len(pred["prob"]), bool)),
+        "overall": block(own_v, own_f),
+        "overall_fakes": own,  # which fakes the overall and calibration figures hold
         "per_method": per_method,
         "videos": [{"video_id": str(v), "method": info[v].method, "label": int(info[v].label),
                     "faces": int(faces[v]), "score": float(s), "probability": float(q)}
@@ -225,8 +239,8 @@ def evaluate(
     }
     atomic_write_text(out / "metrics.json", json.dumps(metrics, indent=2))
     _write_predictions(out / "predictions.csv", work, ds, pred, dict(zip(ids.tolist(), vprobs.tolist())), split)
-    plots = _plots(out, vlabels, vscores, f"{work.name}/{split}")
-    plots.append(_reliability(out, vlabels, vscores, vprobs))
+    plots = _plots(out, vlabels[own_v], vscores[own_v], f"{work.name}/{split}")
+    plots.append(_reliability(out, vlabels[own_v], vscores[own_v], vprobs[own_v]))
     errors = error_analysis(out, model, ds, pred, metrics["videos"], threshold,
                             (ds.faces_config or {}).get("box_scale", 1.3))
     atomic_write_text(out / "report.md", _report(metrics, plots) + "\n".join(errors) + "\n")
