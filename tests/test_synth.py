@@ -220,3 +220,24 @@ def test_tim_run_with_pseudo_fakes_on_a_folder_of_real_videos_alone(tmp_path, ca
     assert all(any(v.endswith(f"-{r}") for r in test_reals) for v, s in scored.items() if s["label"] == 1)
     assert "**pseudo-fakes** made from real videos (tim synth): pseudo-blend, pseudo-frame-wise" in (
         out / "runs" / "p" / "report.md").read_text()
+
+
+def test_twins_are_made_again_when_their_sources_are_cropped_anew(tmp_path):
+    """`tim faces --overwrite` with other settings re-crops the real videos: their twins, cropped
+    with the old settings, are not current any more and are made again, with the new ones."""
+    from truthinmotion.faces.artifact import Faces
+    from truthinmotion.faces.stage import run_faces
+
+    write_video(tmp_path / "data" / "real" / "r0.mp4", synth_clip(False, frames=12, size=160, seed=0))
+    index_dataset(tmp_path / "data", tmp_path / "work", IndexConfig(format="folder", ratios=(0.5, 0.25, 0.25)))
+    work, cfg = tmp_path / "work", SynthConfig(kinds=("blend",), per_video=1)
+    first = run_synth(work, cfg, FACES, progress=False)
+    (twin,) = first.twins.stats
+    assert Faces.load(WorkDir(work).faces(twin)).crops.shape[-2] == 64
+    again = run_synth(work, cfg, FACES, progress=False)
+    assert (again.twins.processed, again.twins.skipped) == (0, 1)  # current: not made again
+    bigger = FACES.updated({"size": 96})
+    run_faces(work, bigger, overwrite=True, progress=False)
+    remade = run_synth(work, cfg, bigger, progress=False)
+    assert sorted(remade.twins.stats) == [twin]
+    assert Faces.load(WorkDir(work).faces(twin)).crops.shape[-2] == 96
