@@ -133,6 +133,18 @@ if "$PY" -c "import ray.data" 2>/dev/null; then
     check detect-ray-compare "$PY" benchmarks/gpu_compare.py detect "$OUTDIR/detect-ray.json" "$OUTDIR/detect-cuda.json"
 fi
 
+# Paths added on 2026-11-30, not yet run on a GPU: robustness (the whole pipeline on perturbed
+# copies), export with a compressed variant checked on the device, pseudo-fakes with MTCNN on it
+# (on the CPU copy of the work directory, so that the runs above keep their fakes).
+if "$PY" -c "import av" 2>/dev/null; then
+    check robustness-$DEV tim robustness "$R/off" --perturbations gb,vc --levels 1,5 --device $DEV \
+        --out "$OUTDIR/robustness" -q
+fi
+check evaluate-run tim evaluate "$R/off" --device $DEV -q
+rm -rf "$OUTDIR/export"
+check export tim export "$R/off" "$OUTDIR/export" --variants bf16 --device $DEV
+check synth-$DEV tim synth "$C" --per-video 1 --device $DEV -q
+
 echo "== speed (ratios against the baseline of the same run)"
 check benchmark-variants tim benchmark "$R/off" "$R/off-bf16" "$R/off-fp16" "$R/off-compile" "$R/off-onnx" \
     --device $DEV --repeats 20 --out "$OUTDIR/benchmark"
