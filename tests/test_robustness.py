@@ -187,6 +187,18 @@ def test_every_video_perturbation_level_5_departs_further_and_encodes_are_real(c
     assert again.path.read_bytes() == made["gnc", 5][2]  # seeded: the same copy
 
 
+def _tiny_clips_and_settings(root: Path, train_extra: str = "") -> None:
+    """Four real and four fake generated clips under ``root/data`` and ``root/tim.yaml``: settings
+    of a tiny flow detector trained in seconds (``train_extra``: more keys of its train section)."""
+    for i in range(4):
+        for kind, fake in (("real", False), ("fake", True)):
+            write_video(root / "data" / kind / f"{kind[0]}{i}.mp4", synth_clip(fake, frames=8, size=128, seed=i))
+    (root / "tim.yaml").write_text(
+        "index: {format: folder, ratios: [0.5, 0.25, 0.25]}\nfaces: {num_points: 3, size: 56}\n"
+        "train: {backbone: dinov2-tiny, init: random, image_size: 56, modality: flow, epochs: 1, batch_size: 4,"
+        f" train_points: 3, workers: 0, lr: 0.001{train_extra}}}\n")
+
+
 def test_tim_robustness_end_to_end_resumes_matches_evaluate_and_leaks_nothing(tmp_path, capsys, monkeypatch):
     """A tiny detector trained by `tim run` on generated clips; `tim robustness` on its test videos:
     the clean row is `tim evaluate`'s figures, video by video; an interrupted run resumes without
@@ -200,13 +212,7 @@ def test_tim_robustness_end_to_end_resumes_matches_evaluate_and_leaks_nothing(tm
     from sklearn.metrics import roc_auc_score
 
     _need_av()
-    for i in range(4):
-        for kind, fake in (("real", False), ("fake", True)):
-            write_video(tmp_path / "data" / kind / f"{kind[0]}{i}.mp4", synth_clip(fake, frames=8, size=128, seed=i))
-    (tmp_path / "tim.yaml").write_text(
-        "index: {format: folder, ratios: [0.5, 0.25, 0.25]}\nfaces: {num_points: 3, size: 56}\n"
-        "train: {backbone: dinov2-tiny, init: random, image_size: 56, modality: flow, epochs: 1, batch_size: 4,"
-        " train_points: 3, workers: 0, lr: 0.001}\n")
+    _tiny_clips_and_settings(tmp_path)
     out = tmp_path / "out"
     assert main(["run", str(tmp_path / "data"), "-o", str(out), "--config", str(tmp_path / "tim.yaml"), "--name",
                  "r", "-q"]) == 0
@@ -311,13 +317,7 @@ def test_tim_run_augment_adds_perturbed_training_copies_only_resumes_and_records
     from truthinmotion.synth.augment import run_augment
 
     _need_av()
-    for i in range(4):
-        for kind, fake in (("real", False), ("fake", True)):
-            write_video(tmp_path / "data" / kind / f"{kind[0]}{i}.mp4", synth_clip(fake, frames=8, size=128, seed=i))
-    (tmp_path / "tim.yaml").write_text(
-        "index: {format: folder, ratios: [0.5, 0.25, 0.25]}\nfaces: {num_points: 3, size: 56}\n"
-        "train: {backbone: dinov2-tiny, init: random, image_size: 56, modality: flow, epochs: 1, batch_size: 4,"
-        " train_points: 3, workers: 0, lr: 0.001, augment_copies: 2}\n")
+    _tiny_clips_and_settings(tmp_path, ", augment_copies: 2")
     out = tmp_path / "out"
     args = ["run", str(tmp_path / "data"), "-o", str(out), "--config", str(tmp_path / "tim.yaml"), "--name", "r",
             "--augment", "cs,vc", "--augment-levels", "1,2", "-q"]

@@ -16,7 +16,7 @@ import numpy as np
 
 from ..core.errors import StageError
 
-__all__ = ["VideoInfo", "probe", "read_frames", "sample_points"]
+__all__ = ["VideoInfo", "fit_frame", "probe", "read_frames", "sample_points"]
 
 
 @dataclass(frozen=True)
@@ -85,7 +85,9 @@ def sample_points(num_frames: int, k: int) -> np.ndarray:
     return np.unique(np.round(np.linspace(0, num_frames - 2, n)).astype(np.int64))
 
 
-def _fit(frame: np.ndarray, max_side: int | None) -> np.ndarray:
+def fit_frame(frame: np.ndarray, max_side: int | None) -> np.ndarray:
+    """``frame`` shrunk (area interpolation) so that its longer side is at most ``max_side``, as
+    :func:`read_frames` keeps it; unchanged when it fits or ``max_side`` is None."""
     h, w = frame.shape[:2]
     if max_side and max(h, w) > max_side:
         s = max_side / max(h, w)
@@ -120,7 +122,7 @@ def read_frames(
                 ok, bgr = cap.retrieve()
                 if not ok or bgr is None:
                     raise StageError("truncated", f"{Path(path).name}: frame {pos} could not be decoded")
-                frame = _fit(bgr, max_side)
+                frame = fit_frame(bgr, max_side)
                 yield pos, cv2.cvtColor(frame, cv2.COLOR_BGR2RGB) if rgb else frame
                 target = next(w_iter, -1)
             pos += 1

@@ -27,7 +27,6 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-import cv2
 import numpy as np
 
 from ..core.errors import ConfigError
@@ -41,7 +40,7 @@ from ..faces.extract import check_memory, extract_faces, faces_from_frames
 from ..faces.mtcnn import FaceDetector
 from ..faces.stage import current
 from ..media.perturb import PERTURBATIONS, perturb_frame, perturb_video, require_av
-from ..media.video import probe, read_frames, sample_points
+from ..media.video import fit_frame, probe, read_frames, sample_points
 
 __all__ = ["AugmentResult", "run_augment"]
 
@@ -60,15 +59,6 @@ class AugmentResult:
 
 def _init(cfg: FacesConfig, device: str) -> tuple[FacesConfig, FaceDetector]:
     return cfg, FaceDetector.from_config(cfg, device)
-
-
-def _keep(frame: np.ndarray, max_side: int | None) -> np.ndarray:
-    """A full-size frame as :func:`..media.video.read_frames` keeps it (area interpolation)."""
-    h, w = frame.shape[:2]
-    if max_side and max(h, w) > max_side:
-        s = max_side / max(h, w)
-        frame = cv2.resize(frame, (round(w * s), round(h * s)), interpolation=cv2.INTER_AREA)
-    return frame
 
 
 def _one(state: tuple[FacesConfig, FaceDetector], job: tuple) -> dict:
@@ -92,7 +82,7 @@ def _one(state: tuple[FacesConfig, FaceDetector], job: tuple) -> dict:
         frames, drawn = {}, {}
         for i, bgr in read_frames(path, wanted, rgb=False):  # full size: the perturbations are defined there
             bgr, now = perturb_frame(code, level, bgr, rng)
-            frames[i] = _keep(bgr, cfg.max_frame_side)
+            frames[i] = fit_frame(bgr, cfg.max_frame_side)
             for k, v in now.items():
                 drawn.setdefault(k, v)
         faces = faces_from_frames(frames, points, info, cfg, detector)
