@@ -543,3 +543,30 @@ def test_two_detectors_each_job_scored_by_the_one_it_names_and_metrics_follow(li
     assert sorted(ln["job"] for ln in posted) == sorted(ids.values()) and all(ln["bytes_in"] > len(video) for ln in posted)
     assert any(ln["path"] == f"/api/v1/jobs/{ids['other']}" and ln["job"] == ids["other"] for ln in lines)
     assert "s3cret-token" not in caplog.text
+
+
+def test_workers_share_one_loaded_detector_and_explain_at_once(run_dir, clips, tmp_path):
+    """`tim serve --workers 2`: the detector and the depth model are loaded once, each worker has a
+    preparer of its own; two workers scoring with evidence at the same time give what one scorer
+    gives alone (saliency takes no gradient of the shared weights)."""
+    from truthinmotion.apps.serve import ServeConfig
+    from truthinmotion.apps.serve.workers import Service
+    from truthinmotion.inference.scorer import Scorer
+
+    service = Service(ServeConfig(model=str(run_dir), data_dir=tmp_path / "data", workers=2))
+    try:
+        (a,), (b,) = (list(w.scorers.values()) for w in service.workers)
+        assert a.model is b.model and a.depth is b.depth and a.preparer is not b.preparer
+        alone = Scorer(run_dir, runtime="torch")
+        expected = [alone.score(clips[k], evidence=2) for k in ("fake", "real")]
+        a, b = a.sibling(), a.sibling()  # with a PyTorch detector (saliency's own), shared
+        a.model = b.model = alone.model
+        with ThreadPoolExecutor(2) as pool:
+            for _ in range(2):
+                got = list(pool.map(lambda s, k: s.score(clips[k], evidence=2), (a, b), ("fake", "real")))
+                for (verdict, evidence), (want, want_evidence) in zip(got, expected):
+                    assert verdict.probability == pytest.approx(want.probability, abs=1e-6)
+                    for m, sal in evidence.saliency.items():
+                        np.testing.assert_allclose(sal, want_evidence.saliency[m], atol=1e-6)
+    finally:
+        service.close()

@@ -51,17 +51,17 @@ def explain(model: Any, inputs: dict[str, torch.Tensor], size: int, device: str 
         raise ConfigError("explanations need a PyTorch detector (an ONNX variant has no gradients): "
                           "use the run it was compressed from")
     x = {m: t.detach().to(device).float().requires_grad_(True) for m, t in inputs.items()}
-    model.zero_grad(set_to_none=True)
     with torch.enable_grad(), autocast_context(device, amp):
         logit = model(x).logit.float()
-    logit.sum().backward()  # pictures are independent: each one's gradient is its own
+    # The pictures' gradients only (pictures are independent: each one's is its own), none in the
+    # weights: threads that share one detector (tim serve's workers) explain at once without a race.
+    grads = dict(zip(x, torch.autograd.grad(logit.sum(), list(x.values()))))
     out = {}
     for m, t in x.items():
         base = (baseline or {}).get(m)
         diff = t - base.to(device).float() if base is not None else t
-        sal = (t.grad * diff).abs().sum(1, keepdim=True).detach()  # [N, 1, H, W]
+        sal = (grads[m] * diff).abs().sum(1, keepdim=True).detach()  # [N, 1, H, W]
         sal = F.interpolate(sal, size=(size, size), mode="bilinear", align_corners=False)[:, 0].clamp(min=0)
         total = sal.flatten(1).sum(1).view(-1, 1, 1)
         out[m] = torch.where(total > 0, sal / total.clamp(min=1e-30), torch.zeros_like(sal)).cpu().numpy()
-    model.zero_grad(set_to_none=True)
     return out

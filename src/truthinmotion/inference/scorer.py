@@ -4,6 +4,7 @@ verdict rule, optional early stop and evidence)."""
 
 from __future__ import annotations
 
+import copy
 import logging
 import time
 from dataclasses import dataclass, field
@@ -140,7 +141,7 @@ class Scorer:
         self.rule = record.rule(aggregation)
         self.faces_cfg = record.faces
         mods = record.modalities
-        flow_cfg = record.flow_settings()
+        flow_cfg = self._flow_cfg = record.flow_settings()
         self.preparer = Preparer(self.faces_cfg, flow_cfg, "rgb" in mods, device) if prepare else None
         if flow_cfg is not None and not prepare:
             check_flow(flow_cfg)  # the workers will build it: a missing model fails here, before any video
@@ -153,6 +154,16 @@ class Scorer:
 
     def __call__(self, path: str | Path) -> Verdict:
         return self.score(path)[0]
+
+    def sibling(self) -> "Scorer":
+        """A scorer of the same loaded detector and depth model with a preparer of its own (face
+        detector and flow): one per thread of ``tim serve``, the models loaded once. Scoring keeps
+        no state in the scorer, and saliency takes no gradient of the weights."""
+        twin = copy.copy(self)
+        if self.preparer is not None:
+            twin.preparer = Preparer(self.faces_cfg, self._flow_cfg, "rgb" in self.model.record.modalities,
+                                     self.device)
+        return twin
 
     def prepare(self, path: str | Path) -> Prepared:
         if self.preparer is None:

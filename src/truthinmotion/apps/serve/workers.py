@@ -73,7 +73,9 @@ class Service:
         self.remove_strays()
         self.expire()
         if scorers is None:
-            per_model = {n: [Scorer(r, cfg.device) for _ in range(cfg.workers)] for n, r in cfg.models.items()}
+            # each detector loaded once; every worker thread has a preparer of its own
+            first = {n: Scorer(r, cfg.device) for n, r in cfg.models.items()}
+            per_model = {n: [s, *(s.sibling() for _ in range(cfg.workers - 1))] for n, s in first.items()}
         elif isinstance(scorers, Mapping):
             per_model = {n: list(s) for n, s in scorers.items()}
         else:
