@@ -31,6 +31,13 @@ def exported(evaluated, tmp_path_factory) -> Path:
     return out
 
 
+def _strings(x) -> list[str]:
+    """Every string in JSON-like data."""
+    if isinstance(x, dict):
+        return [s for v in x.values() for s in _strings(v)]
+    return [s for v in x for s in _strings(v)] if isinstance(x, list) else [x] if isinstance(x, str) else []
+
+
 def _probabilities(model_ref, inputs) -> torch.Tensor:
     from truthinmotion.models.loading import load_detector
 
@@ -74,20 +81,34 @@ def test_export_writes_a_card_with_the_runs_figures_and_loads_as_the_run(evaluat
     from truthinmotion.experiments.evaluate import evaluate
     from truthinmotion.models.detector import read_record
 
-    def strings(x):
-        if isinstance(x, dict):
-            return [s for v in x.values() for s in strings(v)]
-        return [s for v in x for s in strings(v)] if isinstance(x, list) else [x] if isinstance(x, str) else []
-
     workdir = read_record(evaluated).provenance.workdir
-    assert workdir and any(s.startswith("/") for s in strings(json.loads((evaluated / "best" / "config.json").read_text())))
+    assert workdir and any(s.startswith("/") for s in _strings(json.loads((evaluated / "best" / "config.json").read_text())))
     for f in ("config.json", "metrics.json"):  # the run's own record names local folders; the export none
-        assert not [s for s in strings(json.loads((exported / f).read_text())) if s.startswith("/")], f
+        assert not [s for s in _strings(json.loads((exported / f).read_text())) if s.startswith("/")], f
     with pytest.raises(ConfigError, match="records no work directory.*pass --workdir"):
         evaluate(exported, "test", out_dir=exported.parent / "report", progress=False)
     # the exported folder loads as a detector and gives the run's probabilities
     from_run, from_folder = _probabilities(evaluated, inputs), _probabilities(exported, inputs)
     assert len(from_run) == 16 and torch.allclose(from_run, from_folder, atol=1e-6, rtol=0)
+
+
+def test_export_variants_are_checked_copies_that_name_no_path(evaluated, inputs, tmp_path):
+    """--variants int8: a compressed copy beside the detector, loadable, near its probabilities,
+    its record naming no path of this machine either."""
+    from truthinmotion.experiments.export import export_detector
+    from truthinmotion.models.loading import load_detector
+
+    out = tmp_path / "with-int8"
+    result = export_detector(evaluated, out, variants=("int8",), bootstrap=20)
+    assert result.variants == ["int8"] and (out / "variants" / "int8" / "config.json").is_file()
+    record = json.loads((out / "variants" / "int8" / "config.json").read_text())
+    assert record["inference"]["method"] == "int8"
+    assert not [s for s in _strings(record) if s.startswith("/")]  # no absolute path
+    model = load_detector(out / "variants" / "int8", "cpu")
+    with torch.no_grad():
+        int8 = torch.sigmoid(torch.as_tensor(model(inputs).logit).float())
+    assert torch.allclose(int8, _probabilities(evaluated, inputs), atol=0.05)
+    assert not [p for p in tmp_path.iterdir() if p.name.startswith(".")]  # no building folder left
 
 
 def test_export_refuses_a_run_without_metrics_and_a_folder_in_use(run_dir, evaluated, tmp_path):
