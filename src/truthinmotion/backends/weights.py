@@ -27,7 +27,7 @@ from typing import Any, Callable
 from ..core.errors import ConfigError
 
 __all__ = ["RANDOM_MARKER", "WeightsNotFound", "check_folder", "check_hf_model", "hub_endpoint", "is_cached",
-           "load_hf_model", "looks_like_hub_id", "reachable", "resolve_folder", "save_random_model", "INITS"]
+           "load_hf_model", "looks_like_hub_id", "reachable", "report_folder_for", "resolve_folder", "save_random_model", "INITS"]
 
 log = logging.getLogger(__name__)
 
@@ -175,6 +175,13 @@ def load_hf_model(
 
 
 # ---------------------------------------------------------------- whole folders (detectors)
+
+
+def report_folder_for(name: str | Path, out_dir: str | Path | None, what: str) -> None:
+    """Refuse a hub id without ``out_dir``: a report written beside a detector would land in
+    ``./org/name``, a local folder that then hides the hub id. ``what``: the files meant."""
+    if out_dir is None and not Path(name).exists() and looks_like_hub_id(split_revision(str(name))[0]):
+        raise ConfigError(f"{name} is a hub id: pass --out, the folder for {what}")
 
 
 def split_revision(name: str) -> tuple[str, str | None]:

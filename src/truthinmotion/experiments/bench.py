@@ -19,9 +19,8 @@ import numpy as np
 import torch
 from torch.utils.data import DataLoader
 
-from ..backends.weights import looks_like_hub_id, resolve_folder, split_revision
+from ..backends.weights import report_folder_for, resolve_folder
 from ..core.config import Settings, require
-from ..core.errors import ConfigError
 from ..data.splits import SPLITS
 from ..models.loading import inference_autocast, load_detector
 from .compress import sample_inputs
@@ -87,8 +86,7 @@ def benchmark_runs(
     batches: Sequence[int] = BenchmarkConfig.batches, repeats: int = BenchmarkConfig.repeats,
     out_dir: str | Path | None = None,
 ) -> BenchmarkResult:
-    if out_dir is None and not Path(run_dirs[0]).exists() and looks_like_hub_id(split_revision(str(run_dirs[0]))[0]):
-        raise ConfigError(f"{run_dirs[0]} is a hub id: pass --out, the folder for benchmark.md/json")
+    report_folder_for(run_dirs[0], out_dir, "benchmark.md/json")
     runs = [resolve_folder(r, what="detector") for r in run_dirs]  # hub ids: their snapshots, checked first
     base_model = Detector.from_pretrained(runs[0])
     inputs = sample_inputs(base_model, "val", max_pictures=max(batches))

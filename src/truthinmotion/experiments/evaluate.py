@@ -40,7 +40,7 @@ from ..data.index import manifest_hash
 from ..data.pseudo import is_pseudo
 from ..training.runs import check_split
 from ..core.io import path_key
-from ..backends.weights import looks_like_hub_id, resolve_folder, split_revision
+from ..backends.weights import report_folder_for, resolve_folder
 
 __all__ = ["EvalResult", "EvaluateConfig", "evaluate"]
 
@@ -152,8 +152,7 @@ def evaluate(
     """Score ``split`` of ``workdir`` (default: the training work directory) and write a report.
     The training work directory re-indexed into another split is refused unless
     ``allow_split_change``."""
-    if out_dir is None and not Path(run_dir).exists() and looks_like_hub_id(split_revision(str(run_dir))[0]):
-        raise ConfigError(f"{run_dir} is a hub id: pass --out, the folder for the report")
+    report_folder_for(run_dir, out_dir, "the report")
     run_dir = resolve_folder(run_dir, what="detector")  # a hub id: its snapshot, before any video
     model = load_detector(run_dir, device)
     record = model.record

@@ -147,12 +147,11 @@ def run_robustness(
     from ..models.detector import read_record
     from ..training.runs import check_split
 
-    from ..backends.weights import looks_like_hub_id, split_revision
+    from ..backends.weights import report_folder_for
     from ..models.detector import detector_dir
 
     require_av()  # before any work: a missing encoder is said at once
-    if out_dir is None and not Path(run_dir).exists() and looks_like_hub_id(split_revision(str(run_dir))[0]):
-        raise ConfigError(f"{run_dir} is a hub id: pass --out, the folder for the report")
+    report_folder_for(run_dir, out_dir, "the report")
     run_dir = Path(run_dir)
     record = read_record(run_dir)
     detector = _files_hash(detector_dir(run_dir))  # verdicts of another detector are not reused
