@@ -12,17 +12,28 @@ robustness.md, and as JSON the seconds per copy (making it, scoring it) against 
 scoring a clean clip in the same run (the baseline: one machine's absolute times mean little on
 another).
 
+With ``--data ../shared/data`` the clips are cut from the shared FF++ and DFDC videos instead, at
+their own resolution (480 to 1080 lines): ``--clips`` clips of ``--frames`` frames from each video,
+re-encoded with libx264 at CRF 18 (FF++ c23's own quality range), a clip's group its person and
+time, so a real clip and its fakes at the same times never cross splits. FF++ person 634 (its
+original and FaceSwap 634_660) and DFDC widuwuoiur are the test videos (``--test-clips`` clips
+each); the other people train (1 clip in 4 validates). The detector is ``tim run``'s on those
+clips with the demo's settings, so its accuracy is not the point: the table shows what each
+perturbation does to its verdicts on real footage and what a perturbed copy of a real video
+costs.
+
 With ``--augment CODES``, a second detector is trained on the same work directory with the same
 settings plus ``--augment CODES`` (perturbed copies of every training clip, levels
 ``--augment-levels``), and both tables are printed, then their video AUC side by side.
 
     nice -n 10 python benchmarks/robustness.py [--out /tmp/tim-robustness] [--clips 12] [--levels 1,3,5]
-        [--augment all --augment-levels 1-5]
+        [--augment all --augment-levels 1-5] [--data ../shared/data --clips 8 --test-clips 4 --frames 32]
 """
 
 from __future__ import annotations
 
 import argparse
+import csv
 import json
 import logging
 import time
@@ -33,7 +44,63 @@ import numpy as np
 from truthinmotion.apps.demo import demo_config, make_demo_data
 from truthinmotion.experiments.pipeline import run_study
 from truthinmotion.experiments.robustness import CLEAN, RobustnessConfig, markdown_table, run_robustness
-from truthinmotion.media.perturb import parse_levels, parse_perturbations
+from truthinmotion.media.perturb import parse_levels, parse_perturbations, require_av
+
+TEST_GROUPS = ("634", "dfdc-widuwuoiur")  # FF++ 634 with its FaceSwap fake, and a DFDC fake
+
+
+def cut_clip(src: Path, dst: Path, start: int, frames: int) -> Path:
+    """Frames ``[start, start + frames)`` of ``src`` to ``dst`` at its own size and rate (libx264, CRF 18)."""
+    av = require_av()
+    dst.parent.mkdir(parents=True, exist_ok=True)
+    tmp = dst.with_suffix(".part.mp4")
+    with av.open(str(src)) as inp, av.open(str(tmp), "w") as out:
+        stream = inp.streams.video[0]
+        ostream = out.add_stream("libx264", rate=stream.average_rate)
+        ostream.width, ostream.height, ostream.pix_fmt = stream.width, stream.height, "yuv420p"
+        ostream.options = {"crf": "18", "preset": "fast"}
+        n = 0
+        for i, frame in enumerate(inp.decode(stream)):
+            if i >= start + frames:
+                break
+            if i >= start:
+                new = frame.reformat(format="yuv420p")
+                new.pts, new.time_base = n, 1 / stream.average_rate
+                n += 1
+                out.mux(ostream.encode(new))
+        out.mux(ostream.encode())
+    if n < frames:
+        tmp.unlink()
+        raise SystemExit(f"{src} has fewer than {start + frames} frames")
+    tmp.replace(dst)
+    return dst
+
+
+def shared_clips(data: Path, out: Path, clips: int, test_clips: int, frames: int) -> Path:
+    """``clips.csv``: clips of every shared FF++ and DFDC video, grouped by person and time; the
+    groups of TEST_GROUPS are test, the others train (1 clip in 4 validates)."""
+    table = out / "clips.csv"
+    if table.is_file():
+        return table
+    videos = [(p, 0, "real", p.stem) for p in sorted((data / "ffpp" / "original_sequences").glob("*/*/videos/*.mp4"))]
+    videos += [(p, 1, p.parts[-4], p.stem.split("_")[0])
+               for p in sorted((data / "ffpp" / "manipulated_sequences").glob("*/*/videos/*.mp4"))]
+    videos += [(p, 1, "DFDC", f"dfdc-{p.stem}") for p in sorted((data / "dfdc").glob("*/*.mp4"))]
+    if not videos:
+        raise SystemExit(f"no FF++ or DFDC videos under {data}")
+    rows = []
+    for path, label, method, person in videos:
+        test = person in TEST_GROUPS
+        for seg in range(test_clips if test else clips):
+            clip = cut_clip(path, out / "clips" / method / f"{path.stem}_{seg:02d}.mp4", seg * frames, frames)
+            rows.append({"path": str(clip), "label": label, "video_id": f"{method}-{path.stem}_{seg:02d}",
+                         "method": method, "group": person if test else f"{person}_{seg:02d}",
+                         "split": "test" if test else ("val" if seg % 4 == 1 else "train")})
+    with open(table, "w", newline="") as f:
+        w = csv.DictWriter(f, fieldnames=list(rows[0]))
+        w.writeheader()
+        w.writerows(rows)
+    return table
 
 
 def main() -> None:
@@ -49,13 +116,19 @@ def main() -> None:
                    help="also train with --augment of these types, and compare")
     p.add_argument("--augment-levels", type=parse_levels, default=parse_levels("1-5"))
     p.add_argument("--augment-copies", type=int, default=1)
+    p.add_argument("--data", default=None, help="cut the clips from the shared FF++ and DFDC videos here instead")
+    p.add_argument("--test-clips", type=int, default=4, help="with --data: clips per test video")
     args = p.parse_args()
     logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
     out = Path(args.out)
     t0 = time.perf_counter()
-    data = make_demo_data(out / "data", clips=args.clips, frames=args.frames)
     cfg, pretrained = demo_config(out, args.points, args.epochs)
-    cfg = cfg.with_sections({"index": {"ratios": [0.5, 0.2, 0.3]}})  # more test clips than the demo's
+    if args.data:
+        data = shared_clips(Path(args.data), out / "data", args.clips, args.test_clips, args.frames)
+        cfg = cfg.with_sections({"index": {"format": "csv"}})
+    else:
+        data = make_demo_data(out / "data", clips=args.clips, frames=args.frames)
+        cfg = cfg.with_sections({"index": {"ratios": [0.5, 0.2, 0.3]}})  # more test clips than the demo's
     run = run_study(data, out, cfg, run_name="robustness", progress=False)
     trained = time.perf_counter() - t0
     rcfg = RobustnessConfig(perturbations=args.perturbations, levels=args.levels)
@@ -70,8 +143,8 @@ def main() -> None:
         per_type[code] = {"copies": len(mine), "make_s": round(float(np.mean(make)), 3) if make else None,
                           "score_s": round(float(np.mean(score)), 3) if score else None}
     print(f"weights: {'pretrained small models' if pretrained else 'tiny DINOv2 and Depth Anything V2, RANDOM'}; "
-          f"{run.evaluation.metrics['overall']['video']['count']} test clips of {2 * args.clips} "
-          f"({args.frames} frames, 256 px); trained in {trained:.0f} s")
+          f"{run.evaluation.metrics['overall']['video']['count']} test clips ({args.frames} frames, "
+          f"{'cut from ' + args.data if args.data else '256 px, generated'}); trained in {trained:.0f} s")
     print(markdown_table(result.table))
     print(json.dumps({"clean_score_s": round(float(np.mean(clean)), 3), "per_type": per_type,
                       "robustness_s": round(time.perf_counter() - t0 - trained, 1),

@@ -10,6 +10,7 @@ import yaml
 
 from truthinmotion.apps.cli import main, set_up_logging
 from truthinmotion.inference.scorer import Scorer
+from truthinmotion.models.detector import read_record
 
 
 @pytest.mark.slow
@@ -59,6 +60,16 @@ def test_demo_end_to_end_and_resume(tmp_path, capsys):
     by_frame = dict(zip(verdict.frame_index, verdict.frame_scores))
     diffs = [abs(float(r["score"]) - by_frame[int(r["frame_index"])]) for r in rows if r["video_id"] == vid]
     assert len(diffs) == 6 and max(diffs) <= 1e-5
+    # --fakes pseudo on the same clips: only twins of the real clips are made (the stages find the
+    # rest done); the detector learns from them alone, and the generated fakes are a manipulation
+    # it never saw, reported as such.
+    assert main(args[:-2] + ["--fakes", "pseudo"]) == 0
+    printed = capsys.readouterr().out
+    assert "faces: 0 processed, 16 already done" in printed and "synth: 8 twins added" in printed
+    record = read_record(out / "runs" / "demo-pseudo" / "best")
+    assert record.provenance.fakes == "pseudo" and "fake" not in record.provenance.fake_methods
+    unseen = json.loads((out / "runs" / "demo-pseudo" / "metrics.json").read_text())["per_method"]["fake"]["video"]
+    assert f"never shown to it; their video AUC against the test's real clips: {unseen['auc']:.3f}" in printed
 
 
 def test_bad_configuration_exits_2_with_a_message(tmp_path, capsys):

@@ -108,6 +108,22 @@ def test_folder_ratios_and_methods(tmp_path):
     assert split("w") == split("w2") and split("w") != split("w3")
 
 
+def test_a_folder_without_real_or_fake_is_real_unless_it_is_a_known_layout(tmp_path):
+    """Videos straight under the root (no real/ or fake/) are real videos, for --fakes pseudo; a
+    dataset's own layout there is not taken for real: the error names its format."""
+    _touch_tree(tmp_path / "mine", ["a.mp4", "trip/b.mov"])
+    index_dataset(tmp_path / "mine", tmp_path / "w", IndexConfig(format="folder"))
+    assert {(r["video_id"], r["label"], r["method"]) for r in read_manifest(tmp_path / "w")} == {
+        ("real-a", 0, "real"), ("real-trip__b", 0, "trip")}
+    for layout, fmt in (("manipulated_sequences/Deepfakes/c23/videos/1_2.mp4", "ffpp"),
+                        ("Celeb-synthesis/id0_id1_0000.mp4", "celebdf"), ("part_0/metadata.json", "dfdc")):
+        _touch_tree(tmp_path / fmt, [layout])
+        with pytest.raises(ConfigError, match=f"looks like {fmt} .*--format {fmt}"):
+            index_dataset(tmp_path / fmt, tmp_path / f"w-{fmt}", IndexConfig(format="folder"))
+    with pytest.raises(ConfigError, match="of real videos alone"):
+        index_dataset(tmp_path / "w", tmp_path / "w-empty", IndexConfig(format="folder"))
+
+
 def test_csv_groups_splits_and_missing(tmp_path):
     _touch_tree(tmp_path, ["v/a.mp4", "v/b.mp4", "v/c.mp4", "v/d.mp4"])
     (tmp_path / "list.csv").write_text(

@@ -188,16 +188,17 @@ def test_fakes_choose_the_training_rows_and_auto_follows_the_manifest(work, made
 
 
 @pytest.mark.slow
-def test_tim_run_with_pseudo_fakes_on_a_folder_of_real_videos_alone(tmp_path, capsys):
-    """`tim run DATA --fakes pseudo`: real clips only; twins are made, trained on, evaluated, and the
-    run, its detector's provenance and its report say which fakes it learnt from."""
+def test_tim_run_with_pseudo_fakes_on_a_folder_of_real_videos_alone(tmp_path, capsys, caplog):
+    """`tim run DATA --fakes pseudo`: a folder of real clips alone (no real/ or fake/ in it); twins are
+    made, trained on, evaluated, and the run, its detector's provenance and its report say which
+    fakes it learnt from."""
     import json
 
     from truthinmotion.apps.cli import main
     from truthinmotion.models.detector import read_record
 
     for i in range(4):
-        write_video(tmp_path / "data" / "real" / f"r{i}.mp4", synth_clip(False, frames=12, size=128, seed=10 + i))
+        write_video(tmp_path / "data" / f"r{i}.mp4", synth_clip(False, frames=12, size=128, seed=10 + i))
     (tmp_path / "tim.yaml").write_text(
         "index: {ratios: [0.5, 0.25, 0.25]}\nfaces: {num_points: 4, size: 56}\n"
         "train: {backbone: dinov2-tiny, init: random, image_size: 56, modality: flow, epochs: 2, batch_size: 4,"
@@ -206,6 +207,9 @@ def test_tim_run_with_pseudo_fakes_on_a_folder_of_real_videos_alone(tmp_path, ca
     assert main(["run", str(tmp_path / "data"), "-o", str(out), "--config", str(tmp_path / "tim.yaml"),
                  "--fakes", "pseudo", "--per-video", "2", "--kinds", "blend,frame-wise", "--name", "p", "-q"]) == 0
     printed = capsys.readouterr().out
+    assert "indexed 4 videos" in printed and "methods: real (4)" in printed
+    assert any("has no real/ or fake/ folder, so its 4 videos are indexed as REAL" in r.getMessage()
+               for r in caplog.records)
     assert "synth: 8 twins added to the manifest" in printed and "synth: 8 processed" in printed
     assert "features: 12 processed" in printed
     record = read_record(out / "runs" / "p" / "best")

@@ -100,23 +100,32 @@ def demo_config(out: Path, points: int = 16, epochs: int = 10) -> tuple[StudyCon
 
 
 def run_demo(out: str | Path = "demo-out", clips: int = 20, points: int = 16, epochs: int = 5,
-             progress: bool = True, study: bool = False, settings: dict[str, Any] | None = None) -> DemoResult:
+             progress: bool = True, study: bool = False, settings: dict[str, Any] | None = None,
+             fakes: str | None = None) -> DemoResult:
     """``settings``: sections of a settings file (``index``, ``faces``, ``flow``, ``depth``, ``train``)
-    applied last, over the demo's own settings and ``points`` and ``epochs``."""
+    applied over the demo's own settings and ``points`` and ``epochs``; ``fakes`` (``--fakes``) last.
+    With ``fakes="pseudo"`` the detector learns from pseudo-fakes of the real clips only, and the
+    generated fakes of the test split are a manipulation it never saw."""
     out = Path(out)
     data = make_demo_data(out / "data", clips=clips)
     cfg, pretrained = demo_config(out, points, epochs)
-    cfg = cfg.with_sections(settings)
+    cfg = cfg.with_sections(settings).with_options(fakes=fakes)
     result = DemoResult(out, pretrained=pretrained)
     result.lines.append(
         "weights: pretrained DINOv2-small and Depth Anything V2 small from the local cache" if pretrained else
         "weights: none cached, so tiny DINOv2 and Depth Anything V2 models with RANDOM weights "
         "(the pipeline is real; the accuracy says nothing about pretrained detectors)"
     )
-    pipeline = run_study(data, out, cfg, run_name="demo", progress=progress)
+    name = "demo" if cfg.train.fakes in ("auto", "dataset") else f"demo-{cfg.train.fakes}"
+    pipeline = run_study(data, out, cfg, run_name=name, progress=progress)
     result.lines += pipeline.lines
+    if cfg.train.fakes == "pseudo":
+        unseen = pipeline.evaluation.metrics["per_method"].get("fake", {}).get("video", {}).get("auc")
+        result.lines.append("trained on pseudo-fakes of the real clips only: the generated fakes were never shown "
+                            f"to it; their video AUC against the test's real clips: "
+                            f"{'n/a' if unseen is None else f'{unseen:.3f}'}")
     # detect on one test clip of each class, every stage in memory from the run directory alone
-    scorer = Scorer(out / "runs" / "demo")
+    scorer = Scorer(out / "runs" / name)
     test = pipeline.evaluation.metrics["videos"]
     for kind in ("real", "fake"):
         vid = next((v["video_id"] for v in test if v["video_id"].startswith(kind)), None)

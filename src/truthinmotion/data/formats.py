@@ -1,6 +1,6 @@
 """Dataset formats: each adapter turns a dataset root into video records with their labels,
-methods and source identities (FF++, DFDC, Celeb-DF, a folder of real/ and fake/, a CSV). The
-groups and splits are made from those identities by :mod:`.index` and :mod:`.splits`.
+methods and source identities (FF++, DFDC, Celeb-DF, a folder of real/ and fake/ or of real videos
+alone, a CSV). The groups and splits are made from those identities by :mod:`.index` and :mod:`.splits`.
 
 To add a format: a function ``(root, cfg) -> (records, missing, official splits)`` and its name
 in :data:`FORMATS` (``cfg`` is the :class:`~.index.IndexConfig`).
@@ -143,16 +143,40 @@ def _celebdf(root: Path, cfg: Any) -> tuple[list[VideoRecord], list[str], dict[s
     return records, [], official
 
 
+def _known_layout(root: Path) -> str | None:
+    """The dataset format whose layout ``root`` has ('ffpp (FaceForensics++)' ...), if any."""
+    if (root / "original_sequences").is_dir() or (root / "manipulated_sequences").is_dir():
+        return "ffpp (FaceForensics++)"
+    if (root / "Celeb-real").is_dir() or (root / "Celeb-synthesis").is_dir():
+        return "celebdf (Celeb-DF)"
+    if next(root.glob("*metadata.json"), None) or next(root.glob("*/metadata.json"), None):
+        return "dfdc (DFDC, metadata.json)"
+    return None
+
+
 def _folder(root: Path, cfg: Any) -> tuple[list[VideoRecord], list[str], dict[str, str]]:
     records = []
-    for sub, label in (("real", 0), ("fake", 1)):
-        for p in _videos(root / sub):
-            rel = p.relative_to(root / sub)
+    labelled = (root / "real").is_dir() or (root / "fake").is_dir()
+    if not labelled:
+        layout = _known_layout(root)
+        if layout:
+            raise ConfigError(f"{root} holds no real/ or fake/ folder but looks like {layout}: give --format "
+                              f"{layout.split()[0]} (the folder format would index every video as real)")
+    # A folder with neither real/ nor fake/ is a folder of real videos (for --fakes pseudo).
+    for sub, label, folder in ((("real", 0, root / "real"), ("fake", 1, root / "fake")) if labelled
+                               else (("real", 0, root),)):
+        for p in _videos(folder):
+            rel = p.relative_to(folder)
             method = rel.parts[0] if len(rel.parts) > 1 else sub
             vid = f"{sub}-" + "__".join(rel.with_suffix("").parts)
             records.append(VideoRecord(vid, str(p), label, root.name, method, (f"video:{vid}",)))
     if not records:
-        raise ConfigError(f"no videos under {root}/real or {root}/fake")
+        raise ConfigError(f"no videos under {root}/real or {root}/fake" if labelled else
+                          f"no videos under {root} (a folder of real/ and fake/, or of real videos alone)")
+    if not labelled:
+        log.warning("folder format: %s has no real/ or fake/ folder, so its %d videos are indexed as REAL; train "
+                    "on them with --fakes pseudo (pseudo-fakes made from them), or put fakes in fake/",
+                    root, len(records))
     log.warning("folder format: every video is its own group (a folder says nothing of who is in it), so "
                 "videos of one person can be in train and test; for an identity-clean split give a CSV with a "
                 "group column (--format csv)")

@@ -117,6 +117,10 @@ def _add_demo(p: argparse.ArgumentParser) -> None:
     bind(p, "--clips", run_demo, "clips", type=int, help="clips per class")
     bind(p, "--points", run_demo, "points", type=int, help="time points per clip")
     bind(p, "--epochs", run_demo, "epochs", type=int, help="training epochs")
+    p.add_argument("--fakes", choices=("dataset", "pseudo", "both"), default=None,
+                   help="the fakes it learns from: the generated fake clips (dataset, the default), pseudo-fakes "
+                        "made from the real clips alone (pseudo: the generated fakes become a manipulation it "
+                        "never saw), or both")
     p.add_argument("--study", action="store_true",
                    help="then a small study of the clips: every modality by two tiny backbones (or the cached "
                         "DINOv2-small), fp32 and int8")
@@ -135,7 +139,7 @@ def _demo(args: argparse.Namespace) -> int:
     if settings.get("train") and args.epochs is not None:
         settings["train"]["epochs"] = args.epochs
     result = run_demo(**present(out=args.out, clips=args.clips, points=args.points, epochs=args.epochs),
-                      progress=not args.quiet, study=args.study, settings=settings)
+                      progress=not args.quiet, study=args.study, settings=settings, fakes=args.fakes)
     print(result.summary())
     return 0
 
