@@ -137,7 +137,9 @@ def main() -> None:
     ap.add_argument("--clip-frames", type=int, default=24)
     ap.add_argument("--clips-per-video", type=int, default=8)
     ap.add_argument("--points", type=int, default=16, help="time points per clip")
-    ap.add_argument("--epochs", type=int, default=8)
+    # From scratch, a tiny detector needs many epochs: flow held out frame-wise, fold 0, gave video
+    # AUC 0.75 after 20 epochs and 1.0 after 60 (4 clips per person).
+    ap.add_argument("--epochs", type=int, default=60)
     ap.add_argument("--modalities", default="flow,depth,rgb,flow+depth+rgb", help="comma-separated")
     ap.add_argument("--held-out", default=",".join(KINDS), help="kinds held out in turn, comma-separated")
     ap.add_argument("--workers", type=int, default=1, help="processes for faces, synth and features")

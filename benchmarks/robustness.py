@@ -13,11 +13,11 @@ scoring a clean clip in the same run (the baseline: one machine's absolute times
 another).
 
 With ``--data ../shared/data`` the clips are cut from the shared FF++ and DFDC videos instead, at
-their own resolution (480 to 1080 lines): ``--clips`` clips of ``--frames`` frames from each video,
-re-encoded with libx264 at CRF 18 (FF++ c23's own quality range), a clip's group its person and
-time, so a real clip and its fakes at the same times never cross splits. FF++ person 634 (its
-original and FaceSwap 634_660) and DFDC widuwuoiur are the test videos (``--test-clips`` clips
-each); the other people train (1 clip in 4 validates). The detector is ``tim run``'s on those
+their own size (short side 480 to 1080): up to ``--clips`` clips of ``--frames`` frames from each
+video (as many as it has), a near-lossless re-encode (libx264 CRF 18) of the c23 or DFDC source, a
+clip's group its person and time, so a real clip and its fakes at the same times never cross
+splits. FF++ person 634 (its original and FaceSwap 634_660) and DFDC widuwuoiur are the test
+videos (``--test-clips`` clips each); the other people train (1 clip in 4 validates). The detector is ``tim run``'s on those
 clips with the demo's settings, so its accuracy is not the point: the table shows what each
 perturbation does to its verdicts on real footage and what a perturbed copy of a real video
 costs.
@@ -37,6 +37,7 @@ import csv
 import json
 import logging
 import time
+from fractions import Fraction
 from pathlib import Path
 
 import numpy as np
@@ -44,69 +45,94 @@ import numpy as np
 from truthinmotion.apps.demo import demo_config, make_demo_data
 from truthinmotion.experiments.pipeline import run_study
 from truthinmotion.experiments.robustness import CLEAN, RobustnessConfig, markdown_table, run_robustness
+from truthinmotion.core.io import atomic_path, atomic_write_text
+from truthinmotion.data.formats import FFPP_METHODS, FORMATS
+from truthinmotion.data.index import IndexConfig
 from truthinmotion.media.perturb import parse_levels, parse_perturbations, require_av
 
 TEST_GROUPS = ("634", "dfdc-widuwuoiur")  # FF++ 634 with its FaceSwap fake, and a DFDC fake
 
 
-def cut_clip(src: Path, dst: Path, start: int, frames: int) -> Path:
-    """Frames ``[start, start + frames)`` of ``src`` to ``dst`` at its own size and rate (libx264, CRF 18)."""
+def shared_videos(data: Path) -> list[tuple[Path, int, str, str]]:
+    """(path, label, method, person) of every shared FF++ and DFDC video, labels as the library's own
+    ffpp and dfdc formats read them (DFDC's from its metadata.json)."""
+    videos = []
+    for fmt in ("ffpp", "dfdc"):
+        cfg = IndexConfig(format=fmt, methods=FFPP_METHODS)
+        for r in FORMATS[fmt](data / fmt, cfg)[0]:
+            stem = Path(r.path).stem
+            person = f"dfdc-{stem}" if fmt == "dfdc" else stem.split("_")[0]
+            videos.append((Path(r.path), r.label, "DFDC" if fmt == "dfdc" else ("real" if not r.label else r.method),
+                           person))
+    return videos
+
+
+def cut_clips(src: Path, paths: list[Path], frames: int) -> list[Path]:
+    """Consecutive clips of ``frames`` frames from the start of ``src``, one decoding pass, each at
+    the source's size and rate (libx264 CRF 18, a near-lossless re-encode of the c23 source),
+    written atomically; as many of ``paths`` as the video has frames for."""
     av = require_av()
-    dst.parent.mkdir(parents=True, exist_ok=True)
-    tmp = dst.with_suffix(".part.mp4")
-    with av.open(str(src)) as inp, av.open(str(tmp), "w") as out:
+    done: list[Path] = []
+    with av.open(str(src)) as inp:
         stream = inp.streams.video[0]
-        ostream = out.add_stream("libx264", rate=stream.average_rate)
-        ostream.width, ostream.height, ostream.pix_fmt = stream.width, stream.height, "yuv420p"
-        ostream.options = {"crf": "18", "preset": "fast"}
-        n = 0
-        for i, frame in enumerate(inp.decode(stream)):
-            if i >= start + frames:
-                break
-            if i >= start:
-                new = frame.reformat(format="yuv420p")
-                new.pts, new.time_base = n, 1 / stream.average_rate
-                n += 1
-                out.mux(ostream.encode(new))
-        out.mux(ostream.encode())
-    if n < frames:
-        tmp.unlink()
-        raise SystemExit(f"{src} has fewer than {start + frames} frames")
-    tmp.replace(dst)
-    return dst
+        rate = stream.average_rate or stream.guessed_rate or Fraction(25)
+        decoded = inp.decode(stream)
+        for dst in paths:
+            with atomic_path(dst, suffix=".mp4") as tmp:
+                with av.open(str(tmp), "w") as out:
+                    ostream = out.add_stream("libx264", rate=rate)
+                    ostream.width, ostream.height, ostream.pix_fmt = stream.width, stream.height, "yuv420p"
+                    ostream.options = {"crf": "18", "preset": "fast"}
+                    n = 0
+                    for frame in decoded:
+                        new = frame.reformat(format="yuv420p")
+                        new.pts, new.time_base = n, 1 / rate
+                        out.mux(ostream.encode(new))
+                        n += 1
+                        if n == frames:
+                            break
+                    out.mux(ostream.encode())
+                if n < frames:  # the video ended: this clip is not made (the temporary goes)
+                    tmp.unlink()
+                    return done
+            done.append(dst)
+    return done
 
 
 def shared_clips(data: Path, out: Path, clips: int, test_clips: int, frames: int) -> Path:
-    """``clips.csv``: clips of every shared FF++ and DFDC video, grouped by person and time; the
-    groups of TEST_GROUPS are test, the others train (1 clip in 4 validates)."""
-    table = out / "clips.csv"
+    """``clips.csv``: up to ``clips`` clips of every shared FF++ and DFDC video (``test_clips`` of a
+    test video), grouped by person and time; the groups of TEST_GROUPS are test, the others train
+    (1 clip in 4 validates). Cut once: another cut of the same folder is refused."""
+    table, recipe = out / "clips.csv", {"clips": clips, "test_clips": test_clips, "frames": frames}
+    made = out / "clips.json"
     if table.is_file():
+        before = json.loads(made.read_text()) if made.is_file() else None
+        if before != recipe:
+            raise SystemExit(f"{out} holds clips cut with {before}, not {recipe}: give another --out")
         return table
-    videos = [(p, 0, "real", p.stem) for p in sorted((data / "ffpp" / "original_sequences").glob("*/*/videos/*.mp4"))]
-    videos += [(p, 1, p.parts[-4], p.stem.split("_")[0])
-               for p in sorted((data / "ffpp" / "manipulated_sequences").glob("*/*/videos/*.mp4"))]
-    videos += [(p, 1, "DFDC", f"dfdc-{p.stem}") for p in sorted((data / "dfdc").glob("*/*.mp4"))]
-    if not videos:
-        raise SystemExit(f"no FF++ or DFDC videos under {data}")
     rows = []
-    for path, label, method, person in videos:
+    for path, label, method, person in shared_videos(data):
         test = person in TEST_GROUPS
-        for seg in range(test_clips if test else clips):
-            clip = cut_clip(path, out / "clips" / method / f"{path.stem}_{seg:02d}.mp4", seg * frames, frames)
+        want = [out / "clips" / method / f"{path.stem}_{seg:02d}.mp4" for seg in range(test_clips if test else clips)]
+        for seg, clip in enumerate(cut_clips(path, want, frames)):
             rows.append({"path": str(clip), "label": label, "video_id": f"{method}-{path.stem}_{seg:02d}",
                          "method": method, "group": person if test else f"{person}_{seg:02d}",
                          "split": "test" if test else ("val" if seg % 4 == 1 else "train")})
-    with open(table, "w", newline="") as f:
+    if not rows:
+        raise SystemExit(f"no FF++ or DFDC videos under {data}")
+    with atomic_path(table) as tmp, open(tmp, "w", newline="") as f:
         w = csv.DictWriter(f, fieldnames=list(rows[0]))
         w.writeheader()
         w.writerows(rows)
+    atomic_write_text(made, json.dumps(recipe))
     return table
 
 
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("--out", default="/tmp/tim-robustness")
-    p.add_argument("--clips", type=int, default=12, help="generated clips per class")
+    p.add_argument("--clips", type=int, default=12,
+                   help="generated clips per class; with --data, clips per shared video (as many as it has)")
     p.add_argument("--frames", type=int, default=40, help="frames per clip")
     p.add_argument("--points", type=int, default=8, help="time points per clip")
     p.add_argument("--epochs", type=int, default=4)
@@ -117,7 +143,7 @@ def main() -> None:
     p.add_argument("--augment-levels", type=parse_levels, default=parse_levels("1-5"))
     p.add_argument("--augment-copies", type=int, default=1)
     p.add_argument("--data", default=None, help="cut the clips from the shared FF++ and DFDC videos here instead")
-    p.add_argument("--test-clips", type=int, default=4, help="with --data: clips per test video")
+    p.add_argument("--test-clips", type=int, default=4, help="with --data: clips per test video (at most)")
     args = p.parse_args()
     logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
     out = Path(args.out)

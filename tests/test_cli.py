@@ -61,15 +61,21 @@ def test_demo_end_to_end_and_resume(tmp_path, capsys):
     diffs = [abs(float(r["score"]) - by_frame[int(r["frame_index"])]) for r in rows if r["video_id"] == vid]
     assert len(diffs) == 6 and max(diffs) <= 1e-5
     # --fakes pseudo on the same clips: only twins of the real clips are made (the stages find the
-    # rest done); the detector learns from them alone, and the generated fakes are a manipulation
-    # it never saw, reported as such.
+    # rest done); the detector learns from them alone, and the generated fakes, never shown to it,
+    # are reported on their own. The first detector keeps the generated fakes it learnt from.
+    assert main(args[:-2] + ["--fakes", "pseudo", "--study"]) == 2
+    assert "tim study" in capsys.readouterr().err
     assert main(args[:-2] + ["--fakes", "pseudo"]) == 0
     printed = capsys.readouterr().out
     assert "faces: 0 processed, 16 already done" in printed and "synth: 8 twins added" in printed
     record = read_record(out / "runs" / "demo-pseudo" / "best")
     assert record.provenance.fakes == "pseudo" and "fake" not in record.provenance.fake_methods
-    unseen = json.loads((out / "runs" / "demo-pseudo" / "metrics.json").read_text())["per_method"]["fake"]["video"]
-    assert f"never shown to it; their video AUC against the test's real clips: {unseen['auc']:.3f}" in printed
+    assert read_record(out / "runs" / "demo" / "best").provenance.fakes == "dataset"
+    metrics = json.loads((out / "runs" / "demo-pseudo" / "metrics.json").read_text())
+    unseen = metrics["per_method"]["fake"]["video"]
+    assert metrics["overall_fakes"] == "pseudo" and unseen["auc"] is not None
+    assert (f"never shown to it: video AUC {unseen['auc']:.3f} for the test's {unseen['fake']} generated fakes "
+            f"against its {unseen['real']} real clips") in printed
 
 
 def test_bad_configuration_exits_2_with_a_message(tmp_path, capsys):

@@ -108,20 +108,33 @@ def test_folder_ratios_and_methods(tmp_path):
     assert split("w") == split("w2") and split("w") != split("w3")
 
 
-def test_a_folder_without_real_or_fake_is_real_unless_it_is_a_known_layout(tmp_path):
-    """Videos straight under the root (no real/ or fake/) are real videos, for --fakes pseudo; a
-    dataset's own layout there is not taken for real: the error names its format."""
+def test_a_folder_without_real_or_fake_is_real_unless_something_says_otherwise(tmp_path, caplog):
+    """Videos straight under the root (no real/ or fake/) are real videos, for --fakes pseudo. A
+    folder on their path named for a class or a dataset's layout, or a DFDC metadata.json, says
+    they are not all real: refused, naming it; so is a work directory inside the folder (the
+    videos it makes would come back as real ones)."""
     _touch_tree(tmp_path / "mine", ["a.mp4", "trip/b.mov"])
     index_dataset(tmp_path / "mine", tmp_path / "w", IndexConfig(format="folder"))
     assert {(r["video_id"], r["label"], r["method"]) for r in read_manifest(tmp_path / "w")} == {
-        ("real-a", 0, "real"), ("real-trip__b", 0, "trip")}
-    for layout, fmt in (("manipulated_sequences/Deepfakes/c23/videos/1_2.mp4", "ffpp"),
-                        ("Celeb-synthesis/id0_id1_0000.mp4", "celebdf"), ("part_0/metadata.json", "dfdc")):
-        _touch_tree(tmp_path / fmt, [layout])
-        with pytest.raises(ConfigError, match=f"looks like {fmt} .*--format {fmt}"):
-            index_dataset(tmp_path / fmt, tmp_path / f"w-{fmt}", IndexConfig(format="folder"))
+        ("real-a", 0, "real"), ("real-trip__b", 0, "real")}
+    for name, layout, says in (
+            ("above-ffpp", "ffpp/manipulated_sequences/Deepfakes/c23/videos/1_2.mp4", "'manipulated_sequences'"),
+            ("cased", "Fake/x.mp4", "'Fake'"), ("above-demo", "data/fake/f.mp4", "'fake'"),
+            ("dfdc", "train/part_0/v.mp4", "metadata.json")):
+        _touch_tree(tmp_path / name, [layout] + (["train/part_0/metadata.json"] if name == "dfdc" else []))
+        with pytest.raises(ConfigError, match=f"as REAL, but .*{says}"):
+            index_dataset(tmp_path / name, tmp_path / f"w-{name}", IndexConfig(format="folder"))
+    with pytest.raises(ConfigError, match="work directory .* is inside"):
+        index_dataset(tmp_path / "mine", tmp_path / "mine" / "out" / "work", IndexConfig(format="folder"))
+    (tmp_path / "empty").mkdir()
     with pytest.raises(ConfigError, match="of real videos alone"):
-        index_dataset(tmp_path / "w", tmp_path / "w-empty", IndexConfig(format="folder"))
+        index_dataset(tmp_path / "empty", tmp_path / "w-empty", IndexConfig(format="folder"))
+    # With real/ and fake/, videos beside them are not indexed, and the index says so.
+    _touch_tree(tmp_path / "both", ["real/r.mp4", "fake/f.mp4", "loose.mp4"])
+    with caplog.at_level("WARNING"):
+        index_dataset(tmp_path / "both", tmp_path / "w-both", IndexConfig(format="folder"))
+    assert len(read_manifest(tmp_path / "w-both")) == 2
+    assert "1 videos of" in caplog.text and "outside real/ and fake/ and are not indexed (loose.mp4)" in caplog.text
 
 
 def test_csv_groups_splits_and_missing(tmp_path):

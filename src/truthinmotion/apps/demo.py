@@ -23,6 +23,7 @@ from typing import Any
 
 import torch
 
+from ..core.errors import ConfigError
 from ..inference.scorer import Scorer
 from ..reports.plots import plot_scores
 from ..reports.page import write_report
@@ -91,6 +92,7 @@ def demo_config(out: Path, points: int = 16, epochs: int = 10) -> tuple[StudyCon
         train=TrainConfig(
             backbone=backbone, init=init, image_size=image_size, modality="flow+depth", epochs=epochs,
             batch_size=6, train_points=6, lr=1e-3 if init == "random" else 1e-4, workers=0, patience=4,
+            fakes="dataset",  # the generated fakes; --fakes pseudo learns from twins of the real clips instead
             # The default fixed flow scale (4 px) keeps the magnitude of the re-rendered face's
             # jitter visible; the study's per-picture scaling amplifies the real clips' noise to
             # full brightness, which a tiny random encoder cannot see past in ten epochs.
@@ -110,6 +112,9 @@ def run_demo(out: str | Path = "demo-out", clips: int = 20, points: int = 16, ep
     data = make_demo_data(out / "data", clips=clips)
     cfg, pretrained = demo_config(out, points, epochs)
     cfg = cfg.with_sections(settings).with_options(fakes=fakes)
+    if study and cfg.train.fakes != "dataset":
+        raise ConfigError(f"tim demo --study compares detectors of the generated fakes; for a study on "
+                          f"{cfg.train.fakes} fakes run `tim study {out / 'data'} --fakes {cfg.train.fakes}`")
     result = DemoResult(out, pretrained=pretrained)
     result.lines.append(
         "weights: pretrained DINOv2-small and Depth Anything V2 small from the local cache" if pretrained else
@@ -120,10 +125,12 @@ def run_demo(out: str | Path = "demo-out", clips: int = 20, points: int = 16, ep
     pipeline = run_study(data, out, cfg, run_name=name, progress=progress)
     result.lines += pipeline.lines
     if cfg.train.fakes == "pseudo":
-        unseen = pipeline.evaluation.metrics["per_method"].get("fake", {}).get("video", {}).get("auc")
-        result.lines.append("trained on pseudo-fakes of the real clips only: the generated fakes were never shown "
-                            f"to it; their video AUC against the test's real clips: "
-                            f"{'n/a' if unseen is None else f'{unseen:.3f}'}")
+        unseen = pipeline.evaluation.metrics["per_method"].get("fake", {}).get("video", {})
+        auc = unseen.get("auc")
+        result.lines.append(
+            "trained on pseudo-fakes of the real clips only, so the generated fake clips were never shown to it: "
+            f"video AUC {'n/a' if auc is None else f'{auc:.3f}'} for the test's {unseen.get('fake', 0)} generated "
+            f"fakes against its {unseen.get('real', 0)} real clips")
     # detect on one test clip of each class, every stage in memory from the run directory alone
     scorer = Scorer(out / "runs" / name)
     test = pipeline.evaluation.metrics["videos"]

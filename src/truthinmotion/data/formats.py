@@ -143,40 +143,57 @@ def _celebdf(root: Path, cfg: Any) -> tuple[list[VideoRecord], list[str], dict[s
     return records, [], official
 
 
-def _known_layout(root: Path) -> str | None:
-    """The dataset format whose layout ``root`` has ('ffpp (FaceForensics++)' ...), if any."""
-    if (root / "original_sequences").is_dir() or (root / "manipulated_sequences").is_dir():
-        return "ffpp (FaceForensics++)"
-    if (root / "Celeb-real").is_dir() or (root / "Celeb-synthesis").is_dir():
-        return "celebdf (Celeb-DF)"
-    if next(root.glob("*metadata.json"), None) or next(root.glob("*/metadata.json"), None):
-        return "dfdc (DFDC, metadata.json)"
-    return None
+# Folders whose name says what their videos are: a folder of real videos alone holds none of them.
+_LABELLED_FOLDERS = {"real", "reals", "fake", "fakes", "original_sequences", "manipulated_sequences",
+                     "celeb-real", "celeb-synthesis", "youtube-real"}
+
+
+def real_videos_alone(root: Path) -> bool:
+    """Whether the folder format reads ``root`` as a folder of real videos (no real/ or fake/ in it)."""
+    return not ((root / "real").is_dir() or (root / "fake").is_dir())
+
+
+def _labelled_inside(root: Path, videos: list[Path]) -> str | None:
+    """Why ``root``'s videos cannot all be real: a folder on their path named for a class or a
+    dataset's layout, or a DFDC ``metadata.json`` anywhere below; None when nothing says so."""
+    for p in videos:
+        for folder in p.relative_to(root).parts[:-1]:
+            if folder.lower() in _LABELLED_FOLDERS:
+                return f"it holds a folder {folder!r} ({p.parent})"
+    meta = next(root.rglob("metadata.json"), None)
+    return f"it holds a DFDC-style {meta}" if meta else None
 
 
 def _folder(root: Path, cfg: Any) -> tuple[list[VideoRecord], list[str], dict[str, str]]:
     records = []
-    labelled = (root / "real").is_dir() or (root / "fake").is_dir()
-    if not labelled:
-        layout = _known_layout(root)
-        if layout:
-            raise ConfigError(f"{root} holds no real/ or fake/ folder but looks like {layout}: give --format "
-                              f"{layout.split()[0]} (the folder format would index every video as real)")
-    # A folder with neither real/ nor fake/ is a folder of real videos (for --fakes pseudo).
-    for sub, label, folder in ((("real", 0, root / "real"), ("fake", 1, root / "fake")) if labelled
-                               else (("real", 0, root),)):
-        for p in _videos(folder):
-            rel = p.relative_to(folder)
-            method = rel.parts[0] if len(rel.parts) > 1 else sub
-            vid = f"{sub}-" + "__".join(rel.with_suffix("").parts)
-            records.append(VideoRecord(vid, str(p), label, root.name, method, (f"video:{vid}",)))
-    if not records:
-        raise ConfigError(f"no videos under {root}/real or {root}/fake" if labelled else
-                          f"no videos under {root} (a folder of real/ and fake/, or of real videos alone)")
-    if not labelled:
+    if real_videos_alone(root):
+        videos = _videos(root)
+        if not videos:
+            raise ConfigError(f"no videos under {root} (a folder of real/ and fake/, or of real videos alone)")
+        why = _labelled_inside(root, videos)
+        if why:
+            raise ConfigError(f"{root} has no real/ or fake/ folder, so the folder format would index every video "
+                              f"under it as REAL, but {why}: put its videos in real/ and fake/, or give the "
+                              f"dataset's --format (ffpp, dfdc, celebdf) or a CSV (--format csv)")
+        for p in videos:
+            vid = "real-" + "__".join(p.relative_to(root).with_suffix("").parts)
+            records.append(VideoRecord(vid, str(p), 0, root.name, "real", (f"video:{vid}",)))
         log.warning("folder format: %s has no real/ or fake/ folder, so its %d videos are indexed as REAL; train "
                     "on them with --fakes pseudo (pseudo-fakes made from them), or put fakes in fake/",
                     root, len(records))
+    else:
+        for sub, label in (("real", 0), ("fake", 1)):
+            for p in _videos(root / sub):
+                rel = p.relative_to(root / sub)
+                method = rel.parts[0] if len(rel.parts) > 1 else sub
+                vid = f"{sub}-" + "__".join(rel.with_suffix("").parts)
+                records.append(VideoRecord(vid, str(p), label, root.name, method, (f"video:{vid}",)))
+        if not records:
+            raise ConfigError(f"no videos under {root}/real or {root}/fake")
+        beside = [p for p in _videos(root) if p.relative_to(root).parts[0] not in ("real", "fake")]
+        if beside:
+            log.warning("folder format: %d videos of %s are outside real/ and fake/ and are not indexed (%s%s)",
+                        len(beside), root, beside[0].relative_to(root), ", ..." if len(beside) > 1 else "")
     log.warning("folder format: every video is its own group (a folder says nothing of who is in it), so "
                 "videos of one person can be in train and test; for an identity-clean split give a CSV with a "
                 "group column (--format csv)")

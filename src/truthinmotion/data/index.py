@@ -41,7 +41,7 @@ from ..core.errors import StageError
 from ..core.io import WorkDir, atomic_path, check_video_id
 from .augment import is_copy, is_derived
 from .pseudo import is_pseudo
-from .formats import FFPP_METHODS, FFPP_STANDARD, FORMATS, VIDEO_SUFFIXES, VideoRecord
+from .formats import FFPP_METHODS, FFPP_STANDARD, FORMATS, VIDEO_SUFFIXES, VideoRecord, real_videos_alone
 from .splits import SPLITS, assign_splits, group_split
 
 __all__ = [
@@ -143,6 +143,10 @@ def index_dataset(root: str | Path, workdir: str | Path, cfg: IndexConfig = Inde
     if not root.exists():
         raise ConfigError(f"dataset root not found: {root}")
     work = WorkDir(Path(workdir))
+    if cfg.format == "folder" and real_videos_alone(root) and work.root.resolve().is_relative_to(root):
+        raise ConfigError(f"the work directory {work.root} is inside {root}, a folder of real videos alone: the "
+                          "videos made there (pseudo-fakes, perturbed copies) would be indexed as real ones; "
+                          "put the output elsewhere")
     records, missing, official = FORMATS[cfg.format](root, cfg)
     if not records:
         raise ConfigError(f"no videos found under {root} that exist on disk ({len(missing)} listed but missing)")

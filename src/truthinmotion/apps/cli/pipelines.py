@@ -119,8 +119,8 @@ def _add_demo(p: argparse.ArgumentParser) -> None:
     bind(p, "--epochs", run_demo, "epochs", type=int, help="training epochs")
     p.add_argument("--fakes", choices=("dataset", "pseudo", "both"), default=None,
                    help="the fakes it learns from: the generated fake clips (dataset, the default), pseudo-fakes "
-                        "made from the real clips alone (pseudo: the generated fakes become a manipulation it "
-                        "never saw), or both")
+                        "made from the real clips alone (pseudo: the generated fakes are then never shown to it; "
+                        "runs/demo-pseudo), or both")
     p.add_argument("--study", action="store_true",
                    help="then a small study of the clips: every modality by two tiny backbones (or the cached "
                         "DINOv2-small), fp32 and int8")
