@@ -44,12 +44,16 @@ import numpy as np
 import torch
 
 from truthinmotion.backends.weights import save_random_model
+from truthinmotion.core.errors import ConfigError
 from truthinmotion.data.index import IndexConfig, index_dataset, read_manifest, write_manifest
 from truthinmotion.data.pseudo import PSEUDO, is_pseudo
+from truthinmotion.execution.preflight import preflight
 from truthinmotion.experiments.evaluate import evaluate
 from truthinmotion.faces.config import FacesConfig
 from truthinmotion.faces.stage import run_faces
 from truthinmotion.features import DepthConfig, FlowConfig, depth_anything_config, run_features
+from truthinmotion.features.depth import check_depth
+from truthinmotion.models.architecture import check_backbone
 from truthinmotion.media.clips import write_video
 from truthinmotion.media.video import probe, read_frames
 from truthinmotion.synth.config import ALL_KINDS, KINDS, SynthConfig
@@ -148,27 +152,38 @@ def main() -> None:
     ap.add_argument("--epochs", type=int, default=60)
     ap.add_argument("--modalities", default="flow,depth,rgb,flow+depth+rgb", help="comma-separated")
     ap.add_argument("--held-out", default=",".join(KINDS), help="kinds held out in turn, comma-separated")
+    ap.add_argument("--pretrained", action="store_true",
+                    help="pretrained DINOv2-small (its last block trained, the study's setting) and Depth Anything V2 "
+                         "small, from the local cache or HF_HOME, at 224 px, instead of tiny random ones; "
+                         "give another --out")
     ap.add_argument("--folds", default=None, help="folds to run, comma-separated (default: one per person)")
     ap.add_argument("--workers", type=int, default=1, help="processes for faces, synth and features")
     args = ap.parse_args()
     logging.basicConfig(level=logging.WARNING)
     t0 = time.perf_counter()
     out = Path(args.out)
+    if args.pretrained:  # before any clip is cut: the weights are found, or the error says where to put them
+        try:
+            preflight(models=[lambda: check_backbone("dinov2-small"),
+                              lambda: check_depth(DepthConfig(model="depth-anything-v2-small"))])
+        except ConfigError as err:
+            raise SystemExit(f"--pretrained: {err}") from None
     table = make_clips(out, Path(args.data), args.clip_frames, args.clips_per_video)
     base = out / "work"
-    faces = FacesConfig(num_points=args.points, size=112)
+    size = 224 if args.pretrained else 112
+    faces = FacesConfig(num_points=args.points, size=size)
     if not (base / "manifest.csv").is_file():
         index_dataset(table, base, IndexConfig(format="csv"))
     run_faces(base, faces, workers=args.workers, progress=False)
     made = run_synth(base, SynthConfig(kinds=ALL_KINDS, per_video=len(ALL_KINDS)), faces, workers=args.workers,
                      progress=False)
     depth_dir = out / "depth-anything-v2-tiny-random"
-    if not (depth_dir / "config.json").is_file():
+    if not args.pretrained and not (depth_dir / "config.json").is_file():
         from transformers import DepthAnythingForDepthEstimation
 
         torch.manual_seed(0)
         save_random_model(DepthAnythingForDepthEstimation(depth_anything_config("depth-anything-v2-tiny")), depth_dir)
-    depth = DepthConfig(model=str(depth_dir), input_size=112)
+    depth = DepthConfig(model="depth-anything-v2-small" if args.pretrained else str(depth_dir), input_size=size)
     run_features(base, FlowConfig(), depth, workers=args.workers, progress=False)
     rows = read_manifest(base)
     people = sorted({r["group"] for r in rows if r["label"] == 0 and not is_pseudo(r)})
@@ -190,10 +205,11 @@ def main() -> None:
                     write_manifest(work, fold_manifest(rows, people, fold, held, control))
                 run = out / "runs" / f"{fold}-{held}-{'control' if control else modality.replace('+', '-')}"
                 if not (run / "best").is_dir():
-                    cfg = TrainConfig(backbone="dinov2-tiny", init="random", image_size=112, modality=modality,
-                                      train_blocks=-1, depth=depth.key, epochs=args.epochs, patience=args.epochs,
-                                      batch_size=8, train_points=8, lr=1e-3, workers=0, progress=False, seed=fold,
-                                      fakes="pseudo")
+                    model = (dict(backbone="dinov2-small", init="pretrained", train_blocks=1, lr=1e-4)
+                             if args.pretrained else dict(backbone="dinov2-tiny", init="random", train_blocks=-1, lr=1e-3))
+                    cfg = TrainConfig(**model, image_size=size, modality=modality, depth=depth.key, epochs=args.epochs,
+                                      patience=args.epochs, batch_size=8, train_points=8, workers=0, progress=False,
+                                      seed=fold, fakes="pseudo")
                     train(work, cfg, run)
                 ev_work = out / "folds" / f"{fold}-{held}" if control else work  # the control is tested on true labels
                 if control and not (ev_work / "manifest.csv").is_file():
@@ -210,7 +226,8 @@ def main() -> None:
                 print(json.dumps(row), flush=True)
     settings = [*modalities, CONTROL]
     print(f"\ntwins: {made.twins.summary().splitlines()[0]}; clips: {len(people)} people x {args.clips_per_video}; "
-          f"{args.epochs} epochs; RANDOM weights (tiny DINOv2, tiny Depth Anything V2)\n")
+          f"{args.epochs} epochs; "
+          f"{'pretrained DINOv2-small and Depth Anything V2 small' if args.pretrained else 'RANDOM weights (tiny DINOv2, tiny Depth Anything V2)'}\n")
     print("| setting | " + " | ".join(f"held out: {k}" for k in held_out) + " | mean | min |")
     print("| --- | " + " | ".join("---:" for _ in held_out) + " | ---: | ---: |")
     summary = {}
@@ -232,7 +249,8 @@ def main() -> None:
             vals.append(f"{np.mean(got):.3f} ({len(got)})" if got else "")
         print(f"| {s} | " + " | ".join(vals) + " |")
     print(json.dumps({"benchmark": "generalisation", "minutes": round((time.perf_counter() - t0) / 60, 1),
-                      "weights": "random (tiny DINOv2; tiny Depth Anything V2)", "summary": summary,
+                      "weights": "pretrained (DINOv2-small; Depth Anything V2 small)" if args.pretrained
+                      else "random (tiny DINOv2; tiny Depth Anything V2)", "summary": summary,
                       "runs": results}, indent=2))
 
 
