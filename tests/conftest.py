@@ -15,6 +15,18 @@ if os.environ.get("PYTEST_XDIST_WORKER"):  # pytest -n 2: one thread each, or th
 
     torch.set_num_threads(1)
 
+# `make test` (pytest -n auto --dist loadfile) hands whole files to the workers in the order they
+# were collected: the longest files first (as measured with --durations), so that the last file to
+# start is a short one and neither worker is left waiting for the other at the end.
+LONGEST_FIRST = ("test_scale.py", "test_cli.py", "test_serve.py", "test_train.py", "test_faces.py", "test_study.py",
+                 "test_detect.py", "test_report.py", "test_hostile.py")
+
+
+def pytest_collection_modifyitems(config, items) -> None:
+    rank = {name: i for i, name in enumerate(LONGEST_FIRST)}
+    items.sort(key=lambda item: rank.get(item.path.name, len(rank)))  # stable: a file's tests stay in order
+
+
 SHARED = Path(__file__).resolve().parents[2] / "shared" / "data"
 FFPP = SHARED / "ffpp"
 DFDC = SHARED / "dfdc"
