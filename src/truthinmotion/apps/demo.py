@@ -107,14 +107,14 @@ def run_demo(out: str | Path = "demo-out", clips: int = 20, points: int = 16, ep
     """``settings``: sections of a settings file (``index``, ``faces``, ``flow``, ``depth``, ``train``)
     applied over the demo's own settings and ``points`` and ``epochs``; ``fakes`` (``--fakes``) last.
     With ``fakes="pseudo"`` the detector learns from pseudo-fakes of the real clips only, and the
-    generated fakes of the test split are a manipulation it never saw."""
+    generated fake clips of the test split are fakes it was never shown."""
     out = Path(out)
-    data = make_demo_data(out / "data", clips=clips)
     cfg, pretrained = demo_config(out, points, epochs)
     cfg = cfg.with_sections(settings).with_options(fakes=fakes)
     if study and cfg.train.fakes != "dataset":
         raise ConfigError(f"tim demo --study compares detectors of the generated fakes; for a study on "
                           f"{cfg.train.fakes} fakes run `tim study {out / 'data'} --fakes {cfg.train.fakes}`")
+    data = make_demo_data(out / "data", clips=clips)
     result = DemoResult(out, pretrained=pretrained)
     result.lines.append(
         "weights: pretrained DINOv2-small and Depth Anything V2 small from the local cache" if pretrained else
